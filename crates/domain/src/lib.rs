@@ -1,0 +1,28 @@
+//! Pure types and rules of Steward: no I/O, no clock reads, no randomness.
+//!
+//! Everything that crosses a layer boundary is parsed here into a type that is
+//! known good (`JobName`, `Schedule`, `HttpUrl`, ...). The store, engine and web
+//! crates depend on this crate; it depends on none of them.
+
+pub mod duration;
+pub mod error;
+pub mod ids;
+pub mod job;
+pub mod name;
+pub mod outbound;
+pub mod retry;
+pub mod run;
+pub mod schedule;
+
+pub use duration::DurationSpec;
+pub use error::ValidationError;
+pub use ids::{JobId, RunId};
+pub use job::{
+    CommandSpec, HttpMethod, HttpSpec, JobDefinition, JobSpec, MissedRunPolicy, OverlapPolicy,
+    Policies, StatusRange,
+};
+pub use name::{EnvName, JobName, Tag};
+pub use outbound::{HttpUrl, OutboundRule};
+pub use retry::RetryPolicy;
+pub use run::{RunOutcome, RunStatus, Trigger};
+pub use schedule::{Schedule, ScheduleError, TimeZone};
