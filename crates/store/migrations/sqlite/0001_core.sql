@@ -1,0 +1,44 @@
+-- Core tables: jobs and their runs. Times are Unix milliseconds (UTC).
+
+CREATE TABLE jobs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    name            TEXT    NOT NULL UNIQUE,
+    enabled         INTEGER NOT NULL,
+    -- The whole JobDefinition as JSON; name and enabled are copied out for queries.
+    definition      TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    -- The latest scheduled occurrence that was recorded; missed-run detection
+    -- starts after it. NULL until the first occurrence.
+    schedule_cursor INTEGER
+) STRICT;
+
+CREATE TABLE runs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id        INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    status        TEXT    NOT NULL CHECK (status IN ('queued','running','succeeded','failed','timed_out','cancelled','abandoned','skipped')),
+    trigger_kind  TEXT    NOT NULL CHECK (trigger_kind IN ('schedule','manual','retry','chain')),
+    scheduled_for INTEGER,
+    not_before    INTEGER,
+    attempt       INTEGER NOT NULL DEFAULT 1,
+    parent_run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+    created_at    INTEGER NOT NULL,
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    exit_code     INTEGER,
+    signal        INTEGER,
+    http_status   INTEGER,
+    error         TEXT,
+    output_truncated INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+-- Exactly once per occurrence: one scheduled run per job and instant.
+CREATE UNIQUE INDEX runs_occurrence ON runs(job_id, scheduled_for) WHERE trigger_kind = 'schedule';
+CREATE INDEX runs_job ON runs(job_id, id);
+CREATE INDEX runs_status ON runs(status, id);
+CREATE INDEX runs_created ON runs(created_at);
+
+CREATE TABLE run_output (
+    run_id  INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    content TEXT NOT NULL
+) STRICT;
