@@ -1,1 +1,316 @@
-//! placeholder
+//! The engine: scheduler, runner and executors, and the job service that the web
+//! layer and the CLI call. Rules about what a job may be live in `steward-domain`;
+//! this crate decides when and how things run.
+
+pub mod clock;
+pub mod executor;
+pub mod metrics;
+pub mod outbound;
+pub mod output;
+pub mod runner;
+pub mod scheduler;
+
+use chrono::{DateTime, Utc};
+use clock::Clock;
+use executor::command::{CommandSettings, RunAs};
+use executor::http::HttpExecutor;
+use metrics::Metrics;
+use outbound::OutboundPolicy;
+use runner::{JitterFn, Runner, RunnerSettings, Submit, SubmitError};
+use scheduler::{Scheduler, SchedulerHandle};
+use std::sync::Arc;
+use std::time::Duration;
+use steward_domain::{JobDefinition, JobId, JobSpec, MissedRunPolicy, RunId, RunOutcome, RunStatus, TimeZone, Trigger, ValidationError};
+use steward_store::{Job, Run, RunUpdate, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+pub use output::OutputBuffer;
+
+/// Engine settings, resolved from configuration by the binary.
+#[derive(Clone)]
+pub struct EngineSettings {
+    pub default_timezone: TimeZone,
+    pub output_limit: usize,
+    pub kill_grace: Duration,
+    pub default_workdir: String,
+    pub run_as: Option<RunAs>,
+    pub outbound: OutboundPolicy,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            default_timezone: TimeZone::UTC,
+            output_limit: 4 * 1024 * 1024,
+            kill_grace: Duration::from_secs(10),
+            default_workdir: "/".into(),
+            run_as: None,
+            outbound: OutboundPolicy::default(),
+        }
+    }
+}
+
+/// What a service call can fail with; the web layer maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Steward is shutting down")]
+    ShuttingDown,
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::Conflict(m) => Self::Conflict(m),
+            e @ StoreError::Backend(_) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<SubmitError> for ServiceError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::ShuttingDown => Self::ShuttingDown,
+            SubmitError::Store(s) => s.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("could not reconcile the store at start: {0}")]
+    Store(#[from] StoreError),
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    runner: Arc<Runner>,
+    scheduler: SchedulerHandle,
+    settings: EngineSettings,
+    metrics: Metrics,
+    stop_scheduler: CancellationToken,
+    scheduler_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Reconciles the store with reality (runs left `running` by a crash become
+    /// `abandoned`, queued runs resume, missed occurrences follow each job's
+    /// policy), then starts the scheduler.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: EngineSettings,
+        metrics: Metrics,
+        jitter: JitterFn,
+    ) -> Result<Arc<Self>, StartError> {
+        let http = HttpExecutor::new(settings.outbound.clone())?;
+        let runner = Runner::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            http,
+            RunnerSettings {
+                output_limit: settings.output_limit,
+                command: CommandSettings {
+                    kill_grace: settings.kill_grace,
+                    default_workdir: settings.default_workdir.clone(),
+                    run_as: settings.run_as.clone(),
+                },
+            },
+            jitter,
+        );
+        let now = clock.now();
+        let abandoned = store.abandon_running(now).await?;
+        if !abandoned.is_empty() {
+            tracing::warn!(runs = ?abandoned, "runs left running by the previous process are now abandoned");
+        }
+        let jobs = store.list_jobs().await?;
+        for run in store.queued_runs().await? {
+            if let Some(job) = jobs.iter().find(|j| j.id == run.job_id) {
+                tracing::info!(run = %run.id, job = %job.name(), "resuming a queued run");
+                runner.resume(Arc::new(job.clone()), run);
+            }
+        }
+        let stop = CancellationToken::new();
+        let (scheduler, task) = Scheduler::spawn(clock.clone(), runner.clone(), metrics.clone(), settings.default_timezone, stop.clone());
+        let engine = Arc::new(Self {
+            store,
+            clock,
+            runner,
+            scheduler,
+            settings,
+            metrics,
+            stop_scheduler: stop,
+            scheduler_task: std::sync::Mutex::new(Some(task)),
+        });
+        for job in jobs {
+            let job = Arc::new(job);
+            if job.definition.enabled {
+                engine.catch_up(&job, now).await?;
+            }
+            engine.scheduler.upsert(job);
+        }
+        engine.refresh_job_gauges().await;
+        Ok(engine)
+    }
+
+    /// Applies the missed-run policy to occurrences between the job's cursor and `now`.
+    async fn catch_up(&self, job: &Arc<Job>, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let Some(schedule) = &job.definition.schedule else { return Ok(()) };
+        let tz = job.definition.timezone.unwrap_or(self.settings.default_timezone);
+        let baseline = job.schedule_cursor.unwrap_or(job.created_at);
+        let Some(first) = schedule.next_after(baseline, &tz).filter(|t| *t <= now) else { return Ok(()) };
+        let latest = scheduler::latest_at_or_before(schedule, &tz, first, now);
+        match job.definition.policies.missed {
+            MissedRunPolicy::Skip => {
+                tracing::info!(job = %job.name(), since = %first, "missed occurrences skipped (policy skip)");
+                self.store.advance_cursor(job.id, latest).await?;
+            }
+            MissedRunPolicy::RunOnce => {
+                tracing::info!(job = %job.name(), occurrence = %latest, "running once for missed occurrences (policy run_once)");
+                scheduler::fire(&self.runner, job.clone(), latest);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+    pub fn default_timezone(&self) -> TimeZone {
+        self.settings.default_timezone
+    }
+    pub fn scheduler_running(&self) -> bool {
+        self.scheduler_task.lock().ok().and_then(|t| t.as_ref().map(|h| !h.is_finished())).unwrap_or(false)
+    }
+
+    async fn refresh_job_gauges(&self) {
+        if let Ok(jobs) = self.store.list_jobs().await {
+            self.metrics.jobs.set(i64::try_from(jobs.len()).unwrap_or(i64::MAX));
+            self.metrics.jobs_enabled.set(i64::try_from(jobs.iter().filter(|j| j.definition.enabled).count()).unwrap_or(0));
+        }
+    }
+
+    /// Rules that need the store or the network: chained jobs exist, HTTP targets
+    /// pass the outbound policy.
+    async fn check_definition(&self, def: &JobDefinition) -> Result<(), ServiceError> {
+        def.validate()?;
+        for (field, names) in [("on_success", &def.on_success), ("on_failure", &def.on_failure)] {
+            for name in names {
+                if self.store.find_job(name).await?.is_none() {
+                    return Err(ValidationError::new(field, format!("no job named {:?}", name.as_str())).into());
+                }
+            }
+        }
+        if let JobSpec::Http(h) = &def.spec {
+            self.settings
+                .outbound
+                .precheck(&h.url)
+                .await
+                .map_err(|e| ValidationError::new("spec.url", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub async fn create_job(&self, def: JobDefinition) -> Result<Job, ServiceError> {
+        self.check_definition(&def).await?;
+        let job = self.store.create_job(&def, self.clock.now()).await?;
+        self.scheduler.upsert(Arc::new(job.clone()));
+        self.refresh_job_gauges().await;
+        Ok(job)
+    }
+
+    pub async fn update_job(&self, id: JobId, def: JobDefinition) -> Result<Job, ServiceError> {
+        self.check_definition(&def).await?;
+        let before = self.store.get_job(id).await?;
+        let job = self.store.update_job(id, &def, self.clock.now()).await?;
+        if !before.definition.enabled && job.definition.enabled {
+            // Enabling does not replay what fell while disabled.
+            self.store.advance_cursor(id, self.clock.now()).await?;
+        }
+        self.scheduler.upsert(Arc::new(job.clone()));
+        self.refresh_job_gauges().await;
+        Ok(job)
+    }
+
+    pub async fn set_enabled(&self, id: JobId, enabled: bool) -> Result<Job, ServiceError> {
+        let mut def = self.store.get_job(id).await?.definition;
+        def.enabled = enabled;
+        self.update_job(id, def).await
+    }
+
+    pub async fn delete_job(&self, id: JobId) -> Result<(), ServiceError> {
+        let active: Vec<RunId> = self
+            .store
+            .list_runs(&steward_store::RunFilter { job_id: Some(id), status: Some(RunStatus::Running), limit: 1000, ..Default::default() })
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        if !active.is_empty() {
+            return Err(ServiceError::Conflict("the job has a running run; cancel it first".into()));
+        }
+        self.scheduler.remove(id);
+        self.store.delete_job(id).await?;
+        self.refresh_job_gauges().await;
+        Ok(())
+    }
+
+    /// Starts a run now, subject to the job's overlap policy.
+    pub async fn run_now(&self, id: JobId) -> Result<Run, ServiceError> {
+        let job = self.store.get_job(id).await?;
+        Ok(self.runner.submit(Arc::new(job), Submit::new(Trigger::Manual)).await?)
+    }
+
+    /// Cancels a queued or running run; a finished run is a conflict.
+    pub async fn cancel_run(&self, id: RunId) -> Result<Run, ServiceError> {
+        let run = self.store.get_run(id).await?;
+        if run.status.is_terminal() {
+            return Err(ServiceError::Conflict(format!("run {id} has already ended ({})", run.status)));
+        }
+        if !self.runner.cancel(id) {
+            // Not driven by this process (e.g. queued while shutting down): settle it here.
+            let update = RunUpdate {
+                status: RunStatus::Cancelled,
+                finished_at: self.clock.now(),
+                outcome: RunOutcome { error: Some("cancelled".into()), ..Default::default() },
+                output: None,
+                output_truncated: false,
+            };
+            self.store.finish_run(id, &update).await?;
+        }
+        Ok(self.store.get_run(id).await?)
+    }
+
+    pub fn live_output(&self, id: RunId) -> Option<OutputBuffer> {
+        self.runner.live_output(id)
+    }
+
+    /// Graceful stop: no new occurrences, running work gets `grace` to finish, then
+    /// it is cancelled and recorded. Returns the runs that had to be cancelled.
+    pub async fn shutdown(&self, grace: Duration) -> Vec<RunId> {
+        self.stop_scheduler.cancel();
+        let task = self.scheduler_task.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+        self.runner.shutdown(grace).await
+    }
+}

@@ -1,0 +1,217 @@
+//! Local commands: argv without a shell (unless the spec says `shell: true`), a
+//! clean environment, stdin closed, a process group of their own, and on timeout
+//! or cancel SIGTERM to the whole group, then SIGKILL after the grace period.
+//! When the main process ends, whatever it left in its group is killed too, so
+//! no orphan outlives its run.
+
+use super::{ExecContext, ExecResult};
+use crate::output::Stream;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::{Gid, Pid, Uid};
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::Stdio;
+use std::time::Duration;
+use steward_domain::{CommandSpec, RunOutcome, RunStatus};
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tokio::process::Command;
+
+const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The account commands run as, when Steward itself runs as root.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+    pub home: String,
+}
+
+impl RunAs {
+    /// Looks the user up in the system's user database.
+    pub fn lookup(name: &str) -> Result<Self, String> {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(Self {
+                name: u.name,
+                uid: u.uid,
+                gid: u.gid,
+                home: u.dir.to_string_lossy().into_owned(),
+            }),
+            Ok(None) => Err(format!("user {name:?} does not exist")),
+            Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandSettings {
+    pub kill_grace: Duration,
+    pub default_workdir: String,
+    /// Set only when Steward runs as root.
+    pub run_as: Option<RunAs>,
+}
+
+pub async fn execute(spec: &CommandSpec, settings: &CommandSettings, ctx: &ExecContext) -> ExecResult {
+    let argv: Vec<String> = if spec.shell {
+        vec!["/bin/sh".into(), "-c".into(), spec.argv.concat()]
+    } else {
+        spec.argv.clone()
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return ExecResult::failed("empty argv");
+    };
+    let workdir = spec.workdir.clone().unwrap_or_else(|| settings.default_workdir.clone());
+    ctx.note(&format!(
+        "command {} shell={} workdir={} user={}",
+        serde_json::to_string(&spec.argv).unwrap_or_default(),
+        spec.shell,
+        workdir,
+        settings.run_as.as_ref().map_or("(steward's own)", |r| r.name.as_str()),
+    ));
+
+    #[allow(clippy::disallowed_methods)] // the executor is where processes are started
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", SAFE_PATH)
+        .current_dir(&workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(user) = &settings.run_as {
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw()).env("HOME", &user.home).env("USER", &user.name);
+    }
+    for (k, v) in &ctx.env {
+        cmd.env(k, v);
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k.as_str(), v);
+    }
+
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("could not start {program:?}: {e}");
+            ctx.note(&msg);
+            return ExecResult::failed(msg);
+        }
+    };
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+    let readers = [
+        child.stdout.take().map(|s| tokio::spawn(pump(s, Stream::Stdout, ctx.output.clone(), ctx.clock.clone()))),
+        child.stderr.take().map(|s| tokio::spawn(pump(s, Stream::Stderr, ctx.output.clone(), ctx.clock.clone()))),
+    ];
+
+    // Wait for the process, the timeout, or a cancel; the latter two escalate.
+    let (status, mut verdict) = tokio::select! {
+        s = child.wait() => (s, None),
+        () = tokio::time::sleep(ctx.timeout) => {
+            ctx.note(&format!("timeout of {} reached; sending SIGTERM", humanize(ctx.timeout)));
+            (stop(&mut child, pgid, settings.kill_grace, ctx).await, Some(RunStatus::TimedOut))
+        }
+        () = ctx.cancel.cancelled() => {
+            ctx.note("cancelled; sending SIGTERM");
+            (stop(&mut child, pgid, settings.kill_grace, ctx).await, Some(RunStatus::Cancelled))
+        }
+    };
+    // The leader is gone; take down anything it left behind in its group.
+    if let Some(pg) = pgid {
+        let _ = killpg(pg, Signal::SIGKILL);
+    }
+    for r in readers.into_iter().flatten() {
+        // A process that escaped the group (setsid) may hold the pipe; don't wait forever.
+        if tokio::time::timeout(Duration::from_secs(2), r).await.is_err() {
+            ctx.note("output pipe still held by an escaped process; stopped reading");
+        }
+    }
+
+    let mut outcome = RunOutcome::default();
+    match status {
+        Ok(st) => {
+            outcome.exit_code = st.code();
+            outcome.signal = st.signal();
+            if verdict.is_none() {
+                verdict = Some(if st.success() { RunStatus::Succeeded } else { RunStatus::Failed });
+                if !st.success() {
+                    outcome.error = Some(match (st.code(), st.signal()) {
+                        (Some(c), _) => format!("exited with status {c}"),
+                        (None, Some(s)) => format!("killed by signal {s}"),
+                        _ => "failed".into(),
+                    });
+                }
+            }
+        }
+        Err(e) => {
+            outcome.error = Some(format!("waiting for the process failed: {e}"));
+            verdict = verdict.or(Some(RunStatus::Failed));
+        }
+    }
+    let status = verdict.unwrap_or(RunStatus::Failed);
+    match status {
+        RunStatus::TimedOut => outcome.error = Some(format!("timed out after {}", humanize(ctx.timeout))),
+        RunStatus::Cancelled => outcome.error = outcome.error.or_else(|| Some("cancelled".into())),
+        _ => {}
+    }
+    ExecResult { status, outcome }
+}
+
+/// SIGTERM to the group, then SIGKILL after the grace period; returns the exit.
+async fn stop(
+    child: &mut tokio::process::Child,
+    pgid: Option<Pid>,
+    grace: Duration,
+    ctx: &ExecContext,
+) -> std::io::Result<std::process::ExitStatus> {
+    if let Some(pg) = pgid {
+        let _ = killpg(pg, Signal::SIGTERM);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(s) => s,
+        Err(_) => {
+            ctx.note(&format!("still running after {}; sending SIGKILL", humanize(grace)));
+            if let Some(pg) = pgid {
+                let _ = killpg(pg, Signal::SIGKILL);
+            }
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    }
+}
+
+/// Reads lines into the output buffer. A line is cut at `MAX_LINE` bytes so a
+/// process that never writes a newline cannot grow memory without bound.
+async fn pump(
+    src: impl AsyncRead + Unpin,
+    stream: Stream,
+    out: crate::output::OutputBuffer,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+) {
+    const MAX_LINE: usize = 16 * 1024;
+    let mut reader = BufReader::with_capacity(64 * 1024, src);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        let data = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(d) => d,
+        };
+        let (take, complete) = match data.iter().position(|&b| b == b'\n') {
+            Some(i) if line.len() + i <= MAX_LINE => (i + 1, true),
+            _ => ((MAX_LINE - line.len()).min(data.len()), false),
+        };
+        let chunk = &data[..take];
+        line.extend_from_slice(chunk.strip_suffix(b"\n").unwrap_or(chunk));
+        reader.consume(take);
+        if complete || line.len() >= MAX_LINE {
+            out.push(clock.now(), stream, &line);
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        out.push(clock.now(), stream, &line);
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    steward_domain::DurationSpec::from(d).to_string()
+}

@@ -1,0 +1,43 @@
+//! Executors: turn a job spec into a finished attempt. They know nothing about
+//! the store, retries or schedules; the runner gives them a context and records
+//! what they return.
+
+pub mod command;
+pub mod http;
+
+use crate::clock::Clock;
+use crate::output::OutputBuffer;
+use std::sync::Arc;
+use std::time::Duration;
+use steward_domain::{RunOutcome, RunStatus};
+use tokio_util::sync::CancellationToken;
+
+/// Everything an attempt needs from its surroundings.
+pub struct ExecContext {
+    pub run_label: String,
+    pub timeout: Duration,
+    pub cancel: CancellationToken,
+    pub output: OutputBuffer,
+    pub clock: Arc<dyn Clock>,
+    /// Extra environment every command gets (STEWARD_RUN_ID, ...).
+    pub env: Vec<(String, String)>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct ExecResult {
+    pub status: RunStatus,
+    pub outcome: RunOutcome,
+}
+
+impl ExecResult {
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self { status: RunStatus::Failed, outcome: RunOutcome { error: Some(error.into()), ..Default::default() } }
+    }
+}
+
+impl ExecContext {
+    pub fn note(&self, msg: &str) {
+        self.output.push(self.clock.now(), crate::output::Stream::Steward, msg.as_bytes());
+    }
+}

@@ -1,0 +1,431 @@
+//! The runner owns runs from creation to their final record: overlap policy,
+//! jitter and retry delays, executing, cancelling, retries, chains, history
+//! pruning and the live output of running runs.
+//!
+//! It keeps per-job slot counts in memory (one process owns the SQLite store);
+//! the scale-out issue moves admission into the store with leases.
+
+use crate::clock::Clock;
+use crate::executor::command::{self, CommandSettings};
+use crate::executor::http::HttpExecutor;
+use crate::executor::{ExecContext, ExecResult};
+use crate::metrics::{KindLabel, Metrics, StatusLabel};
+use crate::output::OutputBuffer;
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use steward_domain::{JobName, JobSpec, OverlapPolicy, RunId, RunOutcome, RunStatus, Trigger};
+use steward_store::{Job, NewRun, Run, RunUpdate, Store, StoreError};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Picks a random delay in `[0, max]`; a parameter so tests can fix it.
+pub type JitterFn = Arc<dyn Fn(Duration) -> Duration + Send + Sync>;
+
+pub fn random_jitter() -> JitterFn {
+    Arc::new(|max: Duration| {
+        if max.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(rand::random_range(0..=u64::try_from(max.as_millis()).unwrap_or(u64::MAX)))
+        }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("Steward is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a run is being created.
+#[derive(Debug, Clone)]
+pub struct Submit {
+    pub trigger: Trigger,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub attempt: u32,
+    pub parent: Option<RunId>,
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+impl Submit {
+    pub fn new(trigger: Trigger) -> Self {
+        Self { trigger, scheduled_for: None, attempt: 1, parent: None, not_before: None }
+    }
+}
+
+pub struct RunnerSettings {
+    pub output_limit: usize,
+    pub command: CommandSettings,
+}
+
+struct Active {
+    cancel: CancellationToken,
+    output: OutputBuffer,
+}
+
+#[derive(Default)]
+struct Slots {
+    /// Runs admitted and not yet finished (including those in their jitter delay).
+    running: usize,
+    /// Runs waiting for a slot (overlap `queue`); each is woken by its sender.
+    waiting: VecDeque<oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+struct State {
+    active: HashMap<RunId, Active>,
+    slots: HashMap<steward_domain::JobId, Slots>,
+}
+
+enum Gate {
+    Admitted,
+    Waiting(oneshot::Receiver<()>),
+}
+
+pub struct Runner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    http: HttpExecutor,
+    settings: RunnerSettings,
+    jitter: JitterFn,
+    state: Mutex<State>,
+    tracker: TaskTracker,
+    /// Stops runs that have not started yet, leaving them `queued` for the next start.
+    stopping: CancellationToken,
+    shutting_down: AtomicBool,
+}
+
+impl Runner {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        http: HttpExecutor,
+        settings: RunnerSettings,
+        jitter: JitterFn,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            clock,
+            metrics,
+            http,
+            settings,
+            jitter,
+            state: Mutex::new(State::default()),
+            tracker: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock would be a bug elsewhere; keep serving.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Creates a run for `job` and starts driving it, applying the overlap policy.
+    /// Returns the recorded run (possibly `skipped`). A scheduled occurrence that
+    /// already has a run gives `Store(Conflict)`.
+    pub fn submit(self: &Arc<Self>, job: Arc<Job>, req: Submit) -> Pin<Box<dyn Future<Output = Result<Run, SubmitError>> + Send + '_>> {
+        Box::pin(async move {
+            if self.shutting_down.load(Ordering::SeqCst) {
+                return Err(SubmitError::ShuttingDown);
+            }
+            let now = self.clock.now();
+            let overlap = job.definition.policies.overlap;
+            // Decide under the lock, then record; undo the reservation if recording fails.
+            let gate = {
+                let mut st = self.state();
+                let slots = st.slots.entry(job.id).or_default();
+                slots.waiting.retain(|w| !w.is_closed());
+                let busy = slots.running > 0 || !slots.waiting.is_empty();
+                let admit_anyway = matches!(req.trigger, Trigger::Retry) || overlap == OverlapPolicy::Allow;
+                if admit_anyway || !busy {
+                    slots.running += 1;
+                    Some(Gate::Admitted)
+                } else if overlap == OverlapPolicy::Queue && slots.waiting.is_empty() {
+                    let (tx, rx) = oneshot::channel();
+                    slots.waiting.push_back(tx);
+                    Some(Gate::Waiting(rx))
+                } else {
+                    None
+                }
+            };
+            let Some(gate) = gate else {
+                let reason = format!(
+                    "skipped: a run of this job is still active (overlap policy {})",
+                    if overlap == OverlapPolicy::Queue { "queue, and one run is already waiting" } else { "skip" }
+                );
+                let run = self.store.insert_run(&self.new_run(&job, &req, RunStatus::Skipped, now, Some(reason))).await?;
+                self.metrics.runs_finished.get_or_create(&StatusLabel { status: "skipped".into() }).inc();
+                return Ok(run);
+            };
+            let run = match self.store.insert_run(&self.new_run(&job, &req, RunStatus::Queued, now, None)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if matches!(gate, Gate::Admitted) {
+                        self.release(&job);
+                    }
+                    return Err(e.into());
+                }
+            };
+            self.spawn_drive(job, run.clone(), gate);
+            Ok(run)
+        })
+    }
+
+    /// Picks up a run left `queued` by a previous process (a pending retry or a
+    /// waiting run): it is admitted directly, honouring its `not_before`.
+    pub fn resume(self: &Arc<Self>, job: Arc<Job>, run: Run) {
+        self.state().slots.entry(job.id).or_default().running += 1;
+        self.spawn_drive(job, run, Gate::Admitted);
+    }
+
+    fn new_run(&self, job: &Job, req: &Submit, status: RunStatus, now: DateTime<Utc>, error: Option<String>) -> NewRun {
+        NewRun {
+            job_id: job.id,
+            status,
+            trigger: req.trigger,
+            scheduled_for: req.scheduled_for,
+            not_before: req.not_before,
+            attempt: req.attempt,
+            parent_run_id: req.parent,
+            created_at: now,
+            error,
+        }
+    }
+
+    fn spawn_drive(self: &Arc<Self>, job: Arc<Job>, run: Run, gate: Gate) {
+        let cancel = CancellationToken::new();
+        let output = OutputBuffer::new(self.settings.output_limit);
+        self.state().active.insert(run.id, Active { cancel: cancel.clone(), output: output.clone() });
+        let this = self.clone();
+        let fut: Pin<Box<dyn Future<Output = ()> + Send>> =
+            Box::pin(async move { this.drive(job, run, gate, cancel, output).await });
+        self.tracker.spawn(fut);
+    }
+
+    /// Frees the job's slot and wakes the next waiting run, if any.
+    fn release(&self, job: &Job) {
+        let mut st = self.state();
+        let slots = st.slots.entry(job.id).or_default();
+        slots.running = slots.running.saturating_sub(1);
+        while let Some(next) = slots.waiting.pop_front() {
+            if next.send(()).is_ok() {
+                slots.running += 1;
+                break;
+            }
+        }
+        if slots.running == 0 && slots.waiting.is_empty() {
+            st.slots.remove(&job.id);
+        }
+    }
+
+    async fn drive(self: Arc<Self>, job: Arc<Job>, run: Run, gate: Gate, cancel: CancellationToken, output: OutputBuffer) {
+        let admitted = match gate {
+            Gate::Admitted => true,
+            Gate::Waiting(rx) => tokio::select! {
+                r = rx => r.is_ok(),
+                () = cancel.cancelled() => false,
+                () = self.stopping.cancelled() => { self.forget(run.id); return; }
+            },
+        };
+        if !admitted {
+            self.end_unstarted(&run, "cancelled before it started").await;
+            return;
+        }
+        // Wait for the retry delay and the schedule jitter.
+        let mut start_at = run.not_before.unwrap_or(run.created_at);
+        if run.trigger == Trigger::Schedule {
+            let jitter = (self.jitter)(job.definition.policies.jitter.get());
+            start_at = start_at.max(run.created_at) + chrono::Duration::from_std(jitter).unwrap_or_default();
+        }
+        if start_at > self.clock.now() {
+            tokio::select! {
+                () = self.clock.sleep_until(start_at) => {}
+                () = cancel.cancelled() => {
+                    self.release(&job);
+                    self.end_unstarted(&run, "cancelled before it started").await;
+                    return;
+                }
+                () = self.stopping.cancelled() => { self.release(&job); self.forget(run.id); return; }
+            }
+        }
+        if self.stopping.is_cancelled() {
+            self.release(&job);
+            self.forget(run.id);
+            return;
+        }
+        let started_at = self.clock.now();
+        match self.store.start_run(run.id, started_at).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Cancelled through the store while waiting.
+                self.release(&job);
+                self.forget(run.id);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(run = %run.id, error = %e, "could not mark run as started");
+                self.release(&job);
+                self.forget(run.id);
+                return;
+            }
+        }
+        self.metrics.runs_running.inc();
+        tracing::info!(run = %run.id, job = %job.name(), trigger = run.trigger.as_str(), attempt = run.attempt, "run started");
+
+        let ctx = ExecContext {
+            run_label: format!("{}#{}", job.name(), run.id),
+            timeout: job.definition.policies.timeout.get(),
+            cancel: cancel.clone(),
+            output: output.clone(),
+            clock: self.clock.clone(),
+            env: vec![
+                ("STEWARD_RUN_ID".into(), run.id.to_string()),
+                ("STEWARD_JOB_NAME".into(), job.name().to_string()),
+                ("STEWARD_ATTEMPT".into(), run.attempt.to_string()),
+            ],
+        };
+        let mut result: ExecResult = match &job.definition.spec {
+            JobSpec::Command(spec) => command::execute(spec, &self.settings.command, &ctx).await,
+            JobSpec::Http(spec) => self.http.execute(spec, &ctx).await,
+        };
+        if result.status == RunStatus::Cancelled && self.shutting_down.load(Ordering::SeqCst) {
+            result.outcome.error = Some("cancelled: Steward shut down and the grace period ran out".into());
+        }
+        let finished_at = self.clock.now();
+        let captured = output.finish();
+        let update = RunUpdate {
+            status: result.status,
+            finished_at,
+            outcome: result.outcome.clone(),
+            output: Some(captured.text),
+            output_truncated: captured.truncated,
+        };
+        if let Err(e) = self.store.finish_run(run.id, &update).await {
+            tracing::error!(run = %run.id, error = %e, "could not record the end of a run");
+        }
+        self.metrics.runs_running.dec();
+        self.metrics.runs_finished.get_or_create(&StatusLabel { status: result.status.as_str().into() }).inc();
+        let secs = (finished_at - started_at).to_std().unwrap_or_default().as_secs_f64();
+        self.metrics.run_duration.get_or_create(&KindLabel { kind: job.definition.spec.kind().into() }).observe(secs);
+        tracing::info!(run = %run.id, job = %job.name(), status = result.status.as_str(), seconds = secs, "run finished");
+        self.release(&job);
+        self.forget(run.id);
+        self.follow_up(&job, &run, result.status).await;
+        if let Err(e) = self.store.prune_runs(job.id, job.definition.policies.history_limit).await {
+            tracing::warn!(job = %job.name(), error = %e, "could not prune run history");
+        }
+    }
+
+    fn forget(&self, run: RunId) {
+        self.state().active.remove(&run);
+    }
+
+    async fn end_unstarted(&self, run: &Run, why: &str) {
+        let update = RunUpdate {
+            status: RunStatus::Cancelled,
+            finished_at: self.clock.now(),
+            outcome: RunOutcome { error: Some(why.into()), ..Default::default() },
+            output: None,
+            output_truncated: false,
+        };
+        if let Err(e) = self.store.finish_run(run.id, &update).await {
+            tracing::error!(run = %run.id, error = %e, "could not record a cancelled run");
+        }
+        self.forget(run.id);
+    }
+
+    /// Retries, then chains. Nothing follows while shutting down.
+    async fn follow_up(self: &Arc<Self>, job: &Arc<Job>, run: &Run, status: RunStatus) {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        if status.is_retryable_failure() {
+            if let Some(delay) = job.definition.policies.retries.delay_before(run.attempt + 1) {
+                let req = Submit {
+                    trigger: Trigger::Retry,
+                    scheduled_for: run.scheduled_for,
+                    attempt: run.attempt + 1,
+                    parent: Some(run.id),
+                    not_before: Some(self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default()),
+                };
+                if let Err(e) = self.submit(job.clone(), req).await {
+                    tracing::error!(job = %job.name(), error = %e, "could not schedule a retry");
+                }
+                return;
+            }
+        }
+        let next: &[JobName] = match status {
+            RunStatus::Succeeded => &job.definition.on_success,
+            RunStatus::Failed | RunStatus::TimedOut => &job.definition.on_failure,
+            _ => &[],
+        };
+        for name in next {
+            match self.store.find_job(name).await {
+                Ok(Some(target)) if target.definition.enabled => {
+                    let req = Submit { parent: Some(run.id), ..Submit::new(Trigger::Chain) };
+                    if let Err(e) = self.submit(Arc::new(target), req).await {
+                        tracing::error!(job = %name, error = %e, "could not start a chained job");
+                    }
+                }
+                Ok(Some(_)) => tracing::info!(job = %name, "chained job is disabled; not started"),
+                Ok(None) => tracing::warn!(job = %name, from = %job.name(), "chained job no longer exists"),
+                Err(e) => tracing::error!(job = %name, error = %e, "could not look up a chained job"),
+            }
+        }
+    }
+
+    /// Asks a queued or running run to stop. Returns false if the run is not
+    /// active in this process (the caller then settles it in the store).
+    pub fn cancel(&self, run: RunId) -> bool {
+        match self.state().active.get(&run) {
+            Some(a) => {
+                a.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The live output of a run active in this process.
+    pub fn live_output(&self, run: RunId) -> Option<OutputBuffer> {
+        self.state().active.get(&run).map(|a| a.output.clone())
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.state().active.len()
+    }
+
+    /// Stops starting runs; waits up to `grace` for running ones, then cancels
+    /// them (SIGTERM, kill grace, SIGKILL) and waits for their records.
+    /// Returns the runs it had to cancel.
+    pub async fn shutdown(&self, grace: Duration) -> Vec<RunId> {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.stopping.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
+            return vec![];
+        }
+        let cancelled: Vec<RunId> = {
+            let st = self.state();
+            st.active.iter().map(|(id, a)| {
+                a.cancel.cancel();
+                *id
+            }).collect()
+        };
+        tracing::warn!(runs = ?cancelled, "grace period over; cancelling running runs");
+        self.tracker.wait().await;
+        cancelled
+    }
+}
