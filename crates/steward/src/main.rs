@@ -1,1 +1,107 @@
-fn main() {}
+use clap::Parser as _;
+use std::process::ExitCode;
+use steward::cli::{Cli, Command, ConfigCommand, ScheduleCommand};
+use steward::config::Config;
+use steward::Application;
+use steward_domain::{Schedule, TimeZone};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, data_dir, listen } => serve(config, data_dir, listen),
+        Command::Config { command: ConfigCommand::Check { file } } => config_check(&file),
+        Command::Schedule { command: ScheduleCommand::Preview { expression, tz, count } } => preview(&expression, &tz, count),
+    }
+}
+
+fn serve(file: Option<std::path::PathBuf>, data_dir: Option<std::path::PathBuf>, listen: Option<std::net::SocketAddr>) -> ExitCode {
+    let mut cfg = match Config::load(file.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("steward: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    steward::init_logging(&cfg.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("steward: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let app = match Application::build(cfg).await {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!("cannot start: {e:#}");
+                eprintln!("steward: cannot start: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        app.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stopping");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn config_check(file: &std::path::Path) -> ExitCode {
+    let cfg = match Config::from_file(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let problems = cfg.validate();
+    if problems.is_empty() {
+        println!("{}: ok", file.display());
+        ExitCode::SUCCESS
+    } else {
+        for p in &problems {
+            eprintln!("error: {p}");
+        }
+        ExitCode::from(1)
+    }
+}
+
+fn preview(expression: &str, tz: &str, count: usize) -> ExitCode {
+    let zone = match TimeZone::parse(tz) {
+        Ok(z) => z,
+        Err(e) => {
+            eprintln!("error: --tz: {}", e.message);
+            return ExitCode::from(1);
+        }
+    };
+    let schedule = match Schedule::parse(expression) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    #[allow(clippy::disallowed_methods)] // the CLI's notion of "now" is the wall clock
+    let now = chrono::Utc::now();
+    for t in schedule.upcoming(now, &zone, count.clamp(1, 1000)) {
+        println!("{}  ({})", t.with_timezone(&zone.0).to_rfc3339(), t.to_rfc3339());
+    }
+    ExitCode::SUCCESS
+}

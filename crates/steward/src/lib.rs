@@ -1,0 +1,147 @@
+//! The `steward` binary's library half: configuration, wiring and the
+//! [`Application`] that tests boot on port 0.
+
+pub mod cli;
+pub mod config;
+
+use anyhow::Context as _;
+use config::Config;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::Arc;
+use steward_domain::RunId;
+use steward_engine::clock::{Clock, SystemClock};
+use steward_engine::executor::command::RunAs;
+use steward_engine::metrics::Metrics;
+use steward_engine::outbound::OutboundPolicy;
+use steward_engine::runner::{random_jitter, JitterFn};
+use steward_engine::{Engine, EngineSettings};
+use steward_store::{SqliteStore, Store};
+use tokio_util::sync::CancellationToken;
+
+/// A running Steward: HTTP server, engine and store.
+pub struct Application {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    store: SqliteStore,
+    stop_http: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    grace: std::time::Duration,
+}
+
+/// Test seams: the clock and jitter source.
+pub struct Overrides {
+    pub clock: Arc<dyn Clock>,
+    pub jitter: JitterFn,
+}
+
+impl Default for Overrides {
+    fn default() -> Self {
+        Self { clock: Arc::new(SystemClock), jitter: random_jitter() }
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Overrides::default()).await
+    }
+
+    pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        let problems = config.validate();
+        if let Some(first) = problems.first() {
+            let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::bail!("invalid configuration: {}", if all.len() == 1 { first.to_string() } else { all.join("; ") });
+        }
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict data directory {}", config.data_dir.display()))?;
+        let store = SqliteStore::open(&config.data_dir.join("steward.db"))
+            .await
+            .context("cannot open the database")?;
+
+        let run_as = resolve_run_as(&config)?;
+        let settings = EngineSettings {
+            default_timezone: config.timezone,
+            output_limit: usize::try_from(config.executor.output_limit).unwrap_or(usize::MAX),
+            kill_grace: config.executor.kill_grace.get(),
+            default_workdir: config.executor.workdir.clone().unwrap_or_else(|| "/".into()),
+            run_as,
+            outbound: OutboundPolicy::new(config.outbound.allow.clone()),
+        };
+        let shared: Arc<dyn Store> = Arc::new(store.clone());
+        let engine = Engine::start(shared, overrides.clock, settings, Metrics::new(), overrides.jitter).await?;
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let router = steward_web::router(
+            engine.clone(),
+            steward_web::WebSettings { max_body_bytes: config.api.max_body_bytes, metrics_token: config.metrics_token()? },
+        );
+        let stop_http = CancellationToken::new();
+        let stop = stop_http.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
+        });
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "steward is serving");
+        Ok(Self { addr, engine, store, stop_http, server, grace: config.scheduler.shutdown_grace.get() })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Graceful stop: the scheduler stops firing, running work gets the configured
+    /// grace, then is cancelled and recorded; HTTP drains. Returns cancelled runs.
+    pub async fn shutdown(self) -> Vec<RunId> {
+        tracing::info!(grace = ?self.grace, "shutting down");
+        self.stop_http.cancel();
+        let cancelled = self.engine.shutdown(self.grace).await;
+        if !cancelled.is_empty() {
+            tracing::warn!(runs = ?cancelled, "cancelled at shutdown");
+        }
+        // Followers' streams end with their runs; give open connections a moment.
+        let mut server = self.server;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut server).await.is_err() {
+            server.abort();
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        cancelled
+    }
+}
+
+/// When Steward runs as root, commands run as an unprivileged account
+/// (`executor.run_as_user`, default `nobody`). Naming `root` keeps root, on purpose.
+fn resolve_run_as(config: &Config) -> anyhow::Result<Option<RunAs>> {
+    let is_root = nix::unistd::geteuid().is_root();
+    match (&config.executor.run_as_user, is_root) {
+        (Some(name), true) if name == "root" => {
+            tracing::warn!("executor.run_as_user is root: commands run with full privileges");
+            Ok(None)
+        }
+        (Some(name), true) => Ok(Some(RunAs::lookup(name).map_err(|e| anyhow::anyhow!("executor.run_as_user: {e}"))?)),
+        (None, true) => Ok(Some(RunAs::lookup("nobody").map_err(|e| anyhow::anyhow!("executor.run_as_user (default nobody): {e}"))?)),
+        (Some(_), false) => {
+            tracing::warn!("executor.run_as_user is ignored: Steward is not running as root");
+            Ok(None)
+        }
+        (None, false) => Ok(None),
+    }
+}
+
+/// Sets up `tracing` as configured: text or JSON, with the configured filter.
+pub fn init_logging(cfg: &config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match cfg.format {
+        config::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,87 @@
+//! `/api/v1/jobs`: thin adapters over the engine's job service.
+
+use super::views::{JobList, JobView, RunView};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use steward_domain::{JobDefinition, JobId, JobName};
+use steward_store::Job;
+
+/// A job is addressed by its numeric id or by its name.
+pub(crate) async fn resolve(state: &AppState, key: &str) -> ApiResult<Job> {
+    if let Ok(id) = key.parse::<i64>() {
+        return Ok(state.engine.store().get_job(JobId(id)).await?);
+    }
+    let name = JobName::parse(key).map_err(|e| ApiError::invalid("job", e.message))?;
+    state.engine.store().find_job(&name).await?.ok_or_else(|| ApiError::not_found("job"))
+}
+
+fn view(state: &AppState, job: Job) -> JobView {
+    JobView::new(job, state.engine.default_timezone(), state.engine.clock().now())
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", responses((status = 200, body = JobList)))]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<JobList>> {
+    let jobs = state.engine.store().list_jobs().await?;
+    Ok(Json(JobList { items: jobs.into_iter().map(|j| view(&state, j)).collect() }))
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobDefinition,
+    responses((status = 201, body = JobView), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn create(State(state): State<AppState>, ApiJson(def): ApiJson<JobDefinition>) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let job = state.engine.create_job(def).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, job))))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{job}", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
+    responses((status = 200, body = JobView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<JobView>> {
+    let job = resolve(&state, &key).await?;
+    Ok(Json(view(&state, job)))
+}
+
+#[utoipa::path(put, path = "/api/v1/jobs/{job}", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
+    request_body = JobDefinition,
+    responses((status = 200, body = JobView), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn replace(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    ApiJson(def): ApiJson<JobDefinition>,
+) -> ApiResult<Json<JobView>> {
+    let job = resolve(&state, &key).await?;
+    let job = state.engine.update_job(job.id, def).await?;
+    Ok(Json(view(&state, job)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/jobs/{job}", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn delete(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<StatusCode> {
+    let job = resolve(&state, &key).await?;
+    state.engine.delete_job(job.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{job}/enable", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
+    responses((status = 200, body = JobView)))]
+pub async fn enable(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<JobView>> {
+    let job = resolve(&state, &key).await?;
+    Ok(Json(view(&state, state.engine.set_enabled(job.id, true).await?)))
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{job}/disable", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
+    responses((status = 200, body = JobView)))]
+pub async fn disable(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<JobView>> {
+    let job = resolve(&state, &key).await?;
+    Ok(Json(view(&state, state.engine.set_enabled(job.id, false).await?)))
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{job}/run", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
+    responses((status = 202, body = RunView, description = "The run, queued (or skipped by the overlap policy)")))]
+pub async fn run_now(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<(StatusCode, Json<RunView>)> {
+    let job = resolve(&state, &key).await?;
+    let run = state.engine.run_now(job.id).await?;
+    Ok((StatusCode::ACCEPTED, Json(run.into())))
+}

@@ -1,0 +1,97 @@
+//! What the API returns. Views are built from store rows; they are the contract
+//! described in the OpenAPI document.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use steward_domain::{JobDefinition, JobId, RunId, RunStatus, TimeZone, Trigger};
+use steward_store::{Job, Run};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    pub id: JobId,
+    #[serde(flatten)]
+    pub definition: JobDefinition,
+    /// The zone the schedule is evaluated in (the job's own or the server default).
+    #[schema(value_type = String)]
+    pub effective_timezone: TimeZone,
+    /// Next scheduled occurrence, if enabled and scheduled.
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl JobView {
+    pub fn new(job: Job, default_tz: TimeZone, now: DateTime<Utc>) -> Self {
+        let tz = job.definition.timezone.unwrap_or(default_tz);
+        let next_run_at = if job.definition.enabled {
+            job.definition.schedule.as_ref().and_then(|s| s.next_after(now, &tz))
+        } else {
+            None
+        };
+        Self {
+            id: job.id,
+            definition: job.definition,
+            effective_timezone: tz,
+            next_run_at,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobList {
+    pub items: Vec<JobView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunView {
+    pub id: RunId,
+    pub job_id: JobId,
+    pub job_name: String,
+    pub status: RunStatus,
+    pub trigger: Trigger,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub attempt: u32,
+    pub parent_run_id: Option<RunId>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub output_truncated: bool,
+}
+
+impl From<Run> for RunView {
+    fn from(r: Run) -> Self {
+        Self {
+            id: r.id,
+            job_id: r.job_id,
+            job_name: r.job_name.to_string(),
+            status: r.status,
+            trigger: r.trigger,
+            scheduled_for: r.scheduled_for,
+            not_before: r.not_before,
+            attempt: r.attempt,
+            parent_run_id: r.parent_run_id,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            http_status: r.http_status,
+            error: r.error,
+            output_truncated: r.output_truncated,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RunList {
+    pub items: Vec<RunView>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    pub next_cursor: Option<RunId>,
+}
