@@ -1,0 +1,194 @@
+use crate::helpers::TestApp;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn job_crud_enable_disable_and_run_now() {
+    let t = TestApp::start().await;
+    let job = t
+        .command_job("crud", &["echo", "hello"], json!({"schedule": "0 3 * * *", "timezone": "Europe/Berlin", "tags": ["x"]}))
+        .await;
+    assert_eq!(job["effective_timezone"], "Europe/Berlin");
+    assert!(job["next_run_at"].is_string());
+    let id = job["id"].as_i64().unwrap();
+
+    let (s, by_name) = t.get("/api/v1/jobs/crud").await;
+    assert_eq!((s, by_name["id"].as_i64()), (200, Some(id)));
+    let (_, list) = t.get("/api/v1/jobs").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+    let (s, disabled) = t.post("/api/v1/jobs/crud/disable", json!({})).await;
+    assert_eq!(s, 200);
+    assert_eq!(disabled["enabled"], false);
+    assert!(disabled["next_run_at"].is_null());
+    let (_, enabled) = t.post(&format!("/api/v1/jobs/{id}/enable"), json!({})).await;
+    assert_eq!(enabled["enabled"], true);
+
+    // Replace: new argv, same id.
+    let r = t
+        .client
+        .put(t.url("/api/v1/jobs/crud"))
+        .json(&json!({"name": "crud", "spec": {"kind": "command", "argv": ["echo", "replaced"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let (s, run) = t.post("/api/v1/jobs/crud/run", json!({})).await;
+    assert_eq!(s, 202, "{run}");
+    assert_eq!(run["trigger"], "manual");
+    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["exit_code"], 0);
+    let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
+    assert!(out.contains(" out replaced\n"), "{out}");
+
+    let r = t.client.delete(t.url("/api/v1/jobs/crud")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let (s, err) = t.get("/api/v1/jobs/crud").await;
+    assert_eq!(s, 404);
+    assert_eq!(err["error"]["code"], "not_found");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn runs_filter_and_paginate_with_a_cursor() {
+    let t = TestApp::start().await;
+    t.command_job("a", &["true"], json!({"policies": {"overlap": "allow"}})).await;
+    t.command_job("b", &["false"], json!({})).await;
+    for _ in 0..5 {
+        let (_, r) = t.post("/api/v1/jobs/a/run", json!({})).await;
+        t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    }
+    let (_, r) = t.post("/api/v1/jobs/b/run", json!({})).await;
+    let failed = t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["exit_code"], 1);
+
+    let (_, page1) = t.get("/api/v1/runs?job=a&limit=2").await;
+    let items = page1["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let cursor = page1["next_cursor"].as_i64().unwrap();
+    let (_, page2) = t.get(&format!("/api/v1/runs?job=a&limit=2&cursor={cursor}")).await;
+    let (_, page3) = t.get(&format!("/api/v1/runs?job=a&limit=2&cursor={}", page2["next_cursor"])).await;
+    assert_eq!(page3["items"].as_array().unwrap().len(), 1);
+    assert!(page3["next_cursor"].is_null());
+    let ids: Vec<i64> = [&page1, &page2, &page3]
+        .iter()
+        .flat_map(|p| p["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()))
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(ids, sorted, "pages overlap or are out of order");
+
+    let (_, failed_only) = t.get("/api/v1/runs?status=failed").await;
+    assert_eq!(failed_only["items"].as_array().unwrap().len(), 1);
+    let (_, future) = t.get("/api/v1/runs?since=2099-01-01T00:00:00Z").await;
+    assert_eq!(future["items"].as_array().unwrap().len(), 0);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn schedule_preview_in_a_zone() {
+    let t = TestApp::start().await;
+    let (s, body) = t
+        .post(
+            "/api/v1/schedules/preview",
+            json!({"expression": "30 2 * * *", "timezone": "Europe/Berlin", "count": 2, "after": "2026-03-28T12:00:00Z"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["times"], json!(["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]));
+    assert_eq!(body["local_times"][0], "2026-03-29T03:00:00+02:00");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let t = TestApp::start().await;
+    let (s, doc) = t.get("/api/v1/openapi.json").await;
+    assert_eq!(s, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/{job}",
+        "/api/v1/jobs/{job}/enable",
+        "/api/v1/jobs/{job}/disable",
+        "/api/v1/jobs/{job}/run",
+        "/api/v1/runs",
+        "/api/v1/runs/{run}",
+        "/api/v1/runs/{run}/cancel",
+        "/api/v1/runs/{run}/output",
+        "/api/v1/runs/{run}/output/follow",
+        "/api/v1/schedules/preview",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from OpenAPI");
+    }
+    assert!(doc["components"]["schemas"]["JobDefinition"].is_object());
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_headers() {
+    let t = TestApp::start().await;
+    let r = t.client.get(t.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(r.headers().contains_key("x-request-id"));
+    let (s, ready) = t.get("/readyz").await;
+    assert_eq!((s, ready["database"].as_bool(), ready["scheduler"].as_bool()), (200, Some(true), Some(true)));
+
+    t.command_job("m", &["true"], json!({})).await;
+    let (_, r) = t.post("/api/v1/jobs/m/run", json!({})).await;
+    t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    let m = t.text("/metrics").await;
+    for needle in [
+        "steward_jobs 1",
+        "steward_runs_finished_total{status=\"succeeded\"} 1",
+        "steward_run_duration_seconds_count{kind=\"command\"} 1",
+        "steward_scheduler_lag_seconds_bucket",
+        "steward_runs_running 0",
+        "steward_runs_stored{status=\"succeeded\"} 1",
+    ] {
+        assert!(m.contains(needle), "{needle} missing from:\n{m}");
+    }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_token_is_enforced_when_configured() {
+    let t = TestApp::start_with(
+        |c| c.metrics.token = Some(secrecy::SecretString::from("tok-123".to_owned())),
+        std::sync::Arc::new(steward_engine::clock::SystemClock),
+    )
+    .await;
+    let r = t.client.get(t.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = t.client.get(t.url("/metrics")).bearer_auth("tok-124").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = t.client.get(t.url("/metrics")).bearer_auth("tok-123").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn follow_streams_live_output_then_the_end() {
+    let t = TestApp::start().await;
+    t.command_job("follow", &["sh", "-c", "echo one; sleep 0.5; echo two; sleep 0.5; echo three"], json!({})).await;
+    let (_, run) = t.post("/api/v1/jobs/follow/run", json!({})).await;
+    let id = run["id"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resp = t.client.get(t.url(&format!("/api/v1/runs/{id}/output/follow"))).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.text()).await.unwrap().unwrap();
+    let one = body.find(" out one").expect("one");
+    let three = body.find(" out three").expect("three");
+    let end = body.find("event: end\ndata: succeeded").expect("end event");
+    assert!(one < three && three < end, "{body}");
+    assert_eq!(body.matches(" out two").count(), 1, "duplicated line: {body}");
+    // Following a finished run replays the stored output and ends.
+    let again = t.text(&format!("/api/v1/runs/{id}/output/follow")).await;
+    assert!(again.contains(" out two") && again.contains("event: end"));
+    t.stop().await;
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real application on port 0 with a fresh data directory,
+//! and the real binary for signals and crashes. One test binary (link time).
+
+mod api;
+mod bad_input;
+mod executor;
+mod helpers;
+mod process;
+mod scheduler;
