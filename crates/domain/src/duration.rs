@@ -20,13 +20,19 @@ impl DurationSpec {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         let t = s.trim();
         if t.starts_with('-') {
-            return Err(ValidationError::new("", format!("duration {s:?} must not be negative")));
+            return Err(ValidationError::new(
+                "",
+                format!("duration {s:?} must not be negative"),
+            ));
         }
         if let Ok(secs) = t.parse::<u64>() {
             return Ok(Self(Duration::from_secs(secs)));
         }
         humantime::parse_duration(t).map(Self).map_err(|e| {
-            ValidationError::new("", format!("{s:?} is not a duration like \"30s\" or \"1h 30m\": {e}"))
+            ValidationError::new(
+                "",
+                format!("{s:?} is not a duration like \"30s\" or \"1h 30m\": {e}"),
+            )
         })
     }
 }
@@ -59,10 +65,14 @@ impl<'de> Deserialize<'de> for DurationSpec {
             Str(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Int(i) if i < 0 => Err(serde::de::Error::custom(format!("duration {i} must not be negative"))),
+            Raw::Int(i) if i < 0 => Err(serde::de::Error::custom(format!(
+                "duration {i} must not be negative"
+            ))),
             Raw::Int(i) => Ok(Self(Duration::from_secs(i.unsigned_abs()))),
             Raw::Float(f) if f.is_finite() && f >= 0.0 => Ok(Self(Duration::from_secs_f64(f))),
-            Raw::Float(f) => Err(serde::de::Error::custom(format!("duration {f} must be a non-negative number"))),
+            Raw::Float(f) => Err(serde::de::Error::custom(format!(
+                "duration {f} must be a non-negative number"
+            ))),
             Raw::Str(s) => Self::parse(&s).map_err(serde::de::Error::custom),
         }
     }
@@ -72,7 +82,9 @@ impl utoipa::PartialSchema for DurationSpec {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
-            .description(Some("A duration such as \"30s\", \"5m\", \"1h 30m\" (an integer means seconds)"))
+            .description(Some(
+                "A duration such as \"30s\", \"5m\", \"1h 30m\" (an integer means seconds)",
+            ))
             .examples(["1h"])
             .into()
     }
@@ -85,13 +97,27 @@ mod tests {
 
     #[test]
     fn parses_forms() {
-        assert_eq!(DurationSpec::parse("90").unwrap().get(), Duration::from_secs(90));
-        assert_eq!(DurationSpec::parse("1h 30m").unwrap().get(), Duration::from_secs(5400));
-        assert!(DurationSpec::parse("-5s").unwrap_err().message.contains("negative"));
+        assert_eq!(
+            DurationSpec::parse("90").unwrap().get(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            DurationSpec::parse("1h 30m").unwrap().get(),
+            Duration::from_secs(5400)
+        );
+        assert!(DurationSpec::parse("-5s")
+            .unwrap_err()
+            .message
+            .contains("negative"));
         assert!(DurationSpec::parse("soon").is_err());
-        let v: DurationSpec = serde_json::from_str("-3").map(|d: DurationSpec| d).unwrap_or_default();
+        let v: DurationSpec = serde_json::from_str("-3")
+            .map(|d: DurationSpec| d)
+            .unwrap_or_default();
         assert_eq!(v, DurationSpec::default());
         assert!(serde_json::from_str::<DurationSpec>("-3").is_err());
-        assert_eq!(serde_json::to_string(&DurationSpec::from_secs(3600)).unwrap(), "\"1h\"");
+        assert_eq!(
+            serde_json::to_string(&DurationSpec::from_secs(3600)).unwrap(),
+            "\"1h\""
+        );
     }
 }

@@ -7,7 +7,16 @@ macro_rules! typed_id {
     ($name:ident, $doc:literal) => {
         #[doc = $doc]
         #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            Hash,
+            PartialOrd,
+            Ord,
+            Serialize,
+            Deserialize,
             utoipa::ToSchema,
         )]
         #[serde(transparent)]
@@ -22,4 +31,7 @@ macro_rules! typed_id {
 }
 
 typed_id!(JobId, "Identifier of a job, assigned by the store.");
-typed_id!(RunId, "Identifier of a run, assigned by the store; increases with creation order.");
+typed_id!(
+    RunId,
+    "Identifier of a run, assigned by the store; increases with creation order."
+);

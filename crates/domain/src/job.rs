@@ -142,8 +142,18 @@ pub struct StatusRange {
 
 impl StatusRange {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        let bad = || ValidationError::new("", format!("{s:?} is not a status code or range like \"200-299\""));
-        let code = |t: &str| t.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c));
+        let bad = || {
+            ValidationError::new(
+                "",
+                format!("{s:?} is not a status code or range like \"200-299\""),
+            )
+        };
+        let code = |t: &str| {
+            t.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+        };
         let (from, to) = match s.split_once('-') {
             Some((a, b)) => (code(a).ok_or_else(bad)?, code(b).ok_or_else(bad)?),
             None => {
@@ -255,10 +265,16 @@ impl JobDefinition {
     /// Rules that span fields or bound sizes. Field names in errors are the JSON paths.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.description.len() > MAX_DESCRIPTION {
-            return Err(ValidationError::new("description", format!("longer than {MAX_DESCRIPTION} bytes")));
+            return Err(ValidationError::new(
+                "description",
+                format!("longer than {MAX_DESCRIPTION} bytes"),
+            ));
         }
         if self.tags.len() > MAX_TAGS {
-            return Err(ValidationError::new("tags", format!("more than {MAX_TAGS} tags")));
+            return Err(ValidationError::new(
+                "tags",
+                format!("more than {MAX_TAGS} tags"),
+            ));
         }
         match &self.spec {
             JobSpec::Command(c) => c.validate().map_err(|e| e.within("spec"))?,
@@ -266,19 +282,36 @@ impl JobDefinition {
         }
         let p = &self.policies;
         if p.timeout.get().is_zero() {
-            return Err(ValidationError::new("policies.timeout", "must be greater than zero"));
+            return Err(ValidationError::new(
+                "policies.timeout",
+                "must be greater than zero",
+            ));
         }
         if p.timeout.get().as_secs() > MAX_TIMEOUT_SECS {
-            return Err(ValidationError::new("policies.timeout", "must be at most 7 days"));
+            return Err(ValidationError::new(
+                "policies.timeout",
+                "must be at most 7 days",
+            ));
         }
         if p.jitter.get().as_secs() > 3600 {
-            return Err(ValidationError::new("policies.jitter", "must be at most 1h"));
+            return Err(ValidationError::new(
+                "policies.jitter",
+                "must be at most 1h",
+            ));
         }
         if !(1..=100_000).contains(&p.history_limit) {
-            return Err(ValidationError::new("policies.history_limit", "must be between 1 and 100000"));
+            return Err(ValidationError::new(
+                "policies.history_limit",
+                "must be between 1 and 100000",
+            ));
         }
-        p.retries.validate().map_err(|e| e.within("policies.retries"))?;
-        for (field, list) in [("on_success", &self.on_success), ("on_failure", &self.on_failure)] {
+        p.retries
+            .validate()
+            .map_err(|e| e.within("policies.retries"))?;
+        for (field, list) in [
+            ("on_success", &self.on_success),
+            ("on_failure", &self.on_failure),
+        ] {
             if list.len() > 16 {
                 return Err(ValidationError::new(field, "at most 16 chained jobs"));
             }
@@ -296,16 +329,29 @@ impl CommandSpec {
             return Err(ValidationError::new("argv", "must name a program"));
         };
         if program.is_empty() {
-            return Err(ValidationError::new("argv", "the program must not be empty"));
+            return Err(ValidationError::new(
+                "argv",
+                "the program must not be empty",
+            ));
         }
         if self.argv.len() > MAX_ARGV {
-            return Err(ValidationError::new("argv", format!("more than {MAX_ARGV} arguments")));
+            return Err(ValidationError::new(
+                "argv",
+                format!("more than {MAX_ARGV} arguments"),
+            ));
         }
-        if self.argv.iter().any(|a| a.contains('\0')) || self.env.values().any(|v| v.contains('\0')) {
-            return Err(ValidationError::new("argv", "arguments and variables must not contain NUL bytes"));
+        if self.argv.iter().any(|a| a.contains('\0')) || self.env.values().any(|v| v.contains('\0'))
+        {
+            return Err(ValidationError::new(
+                "argv",
+                "arguments and variables must not contain NUL bytes",
+            ));
         }
         if self.shell && self.argv.len() != 1 {
-            return Err(ValidationError::new("argv", "with shell: true, argv holds exactly one script"));
+            return Err(ValidationError::new(
+                "argv",
+                "with shell: true, argv holds exactly one script",
+            ));
         }
         if let Some(dir) = &self.workdir {
             if !dir.starts_with('/') {
@@ -320,16 +366,27 @@ impl HttpSpec {
     pub fn validate(&self) -> Result<(), ValidationError> {
         for (name, value) in &self.headers {
             let token = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             if !token {
-                return Err(ValidationError::new("headers", format!("{name:?} is not a valid header name")));
+                return Err(ValidationError::new(
+                    "headers",
+                    format!("{name:?} is not a valid header name"),
+                ));
             }
             if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(ValidationError::new("headers", format!("value of {name} contains a line break")));
+                return Err(ValidationError::new(
+                    "headers",
+                    format!("value of {name} contains a line break"),
+                ));
             }
         }
         if self.accepted_status.is_empty() {
-            return Err(ValidationError::new("accepted_status", "must list at least one status"));
+            return Err(ValidationError::new(
+                "accepted_status",
+                "must list at least one status",
+            ));
         }
         if self.timeout.get().is_zero() {
             return Err(ValidationError::new("timeout", "must be greater than zero"));
@@ -362,26 +419,39 @@ mod tests {
 
     #[test]
     fn unknown_fields_refused_at_every_level() {
-        assert!(parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"colour":1}"#)
+        assert!(
+            parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"colour":1}"#)
+                .unwrap_err()
+                .contains("colour")
+        );
+        assert!(
+            parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"],"sh":1}}"#)
+                .unwrap_err()
+                .contains("sh")
+        );
+        assert!(parse(
+            r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"policies":{"timout":"1s"}}"#
+        )
+        .unwrap_err()
+        .contains("timout"));
+        assert!(parse(r#"{"name":"a","spec":{"kind":"ftp"}}"#)
             .unwrap_err()
-            .contains("colour"));
-        assert!(parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"],"sh":1}}"#)
-            .unwrap_err()
-            .contains("sh"));
-        assert!(parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"policies":{"timout":"1s"}}"#)
-            .unwrap_err()
-            .contains("timout"));
-        assert!(parse(r#"{"name":"a","spec":{"kind":"ftp"}}"#).unwrap_err().contains("ftp"));
+            .contains("ftp"));
     }
 
     #[test]
     fn cross_field_rules() {
-        let e = parse(r#"{"name":"a","spec":{"kind":"command","argv":["a","b"],"shell":true}}"#).unwrap_err();
-        assert!(e.contains("spec.argv"), "{e}");
-        let e = parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"policies":{"timeout":"0s"}}"#)
+        let e = parse(r#"{"name":"a","spec":{"kind":"command","argv":["a","b"],"shell":true}}"#)
             .unwrap_err();
+        assert!(e.contains("spec.argv"), "{e}");
+        let e = parse(
+            r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"policies":{"timeout":"0s"}}"#,
+        )
+        .unwrap_err();
         assert!(e.contains("policies.timeout"), "{e}");
-        let e = parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"on_success":["a"]}"#).unwrap_err();
+        let e =
+            parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"on_success":["a"]}"#)
+                .unwrap_err();
         assert!(e.contains("itself"), "{e}");
         let e = parse(r#"{"name":"a","spec":{"kind":"http","url":"https://x.test/","headers":{"X":"a\r\nb"}}}"#)
             .unwrap_err();
@@ -394,7 +464,9 @@ mod tests {
         assert!(r.contains(204) && !r.contains(300));
         assert!(StatusRange::parse("299-200").is_err());
         assert!(StatusRange::parse("42").is_err());
-        let h: HttpSpec = serde_json::from_str(r#"{"url":"https://x.test/","accepted_status":[204,"300-301"]}"#).unwrap();
+        let h: HttpSpec =
+            serde_json::from_str(r#"{"url":"https://x.test/","accepted_status":[204,"300-301"]}"#)
+                .unwrap();
         assert_eq!(h.accepted_status.len(), 2);
     }
 }

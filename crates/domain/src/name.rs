@@ -7,16 +7,28 @@ use std::fmt;
 /// Letters, digits, `.`, `_` and `-`, starting with a letter or digit, 1 to `max` bytes.
 fn check_slug(kind: &str, s: &str, max: usize) -> Result<(), ValidationError> {
     if s.is_empty() {
-        return Err(ValidationError::new("", format!("{kind} must not be empty")));
+        return Err(ValidationError::new(
+            "",
+            format!("{kind} must not be empty"),
+        ));
     }
     if s.len() > max {
-        return Err(ValidationError::new("", format!("{kind} is longer than {max} characters")));
+        return Err(ValidationError::new(
+            "",
+            format!("{kind} is longer than {max} characters"),
+        ));
     }
     let mut chars = s.chars();
     if !chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
-        return Err(ValidationError::new("", format!("{kind} must start with a letter or digit")));
+        return Err(ValidationError::new(
+            "",
+            format!("{kind} must start with a letter or digit"),
+        ));
     }
-    if let Some(bad) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(bad) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(ValidationError::new(
             "",
             format!("{kind} may contain only letters, digits, '.', '_' and '-' (found {bad:?})"),
@@ -52,7 +64,9 @@ macro_rules! string_newtype {
 }
 
 /// A job's unique name: 1-64 characters of letters, digits, `.`, `_`, `-`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schema(value_type = String, example = "nightly-backup")]
 pub struct JobName(String);
@@ -66,7 +80,9 @@ impl JobName {
 string_newtype!(JobName);
 
 /// A free-form label on a job, same character rules as a name, up to 32 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schema(value_type = String, example = "backup")]
 pub struct Tag(String);
@@ -80,7 +96,9 @@ impl Tag {
 string_newtype!(Tag);
 
 /// A POSIX environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, up to 128 bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schema(value_type = String, example = "PGHOST")]
 pub struct EnvName(String);
@@ -89,7 +107,9 @@ impl EnvName {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         let ok = !s.is_empty()
             && s.len() <= 128
-            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if ok {
             Ok(Self(s.to_owned()))

@@ -106,7 +106,12 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         return Some(tail);
     }
     if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8));
+        return Some(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
     }
     None
 }
@@ -119,11 +124,15 @@ pub struct HttpUrl(url::Url);
 
 impl HttpUrl {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        let url = url::Url::parse(s.trim()).map_err(|e| ValidationError::new("", format!("invalid URL: {e}")))?;
+        let url = url::Url::parse(s.trim())
+            .map_err(|e| ValidationError::new("", format!("invalid URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ValidationError::new(
                 "",
-                format!("URL scheme {:?} is not allowed (only http and https)", url.scheme()),
+                format!(
+                    "URL scheme {:?} is not allowed (only http and https)",
+                    url.scheme()
+                ),
             ));
         }
         if url.host().is_none() {
@@ -183,7 +192,10 @@ mod tests {
     use super::*;
 
     fn rule_of(url: &str) -> Option<OutboundRule> {
-        HttpUrl::parse(url).unwrap().literal_ip().and_then(refusal_for)
+        HttpUrl::parse(url)
+            .unwrap()
+            .literal_ip()
+            .and_then(refusal_for)
     }
 
     #[test]
@@ -192,14 +204,20 @@ mod tests {
         assert_eq!(rule_of("http://127.0.0.1/"), Some(Loopback));
         assert_eq!(rule_of("http://127.1.2.3:8080/"), Some(Loopback));
         assert_eq!(rule_of("http://[::1]/"), Some(Loopback));
-        assert_eq!(rule_of("http://169.254.169.254/latest/meta-data/"), Some(CloudMetadata));
+        assert_eq!(
+            rule_of("http://169.254.169.254/latest/meta-data/"),
+            Some(CloudMetadata)
+        );
         assert_eq!(rule_of("http://169.254.10.1/"), Some(LinkLocal));
         assert_eq!(rule_of("http://0.0.0.0/"), Some(Unspecified));
         assert_eq!(rule_of("http://[::]/"), Some(Unspecified));
         assert_eq!(rule_of("http://2130706433/"), Some(Loopback));
         assert_eq!(rule_of("http://0x7f.1/"), Some(Loopback));
         assert_eq!(rule_of("http://[::ffff:127.0.0.1]/"), Some(Loopback));
-        assert_eq!(rule_of("http://[::ffff:169.254.169.254]/"), Some(CloudMetadata));
+        assert_eq!(
+            rule_of("http://[::ffff:169.254.169.254]/"),
+            Some(CloudMetadata)
+        );
         assert_eq!(rule_of("http://[64:ff9b::7f00:1]/"), Some(Loopback));
         assert_eq!(rule_of("http://[2002:7f00:1::]/"), Some(Loopback));
         assert_eq!(rule_of("http://[fe80::1]/"), Some(LinkLocal));
@@ -209,16 +227,30 @@ mod tests {
 
     #[test]
     fn allowed_literals() {
-        for u in ["http://192.168.1.10/", "https://10.0.0.1/", "http://93.184.216.34/", "http://[2606:4700::1111]/"] {
+        for u in [
+            "http://192.168.1.10/",
+            "https://10.0.0.1/",
+            "http://93.184.216.34/",
+            "http://[2606:4700::1111]/",
+        ] {
             assert_eq!(rule_of(u), None, "{u}");
         }
     }
 
     #[test]
     fn url_shape() {
-        assert!(HttpUrl::parse("ftp://example.com/").unwrap_err().message.contains("scheme"));
-        assert!(HttpUrl::parse("file:///etc/passwd").unwrap_err().message.contains("scheme"));
-        assert!(HttpUrl::parse("http://user:pw@example.com/").unwrap_err().message.contains("credentials"));
+        assert!(HttpUrl::parse("ftp://example.com/")
+            .unwrap_err()
+            .message
+            .contains("scheme"));
+        assert!(HttpUrl::parse("file:///etc/passwd")
+            .unwrap_err()
+            .message
+            .contains("scheme"));
+        assert!(HttpUrl::parse("http://user:pw@example.com/")
+            .unwrap_err()
+            .message
+            .contains("credentials"));
         assert!(HttpUrl::parse("not a url").is_err());
         assert!(HttpUrl::parse("https://example.com/x?y=1").is_ok());
     }

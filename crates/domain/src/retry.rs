@@ -37,10 +37,16 @@ impl RetryPolicy {
             return Err(ValidationError::new("count", "at most 100 retries"));
         }
         if !(1.0..=10.0).contains(&self.backoff) {
-            return Err(ValidationError::new("backoff", "must be between 1.0 and 10.0"));
+            return Err(ValidationError::new(
+                "backoff",
+                "must be between 1.0 and 10.0",
+            ));
         }
         if self.max_delay < self.delay {
-            return Err(ValidationError::new("max_delay", "must not be shorter than delay"));
+            return Err(ValidationError::new(
+                "max_delay",
+                "must not be shorter than delay",
+            ));
         }
         Ok(())
     }
@@ -52,7 +58,9 @@ impl RetryPolicy {
         if retry_no == 0 || retry_no > self.count {
             return None;
         }
-        let factor = self.backoff.powi(i32::try_from(retry_no - 1).unwrap_or(i32::MAX));
+        let factor = self
+            .backoff
+            .powi(i32::try_from(retry_no - 1).unwrap_or(i32::MAX));
         let secs = self.delay.get().as_secs_f64() * factor;
         let capped = secs.min(self.max_delay.get().as_secs_f64());
         Some(Duration::from_secs_f64(capped.max(0.0)))
@@ -71,8 +79,21 @@ mod tests {
             backoff: 3.0,
             max_delay: DurationSpec::from_secs(200),
         };
-        let d: Vec<_> = (1..=7).map(|a| p.delay_before(a).map(|d| d.as_secs())).collect();
-        assert_eq!(d, vec![None, Some(10), Some(30), Some(90), Some(200), Some(200), None]);
+        let d: Vec<_> = (1..=7)
+            .map(|a| p.delay_before(a).map(|d| d.as_secs()))
+            .collect();
+        assert_eq!(
+            d,
+            vec![
+                None,
+                Some(10),
+                Some(30),
+                Some(90),
+                Some(200),
+                Some(200),
+                None
+            ]
+        );
     }
 
     #[test]
@@ -82,7 +103,10 @@ mod tests {
 
     #[test]
     fn validation() {
-        let mut p = RetryPolicy { count: 101, ..Default::default() };
+        let mut p = RetryPolicy {
+            count: 101,
+            ..Default::default()
+        };
         assert_eq!(p.validate().unwrap_err().field, "count");
         p.count = 1;
         p.backoff = 0.5;

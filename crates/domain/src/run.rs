@@ -62,7 +62,10 @@ impl RunStatus {
         matches!(
             (self, next),
             (Queued, Running | Skipped | Cancelled)
-                | (Running, Succeeded | Failed | TimedOut | Cancelled | Abandoned)
+                | (
+                    Running,
+                    Succeeded | Failed | TimedOut | Cancelled | Abandoned
+                )
         )
     }
 
@@ -98,7 +101,9 @@ impl Trigger {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Schedule, Self::Manual, Self::Retry, Self::Chain].into_iter().find(|v| v.as_str() == s)
+        [Self::Schedule, Self::Manual, Self::Retry, Self::Chain]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 }
 

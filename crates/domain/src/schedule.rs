@@ -57,12 +57,21 @@ impl Schedule {
         if let Some(rest) = text.strip_prefix("@every") {
             let rest = rest.trim();
             let d = DurationSpec::parse(rest)
-                .map_err(|e| ScheduleError::Every { expr: text.clone(), reason: e.message })?
+                .map_err(|e| ScheduleError::Every {
+                    expr: text.clone(),
+                    reason: e.message,
+                })?
                 .get();
             if d < MIN_EVERY {
-                return Err(ScheduleError::Every { expr: text, reason: "the interval must be at least 1s".into() });
+                return Err(ScheduleError::Every {
+                    expr: text,
+                    reason: "the interval must be at least 1s".into(),
+                });
             }
-            return Ok(Self { text, kind: Kind::Every(d) });
+            return Ok(Self {
+                text,
+                kind: Kind::Every(d),
+            });
         }
         let fields = text.split_whitespace().count();
         if !text.starts_with('@') && !(5..=6).contains(&fields) {
@@ -74,8 +83,14 @@ impl Schedule {
         let cron = croner::Cron::new(&text)
             .with_seconds_optional()
             .parse()
-            .map_err(|e| ScheduleError::Cron { expr: text.clone(), reason: e.to_string() })?;
-        Ok(Self { text, kind: Kind::Cron(Box::new(cron)) })
+            .map_err(|e| ScheduleError::Cron {
+                expr: text.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            text,
+            kind: Kind::Cron(Box::new(cron)),
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -117,7 +132,11 @@ fn next_every(after: DateTime<Utc>, d: std::time::Duration) -> Option<DateTime<U
     DateTime::from_timestamp_millis(next)
 }
 
-fn next_cron(cron: &croner::Cron, after: DateTime<Utc>, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
+fn next_cron(
+    cron: &croner::Cron,
+    after: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+) -> Option<DateTime<Utc>> {
     // croner resolves an ambiguous local time to its first instant, which can lie
     // before `after` when `after` is inside the repeated hour; step past those so
     // occurrences are strictly increasing. Bounded: a year has few ambiguous slots.
@@ -177,7 +196,12 @@ impl TimeZone {
 
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         chrono_tz::Tz::from_str(s.trim()).map(Self).map_err(|_| {
-            ValidationError::new("", format!("unknown time zone {s:?} (expected an IANA name such as \"Europe/Berlin\")"))
+            ValidationError::new(
+                "",
+                format!(
+                    "unknown time zone {s:?} (expected an IANA name such as \"Europe/Berlin\")"
+                ),
+            )
         })
     }
     pub fn name(&self) -> &'static str {
@@ -247,25 +271,57 @@ mod tests {
     #[test]
     fn berlin_spring_forward_0230_runs_once_at_0300() {
         // 2026-03-29: 02:00 CET jumps to 03:00 CEST; 02:30 does not exist.
-        let runs = between("30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", "2026-03-30T12:00:00Z");
-        assert_eq!(runs, vec!["2026-03-29T01:00:00+00:00", "2026-03-30T00:30:00+00:00"]);
+        let runs = between(
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-03-28T12:00:00Z",
+            "2026-03-30T12:00:00Z",
+        );
+        assert_eq!(
+            runs,
+            vec!["2026-03-29T01:00:00+00:00", "2026-03-30T00:30:00+00:00"]
+        );
     }
 
     #[test]
     fn berlin_fall_back_0230_runs_once() {
         // 2026-10-25: 03:00 CEST falls back to 02:00 CET; 02:30 happens twice.
-        let runs = between("30 2 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z", "2026-10-26T12:00:00Z");
-        assert_eq!(runs, vec!["2026-10-25T00:30:00+00:00", "2026-10-26T01:30:00+00:00"]);
+        let runs = between(
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-10-24T12:00:00Z",
+            "2026-10-26T12:00:00Z",
+        );
+        assert_eq!(
+            runs,
+            vec!["2026-10-25T00:30:00+00:00", "2026-10-26T01:30:00+00:00"]
+        );
     }
 
     #[test]
     fn new_york_change_days() {
         // 2026-03-08: 02:00 EST jumps to 03:00 EDT.
-        let runs = between("30 2 * * *", "America/New_York", "2026-03-07T12:00:00Z", "2026-03-09T12:00:00Z");
-        assert_eq!(runs, vec!["2026-03-08T07:00:00+00:00", "2026-03-09T06:30:00+00:00"]);
+        let runs = between(
+            "30 2 * * *",
+            "America/New_York",
+            "2026-03-07T12:00:00Z",
+            "2026-03-09T12:00:00Z",
+        );
+        assert_eq!(
+            runs,
+            vec!["2026-03-08T07:00:00+00:00", "2026-03-09T06:30:00+00:00"]
+        );
         // 2026-11-01: 02:00 EDT falls back to 01:00 EST; 01:30 happens twice.
-        let runs = between("30 1 * * *", "America/New_York", "2026-10-31T12:00:00Z", "2026-11-02T12:00:00Z");
-        assert_eq!(runs, vec!["2026-11-01T05:30:00+00:00", "2026-11-02T06:30:00+00:00"]);
+        let runs = between(
+            "30 1 * * *",
+            "America/New_York",
+            "2026-10-31T12:00:00Z",
+            "2026-11-02T12:00:00Z",
+        );
+        assert_eq!(
+            runs,
+            vec!["2026-11-01T05:30:00+00:00", "2026-11-02T06:30:00+00:00"]
+        );
     }
 
     #[test]
@@ -282,16 +338,28 @@ mod tests {
         let berlin = tz("UTC");
         // Last day of February 2027.
         let s = Schedule::parse("0 0 L * *").unwrap();
-        assert_eq!(s.next_after(utc("2027-02-01T00:00:00Z"), &berlin).unwrap(), utc("2027-02-28T00:00:00Z"));
+        assert_eq!(
+            s.next_after(utc("2027-02-01T00:00:00Z"), &berlin).unwrap(),
+            utc("2027-02-28T00:00:00Z")
+        );
         // Nearest weekday to the 15th of August 2026 (a Saturday) is Friday the 14th.
         let s = Schedule::parse("0 0 15W * *").unwrap();
-        assert_eq!(s.next_after(utc("2026-08-01T00:00:00Z"), &berlin).unwrap(), utc("2026-08-14T00:00:00Z"));
+        assert_eq!(
+            s.next_after(utc("2026-08-01T00:00:00Z"), &berlin).unwrap(),
+            utc("2026-08-14T00:00:00Z")
+        );
         // Second Tuesday of December 2026 is the 8th.
         let s = Schedule::parse("0 0 * * 2#2").unwrap();
-        assert_eq!(s.next_after(utc("2026-12-01T00:00:00Z"), &berlin).unwrap(), utc("2026-12-08T00:00:00Z"));
+        assert_eq!(
+            s.next_after(utc("2026-12-01T00:00:00Z"), &berlin).unwrap(),
+            utc("2026-12-08T00:00:00Z")
+        );
         // Last Friday of November 2026 is the 27th.
         let s = Schedule::parse("0 12 * * 5L").unwrap();
-        assert_eq!(s.next_after(utc("2026-11-01T00:00:00Z"), &berlin).unwrap(), utc("2026-11-27T12:00:00Z"));
+        assert_eq!(
+            s.next_after(utc("2026-11-01T00:00:00Z"), &berlin).unwrap(),
+            utc("2026-11-27T12:00:00Z")
+        );
     }
 
     #[test]
@@ -312,8 +380,16 @@ mod tests {
     #[test]
     fn time_zone_shifts_cron() {
         let s = Schedule::parse("0 9 * * *").unwrap();
-        let n = s.next_after(utc("2026-07-01T00:00:00Z"), &tz("Europe/Berlin")).unwrap();
-        assert_eq!(n, chrono_tz::Europe::Berlin.with_ymd_and_hms(2026, 7, 1, 9, 0, 0).unwrap().with_timezone(&Utc));
+        let n = s
+            .next_after(utc("2026-07-01T00:00:00Z"), &tz("Europe/Berlin"))
+            .unwrap();
+        assert_eq!(
+            n,
+            chrono_tz::Europe::Berlin
+                .with_ymd_and_hms(2026, 7, 1, 9, 0, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        );
     }
 
     #[test]
@@ -329,6 +405,9 @@ mod tests {
             let e = Schedule::parse(expr).unwrap_err().to_string();
             assert!(e.contains(needle), "{expr}: {e}");
         }
-        assert!(TimeZone::parse("Mars/Olympus").unwrap_err().message.contains("unknown time zone"));
+        assert!(TimeZone::parse("Mars/Olympus")
+            .unwrap_err()
+            .message
+            .contains("unknown time zone"));
     }
 }

@@ -52,7 +52,10 @@ pub struct ManualClock {
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
         let (tick, _) = watch::channel(start);
-        Self { now: Arc::new(Mutex::new(start)), tick }
+        Self {
+            now: Arc::new(Mutex::new(start)),
+            tick,
+        }
     }
 
     pub fn set(&self, to: DateTime<Utc>) {

@@ -20,7 +20,10 @@ use runner::{JitterFn, Runner, RunnerSettings, Submit, SubmitError};
 use scheduler::{Scheduler, SchedulerHandle};
 use std::sync::Arc;
 use std::time::Duration;
-use steward_domain::{JobDefinition, JobId, JobSpec, MissedRunPolicy, RunId, RunOutcome, RunStatus, TimeZone, Trigger, ValidationError};
+use steward_domain::{
+    JobDefinition, JobId, JobSpec, MissedRunPolicy, RunId, RunOutcome, RunStatus, TimeZone,
+    Trigger, ValidationError,
+};
 use steward_store::{Job, Run, RunUpdate, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -143,7 +146,13 @@ impl Engine {
             }
         }
         let stop = CancellationToken::new();
-        let (scheduler, task) = Scheduler::spawn(clock.clone(), runner.clone(), metrics.clone(), settings.default_timezone, stop.clone());
+        let (scheduler, task) = Scheduler::spawn(
+            clock.clone(),
+            runner.clone(),
+            metrics.clone(),
+            settings.default_timezone,
+            stop.clone(),
+        );
         let engine = Arc::new(Self {
             store,
             clock,
@@ -167,10 +176,17 @@ impl Engine {
 
     /// Applies the missed-run policy to occurrences between the job's cursor and `now`.
     async fn catch_up(&self, job: &Arc<Job>, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let Some(schedule) = &job.definition.schedule else { return Ok(()) };
-        let tz = job.definition.timezone.unwrap_or(self.settings.default_timezone);
+        let Some(schedule) = &job.definition.schedule else {
+            return Ok(());
+        };
+        let tz = job
+            .definition
+            .timezone
+            .unwrap_or(self.settings.default_timezone);
         let baseline = job.schedule_cursor.unwrap_or(job.created_at);
-        let Some(first) = schedule.next_after(baseline, &tz).filter(|t| *t <= now) else { return Ok(()) };
+        let Some(first) = schedule.next_after(baseline, &tz).filter(|t| *t <= now) else {
+            return Ok(());
+        };
         let latest = scheduler::latest_at_or_before(schedule, &tz, first, now);
         match job.definition.policies.missed {
             MissedRunPolicy::Skip => {
@@ -198,13 +214,21 @@ impl Engine {
         self.settings.default_timezone
     }
     pub fn scheduler_running(&self) -> bool {
-        self.scheduler_task.lock().ok().and_then(|t| t.as_ref().map(|h| !h.is_finished())).unwrap_or(false)
+        self.scheduler_task
+            .lock()
+            .ok()
+            .and_then(|t| t.as_ref().map(|h| !h.is_finished()))
+            .unwrap_or(false)
     }
 
     async fn refresh_job_gauges(&self) {
         if let Ok(jobs) = self.store.list_jobs().await {
-            self.metrics.jobs.set(i64::try_from(jobs.len()).unwrap_or(i64::MAX));
-            self.metrics.jobs_enabled.set(i64::try_from(jobs.iter().filter(|j| j.definition.enabled).count()).unwrap_or(0));
+            self.metrics
+                .jobs
+                .set(i64::try_from(jobs.len()).unwrap_or(i64::MAX));
+            self.metrics.jobs_enabled.set(
+                i64::try_from(jobs.iter().filter(|j| j.definition.enabled).count()).unwrap_or(0),
+            );
         }
     }
 
@@ -212,10 +236,17 @@ impl Engine {
     /// pass the outbound policy.
     async fn check_definition(&self, def: &JobDefinition) -> Result<(), ServiceError> {
         def.validate()?;
-        for (field, names) in [("on_success", &def.on_success), ("on_failure", &def.on_failure)] {
+        for (field, names) in [
+            ("on_success", &def.on_success),
+            ("on_failure", &def.on_failure),
+        ] {
             for name in names {
                 if self.store.find_job(name).await?.is_none() {
-                    return Err(ValidationError::new(field, format!("no job named {:?}", name.as_str())).into());
+                    return Err(ValidationError::new(
+                        field,
+                        format!("no job named {:?}", name.as_str()),
+                    )
+                    .into());
                 }
             }
         }
@@ -259,13 +290,20 @@ impl Engine {
     pub async fn delete_job(&self, id: JobId) -> Result<(), ServiceError> {
         let active: Vec<RunId> = self
             .store
-            .list_runs(&steward_store::RunFilter { job_id: Some(id), status: Some(RunStatus::Running), limit: 1000, ..Default::default() })
+            .list_runs(&steward_store::RunFilter {
+                job_id: Some(id),
+                status: Some(RunStatus::Running),
+                limit: 1000,
+                ..Default::default()
+            })
             .await?
             .into_iter()
             .map(|r| r.id)
             .collect();
         if !active.is_empty() {
-            return Err(ServiceError::Conflict("the job has a running run; cancel it first".into()));
+            return Err(ServiceError::Conflict(
+                "the job has a running run; cancel it first".into(),
+            ));
         }
         self.scheduler.remove(id);
         self.store.delete_job(id).await?;
@@ -276,21 +314,30 @@ impl Engine {
     /// Starts a run now, subject to the job's overlap policy.
     pub async fn run_now(&self, id: JobId) -> Result<Run, ServiceError> {
         let job = self.store.get_job(id).await?;
-        Ok(self.runner.submit(Arc::new(job), Submit::new(Trigger::Manual)).await?)
+        Ok(self
+            .runner
+            .submit(Arc::new(job), Submit::new(Trigger::Manual))
+            .await?)
     }
 
     /// Cancels a queued or running run; a finished run is a conflict.
     pub async fn cancel_run(&self, id: RunId) -> Result<Run, ServiceError> {
         let run = self.store.get_run(id).await?;
         if run.status.is_terminal() {
-            return Err(ServiceError::Conflict(format!("run {id} has already ended ({})", run.status)));
+            return Err(ServiceError::Conflict(format!(
+                "run {id} has already ended ({})",
+                run.status
+            )));
         }
         if !self.runner.cancel(id) {
             // Not driven by this process (e.g. queued while shutting down): settle it here.
             let update = RunUpdate {
                 status: RunStatus::Cancelled,
                 finished_at: self.clock.now(),
-                outcome: RunOutcome { error: Some("cancelled".into()), ..Default::default() },
+                outcome: RunOutcome {
+                    error: Some("cancelled".into()),
+                    ..Default::default()
+                },
                 output: None,
                 output_truncated: false,
             };

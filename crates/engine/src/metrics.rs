@@ -43,21 +43,40 @@ impl Metrics {
         let runs_finished = Family::<StatusLabel, Counter>::default();
         let runs_running = Gauge::default();
         let run_duration = Family::<KindLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0])
+            Histogram::new([
+                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0,
+            ])
         });
-        let scheduler_lag =
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]);
+        let scheduler_lag = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+        ]);
         registry.register("jobs", "Jobs defined", jobs.clone());
         registry.register("jobs_enabled", "Jobs enabled", jobs_enabled.clone());
-        registry.register("runs_finished", "Runs that reached a final state, by state", runs_finished.clone());
+        registry.register(
+            "runs_finished",
+            "Runs that reached a final state, by state",
+            runs_finished.clone(),
+        );
         registry.register("runs_running", "Runs executing now", runs_running.clone());
-        registry.register("run_duration_seconds", "Duration of finished runs, by job kind", run_duration.clone());
+        registry.register(
+            "run_duration_seconds",
+            "Duration of finished runs, by job kind",
+            run_duration.clone(),
+        );
         registry.register(
             "scheduler_lag_seconds",
             "Delay from a scheduled instant to the scheduler firing it",
             scheduler_lag.clone(),
         );
-        Self { registry: Arc::new(registry), jobs, jobs_enabled, runs_finished, runs_running, run_duration, scheduler_lag }
+        Self {
+            registry: Arc::new(registry),
+            jobs,
+            jobs_enabled,
+            runs_finished,
+            runs_running,
+            run_duration,
+            scheduler_lag,
+        }
     }
 
     pub fn encode(&self) -> String {

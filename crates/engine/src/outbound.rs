@@ -14,7 +14,11 @@ use steward_domain::{HttpUrl, OutboundRule};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OutboundError {
     #[error("outbound policy refused {target}: {ip} is {rule} (allow it with outbound.allow in the configuration)")]
-    Refused { target: String, ip: IpAddr, rule: OutboundRule },
+    Refused {
+        target: String,
+        ip: IpAddr,
+        rule: OutboundRule,
+    },
     #[error("outbound policy refused {target}: scheme {scheme:?} is not http or https")]
     Scheme { target: String, scheme: String },
     #[error("could not resolve {host}: {reason}")]
@@ -28,13 +32,19 @@ pub struct OutboundPolicy {
 
 impl OutboundPolicy {
     pub fn new(allow: Vec<IpNet>) -> Self {
-        Self { allow: Arc::new(allow) }
+        Self {
+            allow: Arc::new(allow),
+        }
     }
 
     pub fn check_ip(&self, target: &str, ip: IpAddr) -> Result<(), OutboundError> {
         match refusal_for(ip) {
             Some(rule) if !self.allow.iter().any(|net| net.contains(&ip)) => {
-                Err(OutboundError::Refused { target: target.to_owned(), ip, rule })
+                Err(OutboundError::Refused {
+                    target: target.to_owned(),
+                    ip,
+                    rule,
+                })
             }
             _ => Ok(()),
         }
@@ -44,7 +54,10 @@ impl OutboundPolicy {
     /// resolution time by the client's resolver.
     pub fn check_url(&self, url: &url::Url) -> Result<(), OutboundError> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(OutboundError::Scheme { target: url.to_string(), scheme: url.scheme().to_owned() });
+            return Err(OutboundError::Scheme {
+                target: url.to_string(),
+                scheme: url.scheme().to_owned(),
+            });
         }
         let ip = match url.host() {
             Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
@@ -56,13 +69,23 @@ impl OutboundPolicy {
 
     /// Resolves `host` and checks every address; used to give an early, clear error
     /// when a job is saved. The connection-time check is the one that protects.
-    pub async fn resolve_checked(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, OutboundError> {
+    pub async fn resolve_checked(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, OutboundError> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| OutboundError::Resolve { host: host.to_owned(), reason: e.to_string() })?
+            .map_err(|e| OutboundError::Resolve {
+                host: host.to_owned(),
+                reason: e.to_string(),
+            })?
             .collect();
         if addrs.is_empty() {
-            return Err(OutboundError::Resolve { host: host.to_owned(), reason: "no addresses".into() });
+            return Err(OutboundError::Resolve {
+                host: host.to_owned(),
+                reason: "no addresses".into(),
+            });
         }
         for a in &addrs {
             self.check_ip(host, a.ip())?;
@@ -78,7 +101,9 @@ impl OutboundPolicy {
         self.check_url(u)?;
         if let Some(url::Host::Domain(host)) = u.host() {
             let port = u.port_or_known_default().unwrap_or(80);
-            match tokio::time::timeout(Duration::from_secs(3), self.resolve_checked(host, port)).await {
+            match tokio::time::timeout(Duration::from_secs(3), self.resolve_checked(host, port))
+                .await
+            {
                 Ok(Err(e @ OutboundError::Refused { .. })) => return Err(e),
                 _ => return Ok(()),
             }
@@ -87,7 +112,11 @@ impl OutboundPolicy {
     }
 
     /// An HTTP client that can only reach what this policy allows.
-    pub fn client(&self, follow_redirects: bool, user_agent: &str) -> reqwest::Result<reqwest::Client> {
+    pub fn client(
+        &self,
+        follow_redirects: bool,
+        user_agent: &str,
+    ) -> reqwest::Result<reqwest::Client> {
         let redirect = if follow_redirects {
             let policy = self.clone();
             reqwest::redirect::Policy::custom(move |attempt| {
@@ -103,7 +132,9 @@ impl OutboundPolicy {
             reqwest::redirect::Policy::none()
         };
         reqwest::Client::builder()
-            .dns_resolver(Arc::new(CheckingResolver { policy: self.clone() }))
+            .dns_resolver(Arc::new(CheckingResolver {
+                policy: self.clone(),
+            }))
             .redirect(redirect)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(300))
@@ -151,7 +182,10 @@ mod tests {
         let p = OutboundPolicy::default();
         let e = p.resolve_checked("localhost", 80).await.unwrap_err();
         assert!(e.to_string().contains("loopback"), "{e}");
-        let allowed = OutboundPolicy::new(vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        let allowed = OutboundPolicy::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ]);
         assert!(allowed.resolve_checked("localhost", 80).await.is_ok());
     }
 

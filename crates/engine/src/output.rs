@@ -82,14 +82,26 @@ impl OutputBuffer {
     /// Appends one line (without its newline). Invalid UTF-8 is replaced, not dropped.
     pub fn push(&self, at: DateTime<Utc>, stream: Stream, raw: &[u8]) {
         let empty: &[u8] = &[];
-        let chunks: Vec<&[u8]> = if raw.is_empty() { vec![empty] } else { raw.chunks(MAX_LINE).collect() };
+        let chunks: Vec<&[u8]> = if raw.is_empty() {
+            vec![empty]
+        } else {
+            raw.chunks(MAX_LINE).collect()
+        };
         for chunk in chunks {
             let body = String::from_utf8_lossy(chunk);
             let body = body.trim_end_matches('\r');
-            let text: Arc<str> =
-                format!("{} {} {}\n", at.to_rfc3339_opts(SecondsFormat::Millis, true), stream.tag(), body).into();
+            let text: Arc<str> = format!(
+                "{} {} {}\n",
+                at.to_rfc3339_opts(SecondsFormat::Millis, true),
+                stream.tag(),
+                body
+            )
+            .into();
             let Ok(mut g) = self.inner.lock() else { return };
-            let line = Line { seq: g.next_seq, text };
+            let line = Line {
+                seq: g.next_seq,
+                text,
+            };
             g.next_seq += 1;
             g.append(line.clone());
             drop(g);
@@ -112,8 +124,14 @@ impl OutputBuffer {
 
     pub fn finish(&self) -> Captured {
         match self.inner.lock() {
-            Ok(g) => Captured { text: g.render(), truncated: g.dropped_lines > 0 },
-            Err(_) => Captured { text: String::new(), truncated: true },
+            Ok(g) => Captured {
+                text: g.render(),
+                truncated: g.dropped_lines > 0,
+            },
+            Err(_) => Captured {
+                text: String::new(),
+                truncated: true,
+            },
         }
     }
 }
@@ -130,7 +148,9 @@ impl Inner {
         self.tail_bytes += len;
         self.tail.push_back(line);
         while self.tail_bytes > self.limit - half {
-            let Some(old) = self.tail.pop_front() else { break };
+            let Some(old) = self.tail.pop_front() else {
+                break;
+            };
             self.tail_bytes -= old.text.len();
             self.dropped_bytes += old.text.len() as u64;
             self.dropped_lines += 1;
@@ -183,6 +203,9 @@ mod tests {
         b.push(t, Stream::Stderr, b"oops\r");
         let c = b.finish();
         assert!(!c.truncated);
-        assert_eq!(c.text, "1970-01-01T00:00:00.000Z out hello\n1970-01-01T00:00:00.000Z err oops\n");
+        assert_eq!(
+            c.text,
+            "1970-01-01T00:00:00.000Z out hello\n1970-01-01T00:00:00.000Z err oops\n"
+        );
     }
 }

@@ -32,7 +32,9 @@ pub fn random_jitter() -> JitterFn {
         if max.is_zero() {
             Duration::ZERO
         } else {
-            Duration::from_millis(rand::random_range(0..=u64::try_from(max.as_millis()).unwrap_or(u64::MAX)))
+            Duration::from_millis(rand::random_range(
+                0..=u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
+            ))
         }
     })
 }
@@ -57,7 +59,13 @@ pub struct Submit {
 
 impl Submit {
     pub fn new(trigger: Trigger) -> Self {
-        Self { trigger, scheduled_for: None, attempt: 1, parent: None, not_before: None }
+        Self {
+            trigger,
+            scheduled_for: None,
+            attempt: 1,
+            parent: None,
+            not_before: None,
+        }
     }
 }
 
@@ -129,13 +137,19 @@ impl Runner {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock would be a bug elsewhere; keep serving.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Creates a run for `job` and starts driving it, applying the overlap policy.
     /// Returns the recorded run (possibly `skipped`). A scheduled occurrence that
     /// already has a run gives `Store(Conflict)`.
-    pub fn submit(self: &Arc<Self>, job: Arc<Job>, req: Submit) -> Pin<Box<dyn Future<Output = Result<Run, SubmitError>> + Send + '_>> {
+    pub fn submit(
+        self: &Arc<Self>,
+        job: Arc<Job>,
+        req: Submit,
+    ) -> Pin<Box<dyn Future<Output = Result<Run, SubmitError>> + Send + '_>> {
         Box::pin(async move {
             if self.shutting_down.load(Ordering::SeqCst) {
                 return Err(SubmitError::ShuttingDown);
@@ -148,7 +162,8 @@ impl Runner {
                 let slots = st.slots.entry(job.id).or_default();
                 slots.waiting.retain(|w| !w.is_closed());
                 let busy = slots.running > 0 || !slots.waiting.is_empty();
-                let admit_anyway = matches!(req.trigger, Trigger::Retry) || overlap == OverlapPolicy::Allow;
+                let admit_anyway =
+                    matches!(req.trigger, Trigger::Retry) || overlap == OverlapPolicy::Allow;
                 if admit_anyway || !busy {
                     slots.running += 1;
                     Some(Gate::Admitted)
@@ -163,13 +178,29 @@ impl Runner {
             let Some(gate) = gate else {
                 let reason = format!(
                     "skipped: a run of this job is still active (overlap policy {})",
-                    if overlap == OverlapPolicy::Queue { "queue, and one run is already waiting" } else { "skip" }
+                    if overlap == OverlapPolicy::Queue {
+                        "queue, and one run is already waiting"
+                    } else {
+                        "skip"
+                    }
                 );
-                let run = self.store.insert_run(&self.new_run(&job, &req, RunStatus::Skipped, now, Some(reason))).await?;
-                self.metrics.runs_finished.get_or_create(&StatusLabel { status: "skipped".into() }).inc();
+                let run = self
+                    .store
+                    .insert_run(&self.new_run(&job, &req, RunStatus::Skipped, now, Some(reason)))
+                    .await?;
+                self.metrics
+                    .runs_finished
+                    .get_or_create(&StatusLabel {
+                        status: "skipped".into(),
+                    })
+                    .inc();
                 return Ok(run);
             };
-            let run = match self.store.insert_run(&self.new_run(&job, &req, RunStatus::Queued, now, None)).await {
+            let run = match self
+                .store
+                .insert_run(&self.new_run(&job, &req, RunStatus::Queued, now, None))
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     if matches!(gate, Gate::Admitted) {
@@ -190,7 +221,14 @@ impl Runner {
         self.spawn_drive(job, run, Gate::Admitted);
     }
 
-    fn new_run(&self, job: &Job, req: &Submit, status: RunStatus, now: DateTime<Utc>, error: Option<String>) -> NewRun {
+    fn new_run(
+        &self,
+        job: &Job,
+        req: &Submit,
+        status: RunStatus,
+        now: DateTime<Utc>,
+        error: Option<String>,
+    ) -> NewRun {
         NewRun {
             job_id: job.id,
             status,
@@ -207,7 +245,13 @@ impl Runner {
     fn spawn_drive(self: &Arc<Self>, job: Arc<Job>, run: Run, gate: Gate) {
         let cancel = CancellationToken::new();
         let output = OutputBuffer::new(self.settings.output_limit);
-        self.state().active.insert(run.id, Active { cancel: cancel.clone(), output: output.clone() });
+        self.state().active.insert(
+            run.id,
+            Active {
+                cancel: cancel.clone(),
+                output: output.clone(),
+            },
+        );
         let this = self.clone();
         let fut: Pin<Box<dyn Future<Output = ()> + Send>> =
             Box::pin(async move { this.drive(job, run, gate, cancel, output).await });
@@ -230,7 +274,14 @@ impl Runner {
         }
     }
 
-    async fn drive(self: Arc<Self>, job: Arc<Job>, run: Run, gate: Gate, cancel: CancellationToken, output: OutputBuffer) {
+    async fn drive(
+        self: Arc<Self>,
+        job: Arc<Job>,
+        run: Run,
+        gate: Gate,
+        cancel: CancellationToken,
+        output: OutputBuffer,
+    ) {
         let admitted = match gate {
             Gate::Admitted => true,
             Gate::Waiting(rx) => tokio::select! {
@@ -240,14 +291,16 @@ impl Runner {
             },
         };
         if !admitted {
-            self.end_unstarted(&run, "cancelled before it started").await;
+            self.end_unstarted(&run, "cancelled before it started")
+                .await;
             return;
         }
         // Wait for the retry delay and the schedule jitter.
         let mut start_at = run.not_before.unwrap_or(run.created_at);
         if run.trigger == Trigger::Schedule {
             let jitter = (self.jitter)(job.definition.policies.jitter.get());
-            start_at = start_at.max(run.created_at) + chrono::Duration::from_std(jitter).unwrap_or_default();
+            start_at = start_at.max(run.created_at)
+                + chrono::Duration::from_std(jitter).unwrap_or_default();
         }
         if start_at > self.clock.now() {
             tokio::select! {
@@ -301,7 +354,8 @@ impl Runner {
             JobSpec::Http(spec) => self.http.execute(spec, &ctx).await,
         };
         if result.status == RunStatus::Cancelled && self.shutting_down.load(Ordering::SeqCst) {
-            result.outcome.error = Some("cancelled: Steward shut down and the grace period ran out".into());
+            result.outcome.error =
+                Some("cancelled: Steward shut down and the grace period ran out".into());
         }
         let finished_at = self.clock.now();
         let captured = output.finish();
@@ -316,14 +370,31 @@ impl Runner {
             tracing::error!(run = %run.id, error = %e, "could not record the end of a run");
         }
         self.metrics.runs_running.dec();
-        self.metrics.runs_finished.get_or_create(&StatusLabel { status: result.status.as_str().into() }).inc();
-        let secs = (finished_at - started_at).to_std().unwrap_or_default().as_secs_f64();
-        self.metrics.run_duration.get_or_create(&KindLabel { kind: job.definition.spec.kind().into() }).observe(secs);
+        self.metrics
+            .runs_finished
+            .get_or_create(&StatusLabel {
+                status: result.status.as_str().into(),
+            })
+            .inc();
+        let secs = (finished_at - started_at)
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.metrics
+            .run_duration
+            .get_or_create(&KindLabel {
+                kind: job.definition.spec.kind().into(),
+            })
+            .observe(secs);
         tracing::info!(run = %run.id, job = %job.name(), status = result.status.as_str(), seconds = secs, "run finished");
         self.release(&job);
         self.forget(run.id);
         self.follow_up(&job, &run, result.status).await;
-        if let Err(e) = self.store.prune_runs(job.id, job.definition.policies.history_limit).await {
+        if let Err(e) = self
+            .store
+            .prune_runs(job.id, job.definition.policies.history_limit)
+            .await
+        {
             tracing::warn!(job = %job.name(), error = %e, "could not prune run history");
         }
     }
@@ -336,7 +407,10 @@ impl Runner {
         let update = RunUpdate {
             status: RunStatus::Cancelled,
             finished_at: self.clock.now(),
-            outcome: RunOutcome { error: Some(why.into()), ..Default::default() },
+            outcome: RunOutcome {
+                error: Some(why.into()),
+                ..Default::default()
+            },
             output: None,
             output_truncated: false,
         };
@@ -352,13 +426,20 @@ impl Runner {
             return;
         }
         if status.is_retryable_failure() {
-            if let Some(delay) = job.definition.policies.retries.delay_before(run.attempt + 1) {
+            if let Some(delay) = job
+                .definition
+                .policies
+                .retries
+                .delay_before(run.attempt + 1)
+            {
                 let req = Submit {
                     trigger: Trigger::Retry,
                     scheduled_for: run.scheduled_for,
                     attempt: run.attempt + 1,
                     parent: Some(run.id),
-                    not_before: Some(self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default()),
+                    not_before: Some(
+                        self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    ),
                 };
                 if let Err(e) = self.submit(job.clone(), req).await {
                     tracing::error!(job = %job.name(), error = %e, "could not schedule a retry");
@@ -374,14 +455,21 @@ impl Runner {
         for name in next {
             match self.store.find_job(name).await {
                 Ok(Some(target)) if target.definition.enabled => {
-                    let req = Submit { parent: Some(run.id), ..Submit::new(Trigger::Chain) };
+                    let req = Submit {
+                        parent: Some(run.id),
+                        ..Submit::new(Trigger::Chain)
+                    };
                     if let Err(e) = self.submit(Arc::new(target), req).await {
                         tracing::error!(job = %name, error = %e, "could not start a chained job");
                     }
                 }
                 Ok(Some(_)) => tracing::info!(job = %name, "chained job is disabled; not started"),
-                Ok(None) => tracing::warn!(job = %name, from = %job.name(), "chained job no longer exists"),
-                Err(e) => tracing::error!(job = %name, error = %e, "could not look up a chained job"),
+                Ok(None) => {
+                    tracing::warn!(job = %name, from = %job.name(), "chained job no longer exists")
+                }
+                Err(e) => {
+                    tracing::error!(job = %name, error = %e, "could not look up a chained job")
+                }
             }
         }
     }
@@ -414,15 +502,21 @@ impl Runner {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.stopping.cancel();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
             return vec![];
         }
         let cancelled: Vec<RunId> = {
             let st = self.state();
-            st.active.iter().map(|(id, a)| {
-                a.cancel.cancel();
-                *id
-            }).collect()
+            st.active
+                .iter()
+                .map(|(id, a)| {
+                    a.cancel.cancel();
+                    *id
+                })
+                .collect()
         };
         tracing::warn!(runs = ?cancelled, "grace period over; cancelling running runs");
         self.tracker.wait().await;

@@ -80,7 +80,11 @@ impl Scheduler {
         job.definition.timezone.unwrap_or(self.default_tz)
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, stop: tokio_util::sync::CancellationToken) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Cmd>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         loop {
             self.fire_due();
             let wake = self.heap.peek().map(|Reverse((at, _, _))| *at);
@@ -120,8 +124,18 @@ impl Scheduler {
                     return;
                 }
                 let now = self.clock.now();
-                let next = job.definition.schedule.as_ref().and_then(|s| s.next_after(now, &self.tz(&job)));
-                self.entries.insert(id, Entry { job, generation: self.generation });
+                let next = job
+                    .definition
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.next_after(now, &self.tz(&job)));
+                self.entries.insert(
+                    id,
+                    Entry {
+                        job,
+                        generation: self.generation,
+                    },
+                );
                 if let Some(at) = next {
                     self.heap.push(Reverse((at, self.generation, id)));
                 }
@@ -141,7 +155,9 @@ impl Scheduler {
             };
             let job = entry.job.clone();
             let tz = self.tz(&job);
-            let Some(schedule) = job.definition.schedule.clone() else { continue };
+            let Some(schedule) = job.definition.schedule.clone() else {
+                continue;
+            };
             let mut fire_at = Some(due);
             let mut next = schedule.next_after(due, &tz);
             if now - due > LATE_TOLERANCE {
@@ -170,13 +186,18 @@ impl Scheduler {
 pub(crate) fn fire(runner: &Arc<Runner>, job: Arc<Job>, at: DateTime<Utc>) {
     let runner = runner.clone();
     tokio::spawn(async move {
-        let req = Submit { scheduled_for: Some(at), ..Submit::new(Trigger::Schedule) };
+        let req = Submit {
+            scheduled_for: Some(at),
+            ..Submit::new(Trigger::Schedule)
+        };
         match runner.submit(job.clone(), req).await {
             Ok(_) => {}
             Err(crate::runner::SubmitError::Store(StoreError::Conflict(_))) => {
                 tracing::debug!(job = %job.name(), %at, "occurrence already recorded");
             }
-            Err(e) => tracing::error!(job = %job.name(), %at, error = %e, "could not start a scheduled run"),
+            Err(e) => {
+                tracing::error!(job = %job.name(), %at, error = %e, "could not start a scheduled run")
+            }
         }
     });
 }
@@ -190,7 +211,13 @@ pub fn latest_at_or_before(
     first: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> DateTime<Utc> {
-    for window in [chrono::Duration::minutes(2), chrono::Duration::hours(2), chrono::Duration::days(2), chrono::Duration::days(40), chrono::Duration::days(800)] {
+    for window in [
+        chrono::Duration::minutes(2),
+        chrono::Duration::hours(2),
+        chrono::Duration::days(2),
+        chrono::Duration::days(40),
+        chrono::Duration::days(800),
+    ] {
         let start = (until - window).max(first - chrono::Duration::milliseconds(1));
         let mut t = start;
         let mut latest = None;
@@ -222,10 +249,20 @@ mod tests {
     fn latest_missed_occurrence() {
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         let s = Schedule::parse("0 3 * * *").unwrap();
-        let got = latest_at_or_before(&s, &TimeZone::UTC, t("2026-01-01T03:00:00Z"), t("2026-03-10T12:00:00Z"));
+        let got = latest_at_or_before(
+            &s,
+            &TimeZone::UTC,
+            t("2026-01-01T03:00:00Z"),
+            t("2026-03-10T12:00:00Z"),
+        );
         assert_eq!(got, t("2026-03-10T03:00:00Z"));
         let s = Schedule::parse("@every 1s").unwrap();
-        let got = latest_at_or_before(&s, &TimeZone::UTC, t("2025-01-01T00:00:01Z"), t("2026-03-10T12:00:00.5Z"));
+        let got = latest_at_or_before(
+            &s,
+            &TimeZone::UTC,
+            t("2025-01-01T00:00:01Z"),
+            t("2026-03-10T12:00:00.5Z"),
+        );
         assert_eq!(got, t("2026-03-10T12:00:00Z"));
     }
 }

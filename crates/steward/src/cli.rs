@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "steward", version, about = "Self-hosted, security-first orchestrator for scheduled operations work")]
+#[command(
+    name = "steward",
+    version,
+    about = "Self-hosted, security-first orchestrator for scheduled operations work"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -101,22 +101,34 @@ impl Default for Config {
 }
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { shutdown_grace: DurationSpec::from_secs(30) }
+        Self {
+            shutdown_grace: DurationSpec::from_secs(30),
+        }
     }
 }
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        Self { output_limit: 4 * 1024 * 1024, kill_grace: DurationSpec::from_secs(10), run_as_user: None, workdir: None }
+        Self {
+            output_limit: 4 * 1024 * 1024,
+            kill_grace: DurationSpec::from_secs(10),
+            run_as_user: None,
+            workdir: None,
+        }
     }
 }
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024 }
+        Self {
+            max_body_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -124,7 +136,10 @@ impl Default for ApiConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
@@ -132,21 +147,35 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 impl Config {
     /// Parses a TOML file. Syntax, type and unknown-key errors name the key and line.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().to_owned() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().to_owned(),
+        })
     }
 
     /// File (if given, else `./steward.toml` if present), then the environment.
-    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut cfg = match file {
             Some(p) => Self::from_file(p)?,
-            None if Path::new("steward.toml").exists() => Self::from_file(Path::new("steward.toml"))?,
+            None if Path::new("steward.toml").exists() => {
+                Self::from_file(Path::new("steward.toml"))?
+            }
             None => Self::default(),
         };
         cfg.apply_env(env)?;
@@ -159,7 +188,9 @@ impl Config {
         where
             T::Err: std::fmt::Display,
         {
-            v.trim().parse().map_err(|e| invalid(key, format!("{v:?}: {e}")))
+            v.trim()
+                .parse()
+                .map_err(|e| invalid(key, format!("{v:?}: {e}")))
         }
         let dur = |key: &str, v: &str| DurationSpec::parse(v).map_err(|e| invalid(key, e.message));
         if let Some(v) = env("STEWARD_LISTEN") {
@@ -169,13 +200,19 @@ impl Config {
             self.data_dir = PathBuf::from(v);
         }
         if let Some(v) = env("STEWARD_TIMEZONE") {
-            self.timezone = TimeZone::parse(&v).map_err(|e| invalid("STEWARD_TIMEZONE", e.message))?;
+            self.timezone =
+                TimeZone::parse(&v).map_err(|e| invalid("STEWARD_TIMEZONE", e.message))?;
         }
         if let Some(v) = env("STEWARD_LOG_FORMAT") {
             self.log.format = match v.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
-                _ => return Err(invalid("STEWARD_LOG_FORMAT", format!("{v:?} is not text or json"))),
+                _ => {
+                    return Err(invalid(
+                        "STEWARD_LOG_FORMAT",
+                        format!("{v:?} is not text or json"),
+                    ))
+                }
             };
         }
         if let Some(v) = env("STEWARD_LOG_LEVEL") {
@@ -219,7 +256,10 @@ impl Config {
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errs = vec![];
         if self.executor.output_limit < 1024 {
-            errs.push(invalid("executor.output_limit", "must be at least 1024 bytes"));
+            errs.push(invalid(
+                "executor.output_limit",
+                "must be at least 1024 bytes",
+            ));
         }
         if self.executor.output_limit > 256 * 1024 * 1024 {
             errs.push(invalid("executor.output_limit", "must be at most 256 MiB"));
@@ -233,13 +273,25 @@ impl Config {
             }
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.api.max_body_bytes) {
-            errs.push(invalid("api.max_body_bytes", "must be between 1 KiB and 64 MiB"));
+            errs.push(invalid(
+                "api.max_body_bytes",
+                "must be between 1 KiB and 64 MiB",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            errs.push(invalid("log.level", format!("{:?} is not a valid filter such as \"info\"", self.log.level)));
+            errs.push(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a valid filter such as \"info\"",
+                    self.log.level
+                ),
+            ));
         }
         if self.metrics.token.is_some() && self.metrics.token_file.is_some() {
-            errs.push(invalid("metrics.token_file", "set either metrics.token or metrics.token_file, not both"));
+            errs.push(invalid(
+                "metrics.token_file",
+                "set either metrics.token or metrics.token_file, not both",
+            ));
         }
         if !self.listen.ip().is_loopback() {
             errs.push(invalid(
@@ -260,8 +312,13 @@ impl Config {
         }
         match &self.metrics.token_file {
             Some(p) => {
-                let v = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
-                Ok(Some(SecretString::from(v.trim_end_matches(['\n', '\r']).to_owned())))
+                let v = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                Ok(Some(SecretString::from(
+                    v.trim_end_matches(['\n', '\r']).to_owned(),
+                )))
             }
             None => Ok(None),
         }
@@ -289,18 +346,29 @@ mod tests {
         let e = parse("[scheduler]\nshutdown_grase = \"5s\"\n").unwrap_err();
         assert!(e.contains("shutdown_grase"), "{e}");
         let e = parse("timezone = \"Mars/Base\"\n").unwrap_err();
-        assert!(e.contains("timezone") && e.contains("unknown time zone"), "{e}");
+        assert!(
+            e.contains("timezone") && e.contains("unknown time zone"),
+            "{e}"
+        );
         let e = parse("[outbound]\nallow = [\"not-a-net\"]\n").unwrap_err();
         assert!(e.contains("allow"), "{e}");
     }
 
     #[test]
     fn semantic_errors_are_all_reported() {
-        let c = parse("listen = \"0.0.0.0:8080\"\n[executor]\noutput_limit = 10\nworkdir = \"rel\"\n").unwrap();
+        let c =
+            parse("listen = \"0.0.0.0:8080\"\n[executor]\noutput_limit = 10\nworkdir = \"rel\"\n")
+                .unwrap();
         let keys: Vec<String> = c.validate().into_iter().map(|e| e.to_string()).collect();
         assert!(keys.iter().any(|k| k.starts_with("listen:")), "{keys:?}");
-        assert!(keys.iter().any(|k| k.starts_with("executor.output_limit:")), "{keys:?}");
-        assert!(keys.iter().any(|k| k.starts_with("executor.workdir:")), "{keys:?}");
+        assert!(
+            keys.iter().any(|k| k.starts_with("executor.output_limit:")),
+            "{keys:?}"
+        );
+        assert!(
+            keys.iter().any(|k| k.starts_with("executor.workdir:")),
+            "{keys:?}"
+        );
     }
 
     #[test]
@@ -314,7 +382,9 @@ mod tests {
         c.apply_env(env).unwrap();
         assert_eq!(c.timezone.name(), "Europe/Berlin");
         assert_eq!(c.outbound.allow.len(), 2);
-        let e = c.apply_env(|k| (k == "STEWARD_SHUTDOWN_GRACE").then(|| "-1s".to_owned())).unwrap_err();
+        let e = c
+            .apply_env(|k| (k == "STEWARD_SHUTDOWN_GRACE").then(|| "-1s".to_owned()))
+            .unwrap_err();
         assert!(e.to_string().starts_with("STEWARD_SHUTDOWN_GRACE:"), "{e}");
     }
 
@@ -324,8 +394,12 @@ mod tests {
         let p = dir.path().join("tok");
         std::fs::write(&p, "s3cret\n").unwrap();
         let mut c = Config::default();
-        c.apply_env(|k| (k == "STEWARD_METRICS_TOKEN_FILE").then(|| p.display().to_string())).unwrap();
+        c.apply_env(|k| (k == "STEWARD_METRICS_TOKEN_FILE").then(|| p.display().to_string()))
+            .unwrap();
         use secrecy::ExposeSecret as _;
-        assert_eq!(c.metrics_token().unwrap().unwrap().expose_secret(), "s3cret");
+        assert_eq!(
+            c.metrics_token().unwrap().unwrap().expose_secret(),
+            "s3cret"
+        );
     }
 }

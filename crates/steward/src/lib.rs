@@ -37,7 +37,10 @@ pub struct Overrides {
 
 impl Default for Overrides {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock), jitter: random_jitter() }
+        Self {
+            clock: Arc::new(SystemClock),
+            jitter: random_jitter(),
+        }
     }
 }
 
@@ -50,12 +53,25 @@ impl Application {
         let problems = config.validate();
         if let Some(first) = problems.first() {
             let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            anyhow::bail!("invalid configuration: {}", if all.len() == 1 { first.to_string() } else { all.join("; ") });
+            anyhow::bail!(
+                "invalid configuration: {}",
+                if all.len() == 1 {
+                    first.to_string()
+                } else {
+                    all.join("; ")
+                }
+            );
         }
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict data directory {}", config.data_dir.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot restrict data directory {}",
+                    config.data_dir.display()
+                )
+            })?;
         let store = SqliteStore::open(&config.data_dir.join("steward.db"))
             .await
             .context("cannot open the database")?;
@@ -65,12 +81,23 @@ impl Application {
             default_timezone: config.timezone,
             output_limit: usize::try_from(config.executor.output_limit).unwrap_or(usize::MAX),
             kill_grace: config.executor.kill_grace.get(),
-            default_workdir: config.executor.workdir.clone().unwrap_or_else(|| "/".into()),
+            default_workdir: config
+                .executor
+                .workdir
+                .clone()
+                .unwrap_or_else(|| "/".into()),
             run_as,
             outbound: OutboundPolicy::new(config.outbound.allow.clone()),
         };
         let shared: Arc<dyn Store> = Arc::new(store.clone());
-        let engine = Engine::start(shared, overrides.clock, settings, Metrics::new(), overrides.jitter).await?;
+        let engine = Engine::start(
+            shared,
+            overrides.clock,
+            settings,
+            Metrics::new(),
+            overrides.jitter,
+        )
+        .await?;
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -78,15 +105,27 @@ impl Application {
         let addr = listener.local_addr()?;
         let router = steward_web::router(
             engine.clone(),
-            steward_web::WebSettings { max_body_bytes: config.api.max_body_bytes, metrics_token: config.metrics_token()? },
+            steward_web::WebSettings {
+                max_body_bytes: config.api.max_body_bytes,
+                metrics_token: config.metrics_token()?,
+            },
         );
         let stop_http = CancellationToken::new();
         let stop = stop_http.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
         });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "steward is serving");
-        Ok(Self { addr, engine, store, stop_http, server, grace: config.scheduler.shutdown_grace.get() })
+        Ok(Self {
+            addr,
+            engine,
+            store,
+            stop_http,
+            server,
+            grace: config.scheduler.shutdown_grace.get(),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -108,7 +147,10 @@ impl Application {
         }
         // Followers' streams end with their runs; give open connections a moment.
         let mut server = self.server;
-        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut server).await.is_err() {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut server)
+            .await
+            .is_err()
+        {
             server.abort();
         }
         self.store.close().await;
@@ -126,8 +168,14 @@ fn resolve_run_as(config: &Config) -> anyhow::Result<Option<RunAs>> {
             tracing::warn!("executor.run_as_user is root: commands run with full privileges");
             Ok(None)
         }
-        (Some(name), true) => Ok(Some(RunAs::lookup(name).map_err(|e| anyhow::anyhow!("executor.run_as_user: {e}"))?)),
-        (None, true) => Ok(Some(RunAs::lookup("nobody").map_err(|e| anyhow::anyhow!("executor.run_as_user (default nobody): {e}"))?)),
+        (Some(name), true) => {
+            Ok(Some(RunAs::lookup(name).map_err(|e| {
+                anyhow::anyhow!("executor.run_as_user: {e}")
+            })?))
+        }
+        (None, true) => Ok(Some(RunAs::lookup("nobody").map_err(|e| {
+            anyhow::anyhow!("executor.run_as_user (default nobody): {e}")
+        })?)),
         (Some(_), false) => {
             tracing::warn!("executor.run_as_user is ignored: Steward is not running as root");
             Ok(None)
@@ -138,8 +186,11 @@ fn resolve_run_as(config: &Config) -> anyhow::Result<Option<RunAs>> {
 
 /// Sets up `tracing` as configured: text or JSON, with the configured filter.
 pub fn init_logging(cfg: &config::LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = match cfg.format {
         config::LogFormat::Json => builder.json().try_init(),
         config::LogFormat::Text => builder.try_init(),

@@ -8,13 +8,30 @@ use steward_domain::{Schedule, TimeZone};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, data_dir, listen } => serve(config, data_dir, listen),
-        Command::Config { command: ConfigCommand::Check { file } } => config_check(&file),
-        Command::Schedule { command: ScheduleCommand::Preview { expression, tz, count } } => preview(&expression, &tz, count),
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+        } => serve(config, data_dir, listen),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => config_check(&file),
+        Command::Schedule {
+            command:
+                ScheduleCommand::Preview {
+                    expression,
+                    tz,
+                    count,
+                },
+        } => preview(&expression, &tz, count),
     }
 }
 
-fn serve(file: Option<std::path::PathBuf>, data_dir: Option<std::path::PathBuf>, listen: Option<std::net::SocketAddr>) -> ExitCode {
+fn serve(
+    file: Option<std::path::PathBuf>,
+    data_dir: Option<std::path::PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+) -> ExitCode {
     let mut cfg = match Config::load(file.as_deref(), |k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -29,7 +46,10 @@ fn serve(file: Option<std::path::PathBuf>, data_dir: Option<std::path::PathBuf>,
         cfg.listen = l;
     }
     steward::init_logging(&cfg.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("steward: cannot start the runtime: {e}");
@@ -53,7 +73,10 @@ fn serve(file: Option<std::path::PathBuf>, data_dir: Option<std::path::PathBuf>,
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stopping");
         return;
     };
@@ -101,7 +124,11 @@ fn preview(expression: &str, tz: &str, count: usize) -> ExitCode {
     #[allow(clippy::disallowed_methods)] // the CLI's notion of "now" is the wall clock
     let now = chrono::Utc::now();
     for t in schedule.upcoming(now, &zone, count.clamp(1, 1000)) {
-        println!("{}  ({})", t.with_timezone(&zone.0).to_rfc3339(), t.to_rfc3339());
+        println!(
+            "{}  ({})",
+            t.with_timezone(&zone.0).to_rfc3339(),
+            t.to_rfc3339()
+        );
     }
     ExitCode::SUCCESS
 }

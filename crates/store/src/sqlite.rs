@@ -7,7 +7,9 @@ use crate::model::{Job, NewRun, Run, RunFilter, RunUpdate};
 use crate::{Result, Store, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
@@ -72,7 +74,9 @@ impl SqliteStore {
 
     /// In-memory database for unit tests of services.
     pub async fn open_in_memory() -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str("sqlite::memory:").map_err(backend)?.foreign_keys(true);
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(backend)?
+            .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .idle_timeout(None)
@@ -81,7 +85,10 @@ impl SqliteStore {
             .await
             .map_err(backend)?;
         MIGRATOR.run(&pool).await.map_err(backend)?;
-        Ok(Self { writer: pool.clone(), reader: pool })
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+        })
     }
 
     pub async fn close(&self) {
@@ -111,7 +118,8 @@ fn run_from_row(row: &SqliteRow) -> Result<Run> {
     let status: String = row.try_get("status").map_err(backend)?;
     let trigger: String = row.try_get("trigger_kind").map_err(backend)?;
     let name: String = row.try_get("job_name").map_err(backend)?;
-    let corrupt = |what: &str| StoreError::Backend(format!("unexpected {what} in runs table").into());
+    let corrupt =
+        |what: &str| StoreError::Backend(format!("unexpected {what} in runs table").into());
     Ok(Run {
         id: RunId(row.try_get("id").map_err(backend)?),
         job_id: JobId(row.try_get("job_id").map_err(backend)?),
@@ -121,13 +129,25 @@ fn run_from_row(row: &SqliteRow) -> Result<Run> {
         scheduled_for: opt_ms(row.try_get("scheduled_for").map_err(backend)?),
         not_before: opt_ms(row.try_get("not_before").map_err(backend)?),
         attempt: u32::try_from(row.try_get::<i64, _>("attempt").map_err(backend)?).unwrap_or(1),
-        parent_run_id: row.try_get::<Option<i64>, _>("parent_run_id").map_err(backend)?.map(RunId),
+        parent_run_id: row
+            .try_get::<Option<i64>, _>("parent_run_id")
+            .map_err(backend)?
+            .map(RunId),
         created_at: from_ms(row.try_get("created_at").map_err(backend)?),
         started_at: opt_ms(row.try_get("started_at").map_err(backend)?),
         finished_at: opt_ms(row.try_get("finished_at").map_err(backend)?),
-        exit_code: row.try_get::<Option<i64>, _>("exit_code").map_err(backend)?.and_then(|v| i32::try_from(v).ok()),
-        signal: row.try_get::<Option<i64>, _>("signal").map_err(backend)?.and_then(|v| i32::try_from(v).ok()),
-        http_status: row.try_get::<Option<i64>, _>("http_status").map_err(backend)?.and_then(|v| u16::try_from(v).ok()),
+        exit_code: row
+            .try_get::<Option<i64>, _>("exit_code")
+            .map_err(backend)?
+            .and_then(|v| i32::try_from(v).ok()),
+        signal: row
+            .try_get::<Option<i64>, _>("signal")
+            .map_err(backend)?
+            .and_then(|v| i32::try_from(v).ok()),
+        http_status: row
+            .try_get::<Option<i64>, _>("http_status")
+            .map_err(backend)?
+            .and_then(|v| u16::try_from(v).ok()),
         error: row.try_get("error").map_err(backend)?,
         output_truncated: row.try_get::<i64, _>("output_truncated").map_err(backend)? != 0,
     })
@@ -136,7 +156,10 @@ fn run_from_row(row: &SqliteRow) -> Result<Run> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(backend)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -172,7 +195,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_job(&self, id: JobId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM jobs WHERE id = ?").bind(id.0).execute(&self.writer).await.map_err(backend)?;
+        let done = sqlx::query("DELETE FROM jobs WHERE id = ?")
+            .bind(id.0)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("job"));
         }
@@ -199,7 +226,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_jobs(&self) -> Result<Vec<Job>> {
-        let rows = sqlx::query("SELECT * FROM jobs ORDER BY name").fetch_all(&self.reader).await.map_err(backend)?;
+        let rows = sqlx::query("SELECT * FROM jobs ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -230,32 +260,38 @@ impl Store for SqliteStore {
                 .await
                 .map_err(backend)?;
         }
-        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = ?"))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = ?"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
         run_from_row(&row)
     }
 
     async fn advance_cursor(&self, job: JobId, to: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE jobs SET schedule_cursor = MAX(COALESCE(schedule_cursor, 0), ?) WHERE id = ?")
-            .bind(ms(to))
-            .bind(job.0)
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
+        sqlx::query(
+            "UPDATE jobs SET schedule_cursor = MAX(COALESCE(schedule_cursor, 0), ?) WHERE id = ?",
+        )
+        .bind(ms(to))
+        .bind(job.0)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
         Ok(())
     }
 
     async fn start_run(&self, id: RunId, at: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query("UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'")
-            .bind(ms(at))
-            .bind(id.0)
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
+        )
+        .bind(ms(at))
+        .bind(id.0)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -292,12 +328,14 @@ impl Store for SqliteStore {
     }
 
     async fn get_run(&self, id: RunId) -> Result<Run> {
-        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = ?"))
-            .bind(id.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?
-            .ok_or(StoreError::NotFound("run"))?;
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = ?"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound("run"))?;
         run_from_row(&row)
     }
 
@@ -310,8 +348,9 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self, f: &RunFilter) -> Result<Vec<Run>> {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE 1 = 1"));
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE 1 = 1"
+        ));
         if let Some(job) = f.job_id {
             q.push(" AND r.job_id = ").push_bind(job.0);
         }
@@ -327,7 +366,8 @@ impl Store for SqliteStore {
         if let Some(before) = f.before {
             q.push(" AND r.id < ").push_bind(before.0);
         }
-        q.push(" ORDER BY r.id DESC LIMIT ").push_bind(i64::from(f.limit.clamp(1, 1000)));
+        q.push(" ORDER BY r.id DESC LIMIT ")
+            .push_bind(i64::from(f.limit.clamp(1, 1000)));
         let rows = q.build().fetch_all(&self.reader).await.map_err(backend)?;
         rows.iter().map(run_from_row).collect()
     }
@@ -368,11 +408,15 @@ impl Store for SqliteStore {
     }
 
     async fn count_runs_by_status(&self) -> Result<Vec<(RunStatus, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)?;
-        Ok(rows.into_iter().filter_map(|(s, n)| RunStatus::parse(&s).map(|s| (s, n))).collect())
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| RunStatus::parse(&s).map(|s| (s, n)))
+            .collect())
     }
 }
 
@@ -382,7 +426,10 @@ mod tests {
     use steward_domain::RunOutcome;
 
     fn def(name: &str) -> JobDefinition {
-        serde_json::from_value(serde_json::json!({"name": name, "spec": {"kind": "command", "argv": ["true"]}})).unwrap()
+        serde_json::from_value(
+            serde_json::json!({"name": name, "spec": {"kind": "command", "argv": ["true"]}}),
+        )
+        .unwrap()
     }
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
@@ -404,15 +451,25 @@ mod tests {
     #[tokio::test]
     async fn file_database_is_wal_with_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db.sqlite")).await.unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&s.writer).await.unwrap();
+        let s = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&s.writer)
+            .await
+            .unwrap();
         assert_eq!(mode, "wal");
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&s.reader).await.unwrap();
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&s.reader)
+            .await
+            .unwrap();
         assert_eq!(fk, 1);
         s.create_job(&def("a"), t(0)).await.unwrap();
         s.close().await;
         // Reopening applies no migration twice and keeps the data.
-        let s = SqliteStore::open(&dir.path().join("db.sqlite")).await.unwrap();
+        let s = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
         assert_eq!(s.list_jobs().await.unwrap().len(), 1);
     }
 
@@ -421,7 +478,10 @@ mod tests {
         let s = SqliteStore::open_in_memory().await.unwrap();
         s.create_job(&def("a"), t(0)).await.unwrap();
         let e = s.create_job(&def("a"), t(0)).await.unwrap_err();
-        assert!(matches!(e, StoreError::Conflict(ref m) if m.contains("already exists")), "{e:?}");
+        assert!(
+            matches!(e, StoreError::Conflict(ref m) if m.contains("already exists")),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]
@@ -431,7 +491,10 @@ mod tests {
         s.insert_run(&scheduled(job.id, t(60))).await.unwrap();
         let e = s.insert_run(&scheduled(job.id, t(60))).await.unwrap_err();
         assert!(matches!(e, StoreError::Conflict(_)));
-        assert_eq!(s.get_job(job.id).await.unwrap().schedule_cursor, Some(t(60)));
+        assert_eq!(
+            s.get_job(job.id).await.unwrap().schedule_cursor,
+            Some(t(60))
+        );
         // Manual runs at the same instant are not occurrences.
         let mut manual = scheduled(job.id, t(60));
         manual.trigger = Trigger::Manual;
@@ -450,20 +513,54 @@ mod tests {
             let end = RunUpdate {
                 status: RunStatus::Succeeded,
                 finished_at: t(i + 1),
-                outcome: RunOutcome { exit_code: Some(0), ..Default::default() },
+                outcome: RunOutcome {
+                    exit_code: Some(0),
+                    ..Default::default()
+                },
                 output: Some(format!("out {i}")),
                 output_truncated: false,
             };
             assert!(s.finish_run(r.id, &end).await.unwrap());
-            assert!(!s.finish_run(r.id, &RunUpdate { status: RunStatus::Failed, ..end }).await.unwrap());
+            assert!(!s
+                .finish_run(
+                    r.id,
+                    &RunUpdate {
+                        status: RunStatus::Failed,
+                        ..end
+                    }
+                )
+                .await
+                .unwrap());
             ids.push(r.id);
         }
-        assert_eq!(s.get_run(ids[0]).await.unwrap().status, RunStatus::Succeeded);
-        assert_eq!(s.run_output(ids[4]).await.unwrap().as_deref(), Some("out 4"));
+        assert_eq!(
+            s.get_run(ids[0]).await.unwrap().status,
+            RunStatus::Succeeded
+        );
+        assert_eq!(
+            s.run_output(ids[4]).await.unwrap().as_deref(),
+            Some("out 4")
+        );
         assert_eq!(s.prune_runs(job.id, 2).await.unwrap(), 3);
-        let left: Vec<_> = s.list_runs(&RunFilter { limit: 10, ..Default::default() }).await.unwrap();
-        assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
-        let page = s.list_runs(&RunFilter { limit: 10, before: Some(ids[4]), ..Default::default() }).await.unwrap();
+        let left: Vec<_> = s
+            .list_runs(&RunFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            left.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids[4], ids[3]]
+        );
+        let page = s
+            .list_runs(&RunFilter {
+                limit: 10,
+                before: Some(ids[4]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(page.len(), 1);
     }
 
@@ -480,6 +577,9 @@ mod tests {
         assert_eq!(s.queued_runs().await.unwrap().len(), 1);
         // Deleting the job removes its runs.
         s.delete_job(job.id).await.unwrap();
-        assert!(matches!(s.get_run(a.id).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.get_run(a.id).await,
+            Err(StoreError::NotFound(_))
+        ));
     }
 }

@@ -30,9 +30,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is larger than the limit")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "request body is larger than the limit",
+                )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "could not read the request body")
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "could not read the request body",
+                )
             }
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
@@ -42,7 +50,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
                 if inner.is_syntax() || inner.is_eof() {
-                    Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("malformed JSON: {inner}")))
+                    Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_json",
+                        format!("malformed JSON: {inner}"),
+                    ))
                 } else {
                     let field = if path == "." { String::new() } else { path };
                     Err(ApiError::invalid(field, strip_position(&inner.to_string())))
@@ -73,7 +85,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 }
 
 fn serde_urlencoded_path<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(&format!("/?{q}").parse().map_err(|_| ApiError::invalid("", "malformed query string"))?)
-        .map(|axum::extract::Query(v)| v)
-        .map_err(|e| ApiError::invalid("query", e.body_text().trim_start_matches("Failed to deserialize query string: ").to_owned()))
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{q}")
+            .parse()
+            .map_err(|_| ApiError::invalid("", "malformed query string"))?,
+    )
+    .map(|axum::extract::Query(v)| v)
+    .map_err(|e| {
+        ApiError::invalid(
+            "query",
+            e.body_text()
+                .trim_start_matches("Failed to deserialize query string: ")
+                .to_owned(),
+        )
+    })
 }

@@ -16,8 +16,16 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let db = state.engine.store().ping().await.is_ok();
     let scheduler = state.engine.scheduler_running();
-    let status = if db && scheduler { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(serde_json::json!({ "database": db, "scheduler": scheduler }))).into_response()
+    let status = if db && scheduler {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "database": db, "scheduler": scheduler })),
+    )
+        .into_response()
 }
 
 /// Prometheus text format; protected by a bearer token when one is configured.
@@ -29,8 +37,12 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
-            return crate::error::ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid metrics bearer token is required")
-                .into_response();
+            return crate::error::ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid metrics bearer token is required",
+            )
+            .into_response();
         }
     }
     let m = state.engine.metrics();
@@ -39,12 +51,25 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     if let Ok(counts) = state.engine.store().count_runs_by_status().await {
         body.push_str("# HELP steward_runs_stored Runs in the store, by status.\n# TYPE steward_runs_stored gauge\n");
         for s in RunStatus::ALL {
-            let n = counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
-            body.push_str(&format!("steward_runs_stored{{status=\"{}\"}} {n}\n", s.as_str()));
+            let n = counts
+                .iter()
+                .find(|(st, _)| *st == s)
+                .map_or(0, |(_, n)| *n);
+            body.push_str(&format!(
+                "steward_runs_stored{{status=\"{}\"}} {n}\n",
+                s.as_str()
+            ));
         }
     }
     let body = body.replace("# EOF\n", "") + "# EOF\n";
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -50,7 +50,11 @@ pub struct CommandSettings {
     pub run_as: Option<RunAs>,
 }
 
-pub async fn execute(spec: &CommandSpec, settings: &CommandSettings, ctx: &ExecContext) -> ExecResult {
+pub async fn execute(
+    spec: &CommandSpec,
+    settings: &CommandSettings,
+    ctx: &ExecContext,
+) -> ExecResult {
     let argv: Vec<String> = if spec.shell {
         vec!["/bin/sh".into(), "-c".into(), spec.argv.concat()]
     } else {
@@ -59,13 +63,19 @@ pub async fn execute(spec: &CommandSpec, settings: &CommandSettings, ctx: &ExecC
     let Some((program, args)) = argv.split_first() else {
         return ExecResult::failed("empty argv");
     };
-    let workdir = spec.workdir.clone().unwrap_or_else(|| settings.default_workdir.clone());
+    let workdir = spec
+        .workdir
+        .clone()
+        .unwrap_or_else(|| settings.default_workdir.clone());
     ctx.note(&format!(
         "command {} shell={} workdir={} user={}",
         serde_json::to_string(&spec.argv).unwrap_or_default(),
         spec.shell,
         workdir,
-        settings.run_as.as_ref().map_or("(steward's own)", |r| r.name.as_str()),
+        settings
+            .run_as
+            .as_ref()
+            .map_or("(steward's own)", |r| r.name.as_str()),
     ));
 
     #[allow(clippy::disallowed_methods)] // the executor is where processes are started
@@ -80,7 +90,10 @@ pub async fn execute(spec: &CommandSpec, settings: &CommandSettings, ctx: &ExecC
         .process_group(0)
         .kill_on_drop(true);
     if let Some(user) = &settings.run_as {
-        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw()).env("HOME", &user.home).env("USER", &user.name);
+        cmd.uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .env("HOME", &user.home)
+            .env("USER", &user.name);
     }
     for (k, v) in &ctx.env {
         cmd.env(k, v);
@@ -97,10 +110,27 @@ pub async fn execute(spec: &CommandSpec, settings: &CommandSettings, ctx: &ExecC
             return ExecResult::failed(msg);
         }
     };
-    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
+    let pgid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
     let readers = [
-        child.stdout.take().map(|s| tokio::spawn(pump(s, Stream::Stdout, ctx.output.clone(), ctx.clock.clone()))),
-        child.stderr.take().map(|s| tokio::spawn(pump(s, Stream::Stderr, ctx.output.clone(), ctx.clock.clone()))),
+        child.stdout.take().map(|s| {
+            tokio::spawn(pump(
+                s,
+                Stream::Stdout,
+                ctx.output.clone(),
+                ctx.clock.clone(),
+            ))
+        }),
+        child.stderr.take().map(|s| {
+            tokio::spawn(pump(
+                s,
+                Stream::Stderr,
+                ctx.output.clone(),
+                ctx.clock.clone(),
+            ))
+        }),
     ];
 
     // Wait for the process, the timeout, or a cancel; the latter two escalate.
@@ -121,7 +151,10 @@ pub async fn execute(spec: &CommandSpec, settings: &CommandSettings, ctx: &ExecC
     }
     for r in readers.into_iter().flatten() {
         // A process that escaped the group (setsid) may hold the pipe; don't wait forever.
-        if tokio::time::timeout(Duration::from_secs(2), r).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), r)
+            .await
+            .is_err()
+        {
             ctx.note("output pipe still held by an escaped process; stopped reading");
         }
     }
@@ -132,7 +165,11 @@ pub async fn execute(spec: &CommandSpec, settings: &CommandSettings, ctx: &ExecC
             outcome.exit_code = st.code();
             outcome.signal = st.signal();
             if verdict.is_none() {
-                verdict = Some(if st.success() { RunStatus::Succeeded } else { RunStatus::Failed });
+                verdict = Some(if st.success() {
+                    RunStatus::Succeeded
+                } else {
+                    RunStatus::Failed
+                });
                 if !st.success() {
                     outcome.error = Some(match (st.code(), st.signal()) {
                         (Some(c), _) => format!("exited with status {c}"),
@@ -149,7 +186,9 @@ pub async fn execute(spec: &CommandSpec, settings: &CommandSettings, ctx: &ExecC
     }
     let status = verdict.unwrap_or(RunStatus::Failed);
     match status {
-        RunStatus::TimedOut => outcome.error = Some(format!("timed out after {}", humanize(ctx.timeout))),
+        RunStatus::TimedOut => {
+            outcome.error = Some(format!("timed out after {}", humanize(ctx.timeout)))
+        }
         RunStatus::Cancelled => outcome.error = outcome.error.or_else(|| Some("cancelled".into())),
         _ => {}
     }
@@ -169,7 +208,10 @@ async fn stop(
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(s) => s,
         Err(_) => {
-            ctx.note(&format!("still running after {}; sending SIGKILL", humanize(grace)));
+            ctx.note(&format!(
+                "still running after {}; sending SIGKILL",
+                humanize(grace)
+            ));
             if let Some(pg) = pgid {
                 let _ = killpg(pg, Signal::SIGKILL);
             }

@@ -20,7 +20,11 @@ pub struct HttpExecutor {
 impl HttpExecutor {
     pub fn new(policy: OutboundPolicy) -> reqwest::Result<Self> {
         let ua = concat!("steward/", env!("CARGO_PKG_VERSION"));
-        Ok(Self { follow: policy.client(true, ua)?, no_follow: policy.client(false, ua)?, policy })
+        Ok(Self {
+            follow: policy.client(true, ua)?,
+            no_follow: policy.client(false, ua)?,
+            policy,
+        })
     }
 
     pub fn policy(&self) -> &OutboundPolicy {
@@ -34,7 +38,11 @@ impl HttpExecutor {
             ctx.note(&e.to_string());
             return ExecResult::failed(e.to_string());
         }
-        let client = if spec.follow_redirects { &self.follow } else { &self.no_follow };
+        let client = if spec.follow_redirects {
+            &self.follow
+        } else {
+            &self.no_follow
+        };
         let method = match spec.method {
             HttpMethod::Get => reqwest::Method::GET,
             HttpMethod::Head => reqwest::Method::HEAD,
@@ -43,7 +51,9 @@ impl HttpExecutor {
             HttpMethod::Patch => reqwest::Method::PATCH,
             HttpMethod::Delete => reqwest::Method::DELETE,
         };
-        let mut req = client.request(method, url).timeout(spec.timeout.get().min(ctx.timeout));
+        let mut req = client
+            .request(method, url)
+            .timeout(spec.timeout.get().min(ctx.timeout));
         for (k, v) in &spec.headers {
             req = req.header(k.as_str(), v.as_str());
         }
@@ -78,14 +88,19 @@ impl HttpExecutor {
             Ok((status, body, total)) => {
                 ctx.note(&format!("response status {status}, {total} body bytes"));
                 for line in body.split(|&b| b == b'\n') {
-                    ctx.output.push(ctx.clock.now(), crate::output::Stream::Stdout, line);
+                    ctx.output
+                        .push(ctx.clock.now(), crate::output::Stream::Stdout, line);
                 }
                 if total > body.len() {
                     ctx.note(&format!("body truncated after {BODY_RECORDED} bytes"));
                 }
                 let ok = spec.accepted_status.iter().any(|r| r.contains(status));
                 ExecResult {
-                    status: if ok { RunStatus::Succeeded } else { RunStatus::Failed },
+                    status: if ok {
+                        RunStatus::Succeeded
+                    } else {
+                        RunStatus::Failed
+                    },
                     outcome: RunOutcome {
                         http_status: Some(status),
                         error: (!ok).then(|| format!("status {status} is not in accepted_status")),
@@ -97,12 +112,21 @@ impl HttpExecutor {
                 let (status, msg) = if let Some(o) = outbound_cause(&e) {
                     (RunStatus::Failed, o.to_string())
                 } else if e.is_timeout() {
-                    (RunStatus::TimedOut, format!("request timed out after {}", spec.timeout))
+                    (
+                        RunStatus::TimedOut,
+                        format!("request timed out after {}", spec.timeout),
+                    )
                 } else {
                     (RunStatus::Failed, describe(&e))
                 };
                 ctx.note(&msg);
-                ExecResult { status, outcome: RunOutcome { error: Some(msg), ..Default::default() } }
+                ExecResult {
+                    status,
+                    outcome: RunOutcome {
+                        error: Some(msg),
+                        ..Default::default()
+                    },
+                }
             }
         }
     }
@@ -127,7 +151,10 @@ impl WithoutUrlRef for reqwest::Error {
     fn without_url_ref(&self) -> String {
         let mut s = self.to_string();
         if let Some(u) = self.url() {
-            s = s.replace(u.as_str(), &format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")));
+            s = s.replace(
+                u.as_str(),
+                &format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")),
+            );
         }
         s
     }

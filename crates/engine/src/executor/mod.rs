@@ -32,12 +32,22 @@ pub struct ExecResult {
 
 impl ExecResult {
     pub fn failed(error: impl Into<String>) -> Self {
-        Self { status: RunStatus::Failed, outcome: RunOutcome { error: Some(error.into()), ..Default::default() } }
+        Self {
+            status: RunStatus::Failed,
+            outcome: RunOutcome {
+                error: Some(error.into()),
+                ..Default::default()
+            },
+        }
     }
 }
 
 impl ExecContext {
     pub fn note(&self, msg: &str) {
-        self.output.push(self.clock.now(), crate::output::Stream::Steward, msg.as_bytes());
+        self.output.push(
+            self.clock.now(),
+            crate::output::Stream::Steward,
+            msg.as_bytes(),
+        );
     }
 }

@@ -6,7 +6,11 @@ use std::time::Duration;
 async fn job_crud_enable_disable_and_run_now() {
     let t = TestApp::start().await;
     let job = t
-        .command_job("crud", &["echo", "hello"], json!({"schedule": "0 3 * * *", "timezone": "Europe/Berlin", "tags": ["x"]}))
+        .command_job(
+            "crud",
+            &["echo", "hello"],
+            json!({"schedule": "0 3 * * *", "timezone": "Europe/Berlin", "tags": ["x"]}),
+        )
         .await;
     assert_eq!(job["effective_timezone"], "Europe/Berlin");
     assert!(job["next_run_at"].is_string());
@@ -21,7 +25,9 @@ async fn job_crud_enable_disable_and_run_now() {
     assert_eq!(s, 200);
     assert_eq!(disabled["enabled"], false);
     assert!(disabled["next_run_at"].is_null());
-    let (_, enabled) = t.post(&format!("/api/v1/jobs/{id}/enable"), json!({})).await;
+    let (_, enabled) = t
+        .post(&format!("/api/v1/jobs/{id}/enable"), json!({}))
+        .await;
     assert_eq!(enabled["enabled"], true);
 
     // Replace: new argv, same id.
@@ -37,13 +43,20 @@ async fn job_crud_enable_disable_and_run_now() {
     let (s, run) = t.post("/api/v1/jobs/crud/run", json!({})).await;
     assert_eq!(s, 202, "{run}");
     assert_eq!(run["trigger"], "manual");
-    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["exit_code"], 0);
     let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
     assert!(out.contains(" out replaced\n"), "{out}");
 
-    let r = t.client.delete(t.url("/api/v1/jobs/crud")).send().await.unwrap();
+    let r = t
+        .client
+        .delete(t.url("/api/v1/jobs/crud"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let (s, err) = t.get("/api/v1/jobs/crud").await;
     assert_eq!(s, 404);
@@ -54,14 +67,18 @@ async fn job_crud_enable_disable_and_run_now() {
 #[tokio::test]
 async fn runs_filter_and_paginate_with_a_cursor() {
     let t = TestApp::start().await;
-    t.command_job("a", &["true"], json!({"policies": {"overlap": "allow"}})).await;
+    t.command_job("a", &["true"], json!({"policies": {"overlap": "allow"}}))
+        .await;
     t.command_job("b", &["false"], json!({})).await;
     for _ in 0..5 {
         let (_, r) = t.post("/api/v1/jobs/a/run", json!({})).await;
-        t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+        t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10))
+            .await;
     }
     let (_, r) = t.post("/api/v1/jobs/b/run", json!({})).await;
-    let failed = t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    let failed = t
+        .wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["exit_code"], 1);
 
@@ -69,13 +86,26 @@ async fn runs_filter_and_paginate_with_a_cursor() {
     let items = page1["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     let cursor = page1["next_cursor"].as_i64().unwrap();
-    let (_, page2) = t.get(&format!("/api/v1/runs?job=a&limit=2&cursor={cursor}")).await;
-    let (_, page3) = t.get(&format!("/api/v1/runs?job=a&limit=2&cursor={}", page2["next_cursor"])).await;
+    let (_, page2) = t
+        .get(&format!("/api/v1/runs?job=a&limit=2&cursor={cursor}"))
+        .await;
+    let (_, page3) = t
+        .get(&format!(
+            "/api/v1/runs?job=a&limit=2&cursor={}",
+            page2["next_cursor"]
+        ))
+        .await;
     assert_eq!(page3["items"].as_array().unwrap().len(), 1);
     assert!(page3["next_cursor"].is_null());
     let ids: Vec<i64> = [&page1, &page2, &page3]
         .iter()
-        .flat_map(|p| p["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()))
+        .flat_map(|p| {
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_i64().unwrap())
+        })
         .collect();
     let mut sorted = ids.clone();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
@@ -99,7 +129,10 @@ async fn schedule_preview_in_a_zone() {
         )
         .await;
     assert_eq!(s, 200, "{body}");
-    assert_eq!(body["times"], json!(["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]));
+    assert_eq!(
+        body["times"],
+        json!(["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"])
+    );
     assert_eq!(body["local_times"][0], "2026-03-29T03:00:00+02:00");
     t.stop().await;
 }
@@ -137,11 +170,15 @@ async fn health_readiness_metrics_and_headers() {
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert!(r.headers().contains_key("x-request-id"));
     let (s, ready) = t.get("/readyz").await;
-    assert_eq!((s, ready["database"].as_bool(), ready["scheduler"].as_bool()), (200, Some(true), Some(true)));
+    assert_eq!(
+        (s, ready["database"].as_bool(), ready["scheduler"].as_bool()),
+        (200, Some(true), Some(true))
+    );
 
     t.command_job("m", &["true"], json!({})).await;
     let (_, r) = t.post("/api/v1/jobs/m/run", json!({})).await;
-    t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
     let m = t.text("/metrics").await;
     for needle in [
         "steward_jobs 1",
@@ -165,9 +202,21 @@ async fn metrics_token_is_enforced_when_configured() {
     .await;
     let r = t.client.get(t.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = t.client.get(t.url("/metrics")).bearer_auth("tok-124").send().await.unwrap();
+    let r = t
+        .client
+        .get(t.url("/metrics"))
+        .bearer_auth("tok-124")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = t.client.get(t.url("/metrics")).bearer_auth("tok-123").send().await.unwrap();
+    let r = t
+        .client
+        .get(t.url("/metrics"))
+        .bearer_auth("tok-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     t.stop().await;
 }
@@ -175,18 +224,39 @@ async fn metrics_token_is_enforced_when_configured() {
 #[tokio::test]
 async fn follow_streams_live_output_then_the_end() {
     let t = TestApp::start().await;
-    t.command_job("follow", &["sh", "-c", "echo one; sleep 0.5; echo two; sleep 0.5; echo three"], json!({})).await;
+    t.command_job(
+        "follow",
+        &[
+            "sh",
+            "-c",
+            "echo one; sleep 0.5; echo two; sleep 0.5; echo three",
+        ],
+        json!({}),
+    )
+    .await;
     let (_, run) = t.post("/api/v1/jobs/follow/run", json!({})).await;
     let id = run["id"].as_i64().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let resp = t.client.get(t.url(&format!("/api/v1/runs/{id}/output/follow"))).send().await.unwrap();
+    let resp = t
+        .client
+        .get(t.url(&format!("/api/v1/runs/{id}/output/follow")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let body = tokio::time::timeout(Duration::from_secs(10), resp.text()).await.unwrap().unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.text())
+        .await
+        .unwrap()
+        .unwrap();
     let one = body.find(" out one").expect("one");
     let three = body.find(" out three").expect("three");
     let end = body.find("event: end\ndata: succeeded").expect("end event");
     assert!(one < three && three < end, "{body}");
-    assert_eq!(body.matches(" out two").count(), 1, "duplicated line: {body}");
+    assert_eq!(
+        body.matches(" out two").count(),
+        1,
+        "duplicated line: {body}"
+    );
     // Following a finished run replays the stored output and ends.
     let again = t.text(&format!("/api/v1/runs/{id}/output/follow")).await;
     assert!(again.contains(" out two") && again.contains("event: end"));

@@ -18,39 +18,204 @@ async fn bad_job_definitions_are_refused_with_their_field() {
     let t = TestApp::start().await;
     t.command_job("taken", &["true"], json!({})).await;
     let cases: Vec<(&str, Value, u16, &str, &str)> = vec![
-        ("bad cron", cmd(json!({"schedule": "61 * * * *"})), 422, "schedule", "invalid cron expression"),
-        ("wrong field count", cmd(json!({"schedule": "* * *"})), 422, "schedule", "expected 5 or 6 fields"),
-        ("unknown zone", cmd(json!({"timezone": "Mars/Olympus"})), 422, "timezone", "unknown time zone"),
-        ("invalid name", cmd(json!({"name": "no spaces"})), 422, "name", "may contain only"),
-        ("empty name", cmd(json!({"name": ""})), 422, "name", "must not be empty"),
-        ("duplicate name", cmd(json!({"name": "taken"})), 409, "", "already exists"),
-        ("negative timeout", cmd(json!({"policies": {"timeout": -5}})), 422, "policies.timeout", "must not be negative"),
-        ("negative timeout string", cmd(json!({"policies": {"timeout": "-5s"}})), 422, "policies.timeout", "must not be negative"),
-        ("zero timeout", cmd(json!({"policies": {"timeout": "0s"}})), 422, "policies.timeout", "greater than zero"),
-        ("unknown top-level field", cmd(json!({"colour": "red"})), 422, "", "unknown field `colour`"),
-        ("unknown nested field", cmd(json!({"policies": {"overlapp": "skip"}})), 422, "policies.overlapp", "unknown field `overlapp`"),
-        ("unknown kind", json!({"name": "x", "spec": {"kind": "ftp"}}), 422, "spec.kind", "unknown variant `ftp`"),
-        ("empty argv", json!({"name": "x", "spec": {"kind": "command", "argv": []}}), 422, "spec.argv", "must name a program"),
-        ("relative workdir", json!({"name": "x", "spec": {"kind": "command", "argv": ["true"], "workdir": "tmp"}}), 422, "spec.workdir", "absolute"),
-        ("bad env name", json!({"name": "x", "spec": {"kind": "command", "argv": ["true"], "env": {"A-B": "1"}}}), 422, "spec", "\"A-B\" is not a valid environment variable name"),
-        ("chain to nothing", cmd(json!({"on_success": ["ghost"]})), 422, "on_success", "no job named \"ghost\""),
-        ("bad overlap", cmd(json!({"policies": {"overlap": "sometimes"}})), 422, "policies.overlap", "unknown variant"),
-        ("too many retries", cmd(json!({"policies": {"retries": {"count": 1000}}})), 422, "policies.retries.count", "at most 100"),
-        ("file url", http("file:///etc/passwd"), 422, "spec", "URL scheme \"file\" is not allowed"),
-        ("credentials in url", http("http://u:p@example.com/"), 422, "spec", "credentials in the URL"),
-        ("loopback v4", http("http://127.0.0.1/"), 422, "spec.url", "is loopback"),
-        ("loopback v6", http("http://[::1]:8080/"), 422, "spec.url", "is loopback"),
-        ("cloud metadata", http("http://169.254.169.254/latest/meta-data/"), 422, "spec.url", "is cloud-metadata"),
-        ("unspecified", http("http://0.0.0.0/"), 422, "spec.url", "is unspecified"),
-        ("decimal loopback", http("http://2130706433/"), 422, "spec.url", "127.0.0.1 is loopback"),
-        ("mapped loopback", http("http://[::ffff:127.0.0.1]/"), 422, "spec.url", "is loopback"),
-        ("name resolving to loopback", http("http://localhost:9/"), 422, "spec.url", "localhost: 127.0.0.1 is loopback"),
+        (
+            "bad cron",
+            cmd(json!({"schedule": "61 * * * *"})),
+            422,
+            "schedule",
+            "invalid cron expression",
+        ),
+        (
+            "wrong field count",
+            cmd(json!({"schedule": "* * *"})),
+            422,
+            "schedule",
+            "expected 5 or 6 fields",
+        ),
+        (
+            "unknown zone",
+            cmd(json!({"timezone": "Mars/Olympus"})),
+            422,
+            "timezone",
+            "unknown time zone",
+        ),
+        (
+            "invalid name",
+            cmd(json!({"name": "no spaces"})),
+            422,
+            "name",
+            "may contain only",
+        ),
+        (
+            "empty name",
+            cmd(json!({"name": ""})),
+            422,
+            "name",
+            "must not be empty",
+        ),
+        (
+            "duplicate name",
+            cmd(json!({"name": "taken"})),
+            409,
+            "",
+            "already exists",
+        ),
+        (
+            "negative timeout",
+            cmd(json!({"policies": {"timeout": -5}})),
+            422,
+            "policies.timeout",
+            "must not be negative",
+        ),
+        (
+            "negative timeout string",
+            cmd(json!({"policies": {"timeout": "-5s"}})),
+            422,
+            "policies.timeout",
+            "must not be negative",
+        ),
+        (
+            "zero timeout",
+            cmd(json!({"policies": {"timeout": "0s"}})),
+            422,
+            "policies.timeout",
+            "greater than zero",
+        ),
+        (
+            "unknown top-level field",
+            cmd(json!({"colour": "red"})),
+            422,
+            "",
+            "unknown field `colour`",
+        ),
+        (
+            "unknown nested field",
+            cmd(json!({"policies": {"overlapp": "skip"}})),
+            422,
+            "policies.overlapp",
+            "unknown field `overlapp`",
+        ),
+        (
+            "unknown kind",
+            json!({"name": "x", "spec": {"kind": "ftp"}}),
+            422,
+            "spec.kind",
+            "unknown variant `ftp`",
+        ),
+        (
+            "empty argv",
+            json!({"name": "x", "spec": {"kind": "command", "argv": []}}),
+            422,
+            "spec.argv",
+            "must name a program",
+        ),
+        (
+            "relative workdir",
+            json!({"name": "x", "spec": {"kind": "command", "argv": ["true"], "workdir": "tmp"}}),
+            422,
+            "spec.workdir",
+            "absolute",
+        ),
+        (
+            "bad env name",
+            json!({"name": "x", "spec": {"kind": "command", "argv": ["true"], "env": {"A-B": "1"}}}),
+            422,
+            "spec",
+            "\"A-B\" is not a valid environment variable name",
+        ),
+        (
+            "chain to nothing",
+            cmd(json!({"on_success": ["ghost"]})),
+            422,
+            "on_success",
+            "no job named \"ghost\"",
+        ),
+        (
+            "bad overlap",
+            cmd(json!({"policies": {"overlap": "sometimes"}})),
+            422,
+            "policies.overlap",
+            "unknown variant",
+        ),
+        (
+            "too many retries",
+            cmd(json!({"policies": {"retries": {"count": 1000}}})),
+            422,
+            "policies.retries.count",
+            "at most 100",
+        ),
+        (
+            "file url",
+            http("file:///etc/passwd"),
+            422,
+            "spec",
+            "URL scheme \"file\" is not allowed",
+        ),
+        (
+            "credentials in url",
+            http("http://u:p@example.com/"),
+            422,
+            "spec",
+            "credentials in the URL",
+        ),
+        (
+            "loopback v4",
+            http("http://127.0.0.1/"),
+            422,
+            "spec.url",
+            "is loopback",
+        ),
+        (
+            "loopback v6",
+            http("http://[::1]:8080/"),
+            422,
+            "spec.url",
+            "is loopback",
+        ),
+        (
+            "cloud metadata",
+            http("http://169.254.169.254/latest/meta-data/"),
+            422,
+            "spec.url",
+            "is cloud-metadata",
+        ),
+        (
+            "unspecified",
+            http("http://0.0.0.0/"),
+            422,
+            "spec.url",
+            "is unspecified",
+        ),
+        (
+            "decimal loopback",
+            http("http://2130706433/"),
+            422,
+            "spec.url",
+            "127.0.0.1 is loopback",
+        ),
+        (
+            "mapped loopback",
+            http("http://[::ffff:127.0.0.1]/"),
+            422,
+            "spec.url",
+            "is loopback",
+        ),
+        (
+            "name resolving to loopback",
+            http("http://localhost:9/"),
+            422,
+            "spec.url",
+            "localhost: 127.0.0.1 is loopback",
+        ),
     ];
     for (what, body, status, field, needle) in cases {
         let (s, resp) = t.post("/api/v1/jobs", body).await;
         assert_eq!(s, status, "{what}: {resp}");
         let msg = resp["error"]["message"].as_str().unwrap_or_default();
-        assert!(msg.contains(needle), "{what}: message {msg:?} lacks {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "{what}: message {msg:?} lacks {needle:?}"
+        );
         if !field.is_empty() {
             assert_eq!(resp["error"]["field"], field, "{what}: {resp}");
         }
@@ -64,24 +229,45 @@ async fn bad_job_definitions_are_refused_with_their_field() {
 
 #[tokio::test]
 async fn transport_level_refusals() {
-    let t = TestApp::start_with(|c| c.api.max_body_bytes = 4096, std::sync::Arc::new(steward_engine::clock::SystemClock)).await;
+    let t = TestApp::start_with(
+        |c| c.api.max_body_bytes = 4096,
+        std::sync::Arc::new(steward_engine::clock::SystemClock),
+    )
+    .await;
     // Oversized body.
     let big = cmd(json!({"description": "x".repeat(10_000)}));
     let (s, resp) = t.post("/api/v1/jobs", big).await;
     assert_eq!(s, 413, "{resp}");
     assert_eq!(resp["error"]["code"], "body_too_large");
     // Wrong content type.
-    let r = t.client.post(t.url("/api/v1/jobs")).body("name=x").header("content-type", "application/x-www-form-urlencoded").send().await.unwrap();
+    let r = t
+        .client
+        .post(t.url("/api/v1/jobs"))
+        .body("name=x")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
     // Malformed JSON.
-    let r = t.client.post(t.url("/api/v1/jobs")).body("{\"name\":").header("content-type", "application/json").send().await.unwrap();
+    let r = t
+        .client
+        .post(t.url("/api/v1/jobs"))
+        .body("{\"name\":")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_json");
     // Unknown query parameter and bad values.
     let (s, v) = t.get("/api/v1/runs?stauts=failed").await;
     assert_eq!(s, 422, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("stauts"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("stauts"),
+        "{v}"
+    );
     let (s, _) = t.get("/api/v1/runs?limit=0").await;
     assert_eq!(s, 422);
     let (s, v) = t.get("/api/v1/runs/abc").await;
@@ -89,7 +275,12 @@ async fn transport_level_refusals() {
     let (s, v) = t.get("/api/v1/nothing-here").await;
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
     // Preview of a bad expression.
-    let (s, v) = t.post("/api/v1/schedules/preview", json!({"expression": "* * * * * * * *"})).await;
+    let (s, v) = t
+        .post(
+            "/api/v1/schedules/preview",
+            json!({"expression": "* * * * * * * *"}),
+        )
+        .await;
     assert_eq!((s, v["error"]["field"].as_str()), (422, Some("expression")));
     t.stop().await;
 }

@@ -6,7 +6,11 @@ use steward_engine::clock::SystemClock;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn read_pid(path: &std::path::Path) -> i32 {
-    std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 async fn gone(pid: i32) -> bool {
@@ -24,10 +28,20 @@ async fn timeout_kills_the_whole_process_tree() {
     let t = TestApp::start().await;
     let pidfile = t.dir.path().join("bg.pid");
     // A grandchild that ignores SIGTERM, so SIGKILL after the grace is needed.
-    let script = format!("sh -c 'trap \"\" TERM; sleep 300' & echo $! > {}; sleep 300", pidfile.display());
-    t.command_job("slow", &["sh", "-c", &script], json!({"policies": {"timeout": "1s"}})).await;
+    let script = format!(
+        "sh -c 'trap \"\" TERM; sleep 300' & echo $! > {}; sleep 300",
+        pidfile.display()
+    );
+    t.command_job(
+        "slow",
+        &["sh", "-c", &script],
+        json!({"policies": {"timeout": "1s"}}),
+    )
+    .await;
     let (_, run) = t.post("/api/v1/jobs/slow/run", json!({})).await;
-    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(15)).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(15))
+        .await;
     assert_eq!(run["status"], "timed_out", "{run}");
     assert_eq!(run["error"], "timed out after 1s");
     let pid = read_pid(&pidfile);
@@ -43,9 +57,12 @@ async fn leftovers_are_killed_when_the_main_process_exits() {
     let pidfile = t.dir.path().join("left.pid");
     // The background child keeps stdout open; the run must still end promptly.
     let script = format!("sleep 300 & echo $! > {}; echo done", pidfile.display());
-    t.command_job("leaver", &["sh", "-c", &script], json!({})).await;
+    t.command_job("leaver", &["sh", "-c", &script], json!({}))
+        .await;
     let (_, run) = t.post("/api/v1/jobs/leaver/run", json!({})).await;
-    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
     assert_eq!(run["status"], "succeeded");
     assert!(gone(read_pid(&pidfile)).await, "orphan survived");
     t.stop().await;
@@ -56,22 +73,31 @@ async fn cancel_stops_a_running_run() {
     let t = TestApp::start().await;
     let pidfile = t.dir.path().join("c.pid");
     let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
-    t.command_job("cancel-me", &["sh", "-c", &script], json!({})).await;
+    t.command_job("cancel-me", &["sh", "-c", &script], json!({}))
+        .await;
     let (_, run) = t.post("/api/v1/jobs/cancel-me/run", json!({})).await;
     let id = run["id"].as_i64().unwrap();
     for _ in 0..200 {
-        if pidfile.exists() && std::fs::read_to_string(&pidfile).map(|s| s.ends_with('\n')).unwrap_or(false) {
+        if pidfile.exists()
+            && std::fs::read_to_string(&pidfile)
+                .map(|s| s.ends_with('\n'))
+                .unwrap_or(false)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (s, _) = t.post(&format!("/api/v1/runs/{id}/cancel"), json!({})).await;
+    let (s, _) = t
+        .post(&format!("/api/v1/runs/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(s, 202);
     let run = t.wait_run(id, Duration::from_secs(10)).await;
     assert_eq!(run["status"], "cancelled");
     assert!(gone(read_pid(&pidfile)).await);
     // Cancelling a finished run is a conflict.
-    let (s, v) = t.post(&format!("/api/v1/runs/{id}/cancel"), json!({})).await;
+    let (s, v) = t
+        .post(&format!("/api/v1/runs/{id}/cancel"), json!({}))
+        .await;
     assert_eq!((s, v["error"]["code"].as_str()), (409, Some("conflict")));
     t.stop().await;
 }
@@ -79,9 +105,20 @@ async fn cancel_stops_a_running_run() {
 #[tokio::test]
 async fn output_is_bounded_keeping_head_and_tail() {
     let t = TestApp::start_with(|c| c.executor.output_limit = 4096, Arc::new(SystemClock)).await;
-    t.command_job("chatty", &["sh", "-c", "i=0; while [ $i -lt 5000 ]; do echo line-$i; i=$((i+1)); done"], json!({})).await;
+    t.command_job(
+        "chatty",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 5000 ]; do echo line-$i; i=$((i+1)); done",
+        ],
+        json!({}),
+    )
+    .await;
     let (_, run) = t.post("/api/v1/jobs/chatty/run", json!({})).await;
-    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20)).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["output_truncated"], true);
     let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
@@ -97,18 +134,25 @@ async fn output_is_bounded_keeping_head_and_tail() {
 async fn clean_environment_closed_stdin_and_recorded_shell() {
     let t = TestApp::start().await;
     std::env::set_var("STEWARD_TEST_LEAK", "leaked");
-    t.create_job(json!({"name": "env", "spec": {"kind": "command", "shell": true,
-        "argv": ["env | sort; cat; echo stdin-closed"], "env": {"FOO": "bar"}}}))
-        .await;
+    t.create_job(
+        json!({"name": "env", "spec": {"kind": "command", "shell": true,
+        "argv": ["env | sort; cat; echo stdin-closed"], "env": {"FOO": "bar"}}}),
+    )
+    .await;
     let (_, run) = t.post("/api/v1/jobs/env/run", json!({})).await;
-    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
     assert_eq!(run["status"], "succeeded");
     let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
     assert!(out.contains("shell=true"), "{out}");
     assert!(out.contains(" out FOO=bar\n"));
     assert!(out.contains(" out STEWARD_JOB_NAME=env\n"));
     assert!(out.contains(" out stdin-closed\n"));
-    assert!(!out.contains("leaked"), "the server's environment leaked: {out}");
+    assert!(
+        !out.contains("leaked"),
+        "the server's environment leaked: {out}"
+    );
     t.stop().await;
 }
 
@@ -117,10 +161,16 @@ async fn commands_run_unprivileged_when_steward_is_root() {
     let t = TestApp::start_with(|c| c.executor.run_as_user = None, Arc::new(SystemClock)).await;
     t.command_job("whoami", &["id", "-u"], json!({})).await;
     let (_, run) = t.post("/api/v1/jobs/whoami/run", json!({})).await;
-    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
     let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
     let expected = if nix::unistd::geteuid().is_root() {
-        nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.to_string()
+        nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .unwrap()
+            .uid
+            .to_string()
     } else {
         nix::unistd::geteuid().to_string()
     };
@@ -138,43 +188,91 @@ async fn retries_with_backoff_then_the_failure_chain() {
     }))
     .await;
     let (_, _) = t.post("/api/v1/jobs/flaky/run", json!({})).await;
-    let runs = t.wait_runs("flaky", Duration::from_secs(15), |r| r.len() == 3 && r.iter().all(|r| r["status"] == "failed")).await;
-    let attempts: Vec<i64> = runs.iter().rev().map(|r| r["attempt"].as_i64().unwrap()).collect();
+    let runs = t
+        .wait_runs("flaky", Duration::from_secs(15), |r| {
+            r.len() == 3 && r.iter().all(|r| r["status"] == "failed")
+        })
+        .await;
+    let attempts: Vec<i64> = runs
+        .iter()
+        .rev()
+        .map(|r| r["attempt"].as_i64().unwrap())
+        .collect();
     assert_eq!(attempts, vec![1, 2, 3]);
     assert_eq!(runs[0]["trigger"], "retry");
     assert_eq!(runs[0]["parent_run_id"], runs[1]["id"]);
-    let chained = t.wait_runs("cleanup", Duration::from_secs(10), |r| r.len() == 1 && r[0]["status"] == "succeeded").await;
+    let chained = t
+        .wait_runs("cleanup", Duration::from_secs(10), |r| {
+            r.len() == 1 && r[0]["status"] == "succeeded"
+        })
+        .await;
     assert_eq!(chained[0]["trigger"], "chain");
-    assert_eq!(chained[0]["parent_run_id"], runs[0]["id"], "chain starts only after the last attempt");
+    assert_eq!(
+        chained[0]["parent_run_id"], runs[0]["id"],
+        "chain starts only after the last attempt"
+    );
     t.stop().await;
 }
 
 #[tokio::test]
 async fn overlap_skip_and_queue() {
     let t = TestApp::start().await;
-    t.command_job("skipper", &["sleep", "1"], json!({"policies": {"overlap": "skip"}})).await;
+    t.command_job(
+        "skipper",
+        &["sleep", "1"],
+        json!({"policies": {"overlap": "skip"}}),
+    )
+    .await;
     let (_, first) = t.post("/api/v1/jobs/skipper/run", json!({})).await;
     let (_, second) = t.post("/api/v1/jobs/skipper/run", json!({})).await;
     assert_eq!(second["status"], "skipped", "{second}");
-    assert!(second["error"].as_str().unwrap().contains("overlap policy skip"));
-    t.wait_run(first["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    assert!(second["error"]
+        .as_str()
+        .unwrap()
+        .contains("overlap policy skip"));
+    t.wait_run(first["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
 
-    t.command_job("queuer", &["sleep", "1"], json!({"policies": {"overlap": "queue"}})).await;
+    t.command_job(
+        "queuer",
+        &["sleep", "1"],
+        json!({"policies": {"overlap": "queue"}}),
+    )
+    .await;
     let (_, a) = t.post("/api/v1/jobs/queuer/run", json!({})).await;
     let (_, b) = t.post("/api/v1/jobs/queuer/run", json!({})).await;
     let (_, c) = t.post("/api/v1/jobs/queuer/run", json!({})).await;
     assert_eq!(b["status"], "queued");
     assert_eq!(c["status"], "skipped");
-    let a = t.wait_run(a["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
-    let b = t.wait_run(b["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    let a = t
+        .wait_run(a["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
+    let b = t
+        .wait_run(b["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
     assert_eq!(b["status"], "succeeded");
-    assert!(b["started_at"].as_str().unwrap() >= a["finished_at"].as_str().unwrap(), "queued run overlapped");
+    assert!(
+        b["started_at"].as_str().unwrap() >= a["finished_at"].as_str().unwrap(),
+        "queued run overlapped"
+    );
 
-    t.command_job("allower", &["sleep", "1"], json!({"policies": {"overlap": "allow"}})).await;
+    t.command_job(
+        "allower",
+        &["sleep", "1"],
+        json!({"policies": {"overlap": "allow"}}),
+    )
+    .await;
     let (_, x) = t.post("/api/v1/jobs/allower/run", json!({})).await;
     let (_, y) = t.post("/api/v1/jobs/allower/run", json!({})).await;
-    assert_eq!((x["status"].as_str(), y["status"].as_str()), (Some("queued"), Some("queued")));
-    let runs = t.wait_runs("allower", Duration::from_secs(10), |r| r.iter().all(|r| r["status"] == "succeeded")).await;
+    assert_eq!(
+        (x["status"].as_str(), y["status"].as_str()),
+        (Some("queued"), Some("queued"))
+    );
+    let runs = t
+        .wait_runs("allower", Duration::from_secs(10), |r| {
+            r.iter().all(|r| r["status"] == "succeeded")
+        })
+        .await;
     assert_eq!(runs.len(), 2);
     t.stop().await;
 }
@@ -185,7 +283,9 @@ async fn tiny_server() -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let n = sock.read(&mut buf).await.unwrap_or(0);
@@ -207,21 +307,40 @@ async fn tiny_server() -> std::net::SocketAddr {
 #[tokio::test]
 async fn http_jobs_record_status_and_recheck_redirects() {
     let addr = tiny_server().await;
-    let t = TestApp::start_with(|c| c.outbound.allow = vec!["127.0.0.1/32".parse().unwrap()], Arc::new(SystemClock)).await;
-    for (name, path, status, code) in [("ok", "/ok", "succeeded", 200), ("fail", "/fail", "failed", 500)] {
-        t.create_job(json!({"name": name, "spec": {"kind": "http", "url": format!("http://{addr}{path}")}})).await;
+    let t = TestApp::start_with(
+        |c| c.outbound.allow = vec!["127.0.0.1/32".parse().unwrap()],
+        Arc::new(SystemClock),
+    )
+    .await;
+    for (name, path, status, code) in [
+        ("ok", "/ok", "succeeded", 200),
+        ("fail", "/fail", "failed", 500),
+    ] {
+        t.create_job(
+            json!({"name": name, "spec": {"kind": "http", "url": format!("http://{addr}{path}")}}),
+        )
+        .await;
         let (_, run) = t.post(&format!("/api/v1/jobs/{name}/run"), json!({})).await;
-        let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+        let run = t
+            .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
+            .await;
         assert_eq!(run["status"], status, "{run}");
         assert_eq!(run["http_status"], code);
     }
     let (_, ok_runs) = t.get("/api/v1/runs?job=ok").await;
-    let out = t.text(&format!("/api/v1/runs/{}/output", ok_runs["items"][0]["id"])).await;
+    let out = t
+        .text(&format!(
+            "/api/v1/runs/{}/output",
+            ok_runs["items"][0]["id"]
+        ))
+        .await;
     assert!(out.contains(" out pong"), "{out}");
 
     t.create_job(json!({"name": "redir", "spec": {"kind": "http", "url": format!("http://{addr}/redirect")}})).await;
     let (_, run) = t.post("/api/v1/jobs/redir/run", json!({})).await;
-    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
     assert_eq!(run["status"], "failed");
     let err = run["error"].as_str().unwrap();
     assert!(err.contains("169.254.169.254 is cloud-metadata"), "{err}");
@@ -236,13 +355,19 @@ async fn http_policy_is_applied_again_at_run_time() {
         c.outbound.allow = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
     };
     let t = TestApp::start_with(allow, Arc::new(SystemClock)).await;
-    t.create_job(json!({"name": "lh", "spec": {"kind": "http", "url": "http://localhost:9/"}})).await;
+    t.create_job(json!({"name": "lh", "spec": {"kind": "http", "url": "http://localhost:9/"}}))
+        .await;
     let dir = t.stop().await;
     let t = TestApp::start_in(dir, |_| {}, Arc::new(SystemClock)).await;
     let (_, run) = t.post("/api/v1/jobs/lh/run", json!({})).await;
-    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
     assert_eq!(run["status"], "failed");
     let err = run["error"].as_str().unwrap();
-    assert!(err.contains("localhost") && err.contains("is loopback"), "{err}");
+    assert!(
+        err.contains("localhost") && err.contains("is loopback"),
+        "{err}"
+    );
     t.stop().await;
 }

@@ -14,9 +14,11 @@ pub struct TestApp {
 }
 
 pub fn config(dir: &std::path::Path) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.data_dir = dir.join("data");
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("data"),
+        ..Default::default()
+    };
     // Tests run as root on CI; most need to write into their temp directory.
     c.executor.run_as_user = Some("root".into());
     c.executor.kill_grace = steward_domain::DurationSpec::from_secs(2);
@@ -38,12 +40,29 @@ impl TestApp {
         Self::start_in(dir, tweak, clock).await
     }
 
-    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> Self {
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut Config),
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let mut c = config(dir.path());
         tweak(&mut c);
-        let app = Application::build_with(c, Overrides { clock, jitter: no_jitter() }).await.unwrap();
+        let app = Application::build_with(
+            c,
+            Overrides {
+                clock,
+                jitter: no_jitter(),
+            },
+        )
+        .await
+        .unwrap();
         let base = format!("http://{}", app.local_addr());
-        Self { app: Some(app), base, client: reqwest::Client::new(), dir }
+        Self {
+            app: Some(app),
+            base,
+            client: reqwest::Client::new(),
+            dir,
+        }
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {
@@ -58,7 +77,13 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -70,7 +95,14 @@ impl TestApp {
     }
 
     pub async fn text(&self, path: &str) -> String {
-        self.client.get(self.url(path)).send().await.unwrap().text().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn create_job(&self, def: Value) -> Value {
@@ -94,7 +126,10 @@ impl TestApp {
             if !matches!(st, "queued" | "running") {
                 return run;
             }
-            assert!(tokio::time::Instant::now() < deadline, "run {id} still {st}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} still {st}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -105,14 +140,22 @@ impl TestApp {
     }
 
     /// Polls until `f` holds for the job's runs.
-    pub async fn wait_runs(&self, job: &str, within: Duration, f: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub async fn wait_runs(
+        &self,
+        job: &str,
+        within: Duration,
+        f: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let runs = self.runs_of(job).await;
             if f(&runs) {
                 return runs;
             }
-            assert!(tokio::time::Instant::now() < deadline, "condition not met; runs: {runs:#?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met; runs: {runs:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -129,7 +172,12 @@ pub fn merge(a: &mut Value, b: Value) {
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

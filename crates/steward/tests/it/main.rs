@@ -1,3 +1,10 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
 //! Integration tests: the real application on port 0 with a fresh data directory,
 //! and the real binary for signals and crashes. One test binary (link time).
 

@@ -38,16 +38,29 @@ fn spawn_server(data: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, base: format!("http://{addr}") }
+    Server {
+        child,
+        base: format!("http://{addr}"),
+    }
 }
 
 async fn post(base: &str, path: &str, body: Value) -> Value {
-    let r = reqwest::Client::new().post(format!("{base}{path}")).json(&body).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     r.json().await.unwrap()
 }
 
 async fn get(base: &str, path: &str) -> Value {
-    reqwest::get(format!("{base}{path}")).await.unwrap().json().await.unwrap()
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn wait_status(base: &str, run: i64, want: &str) {
@@ -80,12 +93,26 @@ async fn sigterm_lets_short_work_finish_and_cancels_long_work_after_the_grace() 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut s = spawn_server(&data, &[("STEWARD_SHUTDOWN_GRACE", "2s")]);
-    post(&s.base, "/api/v1/jobs", json!({"name": "short", "spec": {"kind": "command", "argv": ["sleep", "1"]}})).await;
+    post(
+        &s.base,
+        "/api/v1/jobs",
+        json!({"name": "short", "spec": {"kind": "command", "argv": ["sleep", "1"]}}),
+    )
+    .await;
     let pidfile = dir.path().join("long.pid");
     let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
-    post(&s.base, "/api/v1/jobs", json!({"name": "long", "spec": {"kind": "command", "argv": ["sh", "-c", script]}})).await;
-    let short = post(&s.base, "/api/v1/jobs/short/run", json!({})).await["id"].as_i64().unwrap();
-    let long = post(&s.base, "/api/v1/jobs/long/run", json!({})).await["id"].as_i64().unwrap();
+    post(
+        &s.base,
+        "/api/v1/jobs",
+        json!({"name": "long", "spec": {"kind": "command", "argv": ["sh", "-c", script]}}),
+    )
+    .await;
+    let short = post(&s.base, "/api/v1/jobs/short/run", json!({})).await["id"]
+        .as_i64()
+        .unwrap();
+    let long = post(&s.base, "/api/v1/jobs/long/run", json!({})).await["id"]
+        .as_i64()
+        .unwrap();
     wait_status(&s.base, long, "running").await;
     wait_status(&s.base, short, "running").await;
 
@@ -93,8 +120,15 @@ async fn sigterm_lets_short_work_finish_and_cancels_long_work_after_the_grace() 
     signal(&s.child, nix::sys::signal::Signal::SIGTERM);
     let status = wait_exit(&mut s.child, Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
-    assert!(started.elapsed() >= Duration::from_secs(2), "did not wait for the grace period");
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "did not wait for the grace period"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(!alive(pid), "the long run's process survived shutdown");
 
     // Read the records back through a fresh instance on the same data directory.
@@ -103,7 +137,10 @@ async fn sigterm_lets_short_work_finish_and_cancels_long_work_after_the_grace() 
     assert_eq!(short["status"], "succeeded", "{short}");
     let (_, long) = t.get(&format!("/api/v1/runs/{long}")).await;
     assert_eq!(long["status"], "cancelled", "{long}");
-    assert!(long["error"].as_str().unwrap().contains("shut down"), "{long}");
+    assert!(
+        long["error"].as_str().unwrap().contains("shut down"),
+        "{long}"
+    );
     t.stop().await;
 }
 
@@ -126,7 +163,10 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     let mut first = None;
     for _ in 0..400 {
         let runs = get(&s.base, "/api/v1/runs?job=every3").await;
-        if let Some(r) = runs["items"].as_array().and_then(|a| a.iter().find(|r| r["status"] == "running")) {
+        if let Some(r) = runs["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["status"] == "running"))
+        {
             first = Some(r["id"].as_i64().unwrap());
             break;
         }
@@ -136,8 +176,12 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     signal(&s.child, nix::sys::signal::Signal::SIGKILL);
     wait_exit(&mut s.child, Duration::from_secs(5));
     // The crashed server's child survives a SIGKILL of its parent; clean it up.
-    if let Ok(pid) = std::fs::read_to_string(&pidfile).map(|p| p.trim().parse::<i32>().unwrap_or(0)) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    if let Ok(pid) = std::fs::read_to_string(&pidfile).map(|p| p.trim().parse::<i32>().unwrap_or(0))
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     std::thread::sleep(Duration::from_secs(7)); // at least two occurrences missed
     let restart = chrono::Utc::now();
@@ -151,14 +195,16 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     let catch_up: Vec<&Value> = items
         .iter()
         .filter(|r| {
-            let time = |k: &str| chrono::DateTime::parse_from_rfc3339(r[k].as_str().unwrap()).unwrap();
+            let time =
+                |k: &str| chrono::DateTime::parse_from_rfc3339(r[k].as_str().unwrap()).unwrap();
             time("created_at") >= restart && time("scheduled_for") < restart
         })
         .collect();
     assert_eq!(catch_up.len(), 1, "{runs:#}");
     signal(&s.child, nix::sys::signal::Signal::SIGTERM);
     wait_exit(&mut s.child, Duration::from_secs(30));
-    if let Ok(pid) = std::fs::read_to_string(&pidfile).map(|p| p.trim().parse::<i32>().unwrap_or(0)) {
+    if let Ok(pid) = std::fs::read_to_string(&pidfile).map(|p| p.trim().parse::<i32>().unwrap_or(0))
+    {
         assert!(!alive(pid), "the restarted server left its run behind");
     }
 }
@@ -167,32 +213,73 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
 async fn cli_config_check_and_schedule_preview() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "listen = \"0.0.0.0:8080\"\n[executor]\noutput_limit = 5\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_steward")).args(["config", "check"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        "listen = \"0.0.0.0:8080\"\n[executor]\noutput_limit = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("listen:") && err.contains("executor.output_limit:"), "{err}");
+    assert!(
+        err.contains("listen:") && err.contains("executor.output_limit:"),
+        "{err}"
+    );
 
     let unknown = dir.path().join("unknown.toml");
     std::fs::write(&unknown, "[scheduler]\ngrace = \"5s\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_steward")).args(["config", "check"]).arg(&unknown).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["config", "check"])
+        .arg(&unknown)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `grace`"));
 
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "timezone = \"Europe/Berlin\"\n[outbound]\nallow = [\"10.0.0.0/8\"]\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_steward")).args(["config", "check"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &good,
+        "timezone = \"Europe/Berlin\"\n[outbound]\nallow = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = Command::new(env!("CARGO_BIN_EXE_steward"))
-        .args(["schedule", "preview", "0 9 * * 1-5", "--tz", "America/New_York", "-n", "3"])
+        .args([
+            "schedule",
+            "preview",
+            "0 9 * * 1-5",
+            "--tz",
+            "America/New_York",
+            "-n",
+            "3",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
-    let out = Command::new(env!("CARGO_BIN_EXE_steward")).args(["schedule", "preview", "bad"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["schedule", "preview", "bad"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    let out = Command::new(env!("CARGO_BIN_EXE_steward")).arg("--version").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("steward "));
 
     // serve refuses a non-loopback address until authentication exists.

@@ -12,11 +12,17 @@ fn at(s: &str) -> DateTime<Utc> {
 #[tokio::test]
 async fn an_every_second_job_produces_runs() {
     let t = TestApp::start().await;
-    t.command_job("tick", &["true"], json!({"schedule": "@every 1s"})).await;
-    let runs = t
-        .wait_runs("tick", Duration::from_secs(10), |r| r.iter().filter(|r| r["status"] == "succeeded").count() >= 3)
+    t.command_job("tick", &["true"], json!({"schedule": "@every 1s"}))
         .await;
-    let mut slots: Vec<&str> = runs.iter().map(|r| r["scheduled_for"].as_str().unwrap()).collect();
+    let runs = t
+        .wait_runs("tick", Duration::from_secs(10), |r| {
+            r.iter().filter(|r| r["status"] == "succeeded").count() >= 3
+        })
+        .await;
+    let mut slots: Vec<&str> = runs
+        .iter()
+        .map(|r| r["scheduled_for"].as_str().unwrap())
+        .collect();
     assert!(runs.iter().all(|r| r["trigger"] == "schedule"));
     let n = slots.len();
     slots.dedup();
@@ -33,14 +39,22 @@ async fn settle() {
 async fn manual_clock_fires_each_occurrence_once_and_changes_apply_at_once() {
     let clock = ManualClock::new(at("2026-11-27T10:00:00Z"));
     let t = TestApp::start_with(|_| {}, Arc::new(clock.clone())).await;
-    t.command_job("ten", &["true"], json!({"schedule": "*/10 * * * * *", "policies": {"overlap": "allow"}})).await;
+    t.command_job(
+        "ten",
+        &["true"],
+        json!({"schedule": "*/10 * * * * *", "policies": {"overlap": "allow"}}),
+    )
+    .await;
     settle().await;
     assert!(t.runs_of("ten").await.is_empty(), "fired before its time");
     clock.set(at("2026-11-27T10:00:10Z"));
-    let runs = t.wait_runs("ten", Duration::from_secs(5), |r| r.len() == 1).await;
+    let runs = t
+        .wait_runs("ten", Duration::from_secs(5), |r| r.len() == 1)
+        .await;
     assert_eq!(runs[0]["scheduled_for"], "2026-11-27T10:00:10Z");
     clock.set(at("2026-11-27T10:00:20Z"));
-    t.wait_runs("ten", Duration::from_secs(5), |r| r.len() == 2).await;
+    t.wait_runs("ten", Duration::from_secs(5), |r| r.len() == 2)
+        .await;
     settle().await;
     assert_eq!(t.runs_of("ten").await.len(), 2, "an occurrence fired twice");
 
@@ -70,22 +84,48 @@ async fn manual_clock_fires_each_occurrence_once_and_changes_apply_at_once() {
 async fn missed_runs_follow_each_jobs_policy_after_downtime() {
     let clock = ManualClock::new(at("2026-11-27T10:30:00Z"));
     let t = TestApp::start_with(|_| {}, Arc::new(clock.clone())).await;
-    t.command_job("once", &["true"], json!({"schedule": "0 * * * *", "policies": {"missed": "run_once"}})).await;
-    t.command_job("skip", &["true"], json!({"schedule": "0 * * * *", "policies": {"missed": "skip"}})).await;
+    t.command_job(
+        "once",
+        &["true"],
+        json!({"schedule": "0 * * * *", "policies": {"missed": "run_once"}}),
+    )
+    .await;
+    t.command_job(
+        "skip",
+        &["true"],
+        json!({"schedule": "0 * * * *", "policies": {"missed": "skip"}}),
+    )
+    .await;
     let dir = t.stop().await;
 
     // Five hourly occurrences pass while Steward is down.
     clock.set(at("2026-11-27T15:20:00Z"));
     let t = TestApp::start_in(dir, |_| {}, Arc::new(clock.clone())).await;
-    let once = t.wait_runs("once", Duration::from_secs(5), |r| r.len() == 1 && r[0]["status"] == "succeeded").await;
-    assert_eq!(once[0]["scheduled_for"], "2026-11-27T15:00:00Z", "run_once runs the latest missed occurrence");
+    let once = t
+        .wait_runs("once", Duration::from_secs(5), |r| {
+            r.len() == 1 && r[0]["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(
+        once[0]["scheduled_for"], "2026-11-27T15:00:00Z",
+        "run_once runs the latest missed occurrence"
+    );
     settle().await;
-    assert_eq!(t.runs_of("once").await.len(), 1, "more than one catch-up run");
-    assert!(t.runs_of("skip").await.is_empty(), "skip policy ran a missed occurrence");
+    assert_eq!(
+        t.runs_of("once").await.len(),
+        1,
+        "more than one catch-up run"
+    );
+    assert!(
+        t.runs_of("skip").await.is_empty(),
+        "skip policy ran a missed occurrence"
+    );
     // Both continue normally.
     clock.set(at("2026-11-27T16:00:00Z"));
-    t.wait_runs("skip", Duration::from_secs(5), |r| r.len() == 1).await;
-    t.wait_runs("once", Duration::from_secs(5), |r| r.len() == 2).await;
+    t.wait_runs("skip", Duration::from_secs(5), |r| r.len() == 1)
+        .await;
+    t.wait_runs("once", Duration::from_secs(5), |r| r.len() == 2)
+        .await;
     let dir = t.stop().await;
 
     // A restart without downtime past an occurrence runs nothing extra.
@@ -100,12 +140,20 @@ async fn missed_runs_follow_each_jobs_policy_after_downtime() {
 #[tokio::test]
 async fn history_limit_prunes_old_runs() {
     let t = TestApp::start_with(|_| {}, Arc::new(SystemClock)).await;
-    t.command_job("short", &["true"], json!({"policies": {"history_limit": 3}})).await;
+    t.command_job(
+        "short",
+        &["true"],
+        json!({"policies": {"history_limit": 3}}),
+    )
+    .await;
     for _ in 0..6 {
         let (_, r) = t.post("/api/v1/jobs/short/run", json!({})).await;
-        t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+        t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10))
+            .await;
     }
-    let runs = t.wait_runs("short", Duration::from_secs(5), |r| r.len() == 3).await;
+    let runs = t
+        .wait_runs("short", Duration::from_secs(5), |r| r.len() == 3)
+        .await;
     assert_eq!(runs.len(), 3);
     t.stop().await;
 }

@@ -16,29 +16,46 @@ pub(crate) async fn resolve(state: &AppState, key: &str) -> ApiResult<Job> {
         return Ok(state.engine.store().get_job(JobId(id)).await?);
     }
     let name = JobName::parse(key).map_err(|e| ApiError::invalid("job", e.message))?;
-    state.engine.store().find_job(&name).await?.ok_or_else(|| ApiError::not_found("job"))
+    state
+        .engine
+        .store()
+        .find_job(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))
 }
 
 fn view(state: &AppState, job: Job) -> JobView {
-    JobView::new(job, state.engine.default_timezone(), state.engine.clock().now())
+    JobView::new(
+        job,
+        state.engine.default_timezone(),
+        state.engine.clock().now(),
+    )
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", responses((status = 200, body = JobList)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<JobList>> {
     let jobs = state.engine.store().list_jobs().await?;
-    Ok(Json(JobList { items: jobs.into_iter().map(|j| view(&state, j)).collect() }))
+    Ok(Json(JobList {
+        items: jobs.into_iter().map(|j| view(&state, j)).collect(),
+    }))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobDefinition,
     responses((status = 201, body = JobView), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
-pub async fn create(State(state): State<AppState>, ApiJson(def): ApiJson<JobDefinition>) -> ApiResult<(StatusCode, Json<JobView>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(def): ApiJson<JobDefinition>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
     let job = state.engine.create_job(def).await?;
     Ok((StatusCode::CREATED, Json(view(&state, job))))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{job}", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
     responses((status = 200, body = JobView), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn show(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<JobView>> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<JobView>> {
     let job = resolve(&state, &key).await?;
     Ok(Json(view(&state, job)))
 }
@@ -58,7 +75,10 @@ pub async fn replace(
 
 #[utoipa::path(delete, path = "/api/v1/jobs/{job}", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<StatusCode> {
     let job = resolve(&state, &key).await?;
     state.engine.delete_job(job.id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -66,21 +86,36 @@ pub async fn delete(State(state): State<AppState>, Path(key): Path<String>) -> A
 
 #[utoipa::path(post, path = "/api/v1/jobs/{job}/enable", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
     responses((status = 200, body = JobView)))]
-pub async fn enable(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<JobView>> {
+pub async fn enable(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<JobView>> {
     let job = resolve(&state, &key).await?;
-    Ok(Json(view(&state, state.engine.set_enabled(job.id, true).await?)))
+    Ok(Json(view(
+        &state,
+        state.engine.set_enabled(job.id, true).await?,
+    )))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{job}/disable", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
     responses((status = 200, body = JobView)))]
-pub async fn disable(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<JobView>> {
+pub async fn disable(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<JobView>> {
     let job = resolve(&state, &key).await?;
-    Ok(Json(view(&state, state.engine.set_enabled(job.id, false).await?)))
+    Ok(Json(view(
+        &state,
+        state.engine.set_enabled(job.id, false).await?,
+    )))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{job}/run", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
     responses((status = 202, body = RunView, description = "The run, queued (or skipped by the overlap policy)")))]
-pub async fn run_now(State(state): State<AppState>, Path(key): Path<String>) -> ApiResult<(StatusCode, Json<RunView>)> {
+pub async fn run_now(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> ApiResult<(StatusCode, Json<RunView>)> {
     let job = resolve(&state, &key).await?;
     let run = state.engine.run_now(job.id).await?;
     Ok((StatusCode::ACCEPTED, Json(run.into())))

@@ -25,9 +25,15 @@ pub struct ApiDoc;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { Json(ApiDoc::openapi()) }),
+        )
         .route("/api/v1/jobs", get(jobs::list).post(jobs::create))
-        .route("/api/v1/jobs/{job}", get(jobs::show).put(jobs::replace).delete(jobs::delete))
+        .route(
+            "/api/v1/jobs/{job}",
+            get(jobs::show).put(jobs::replace).delete(jobs::delete),
+        )
         .route("/api/v1/jobs/{job}/enable", post(jobs::enable))
         .route("/api/v1/jobs/{job}/disable", post(jobs::disable))
         .route("/api/v1/jobs/{job}/run", post(jobs::run_now))

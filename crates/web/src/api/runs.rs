@@ -37,7 +37,10 @@ pub struct RunQuery {
 
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunQuery),
     responses((status = 200, body = RunList), (status = 422, body = crate::error::ErrorBody)))]
-pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<RunQuery>) -> ApiResult<Json<RunList>> {
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<RunQuery>,
+) -> ApiResult<Json<RunList>> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 500"));
@@ -57,23 +60,40 @@ pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<RunQuery>
     let mut runs = state.engine.store().list_runs(&filter).await?;
     let more = runs.len() > limit as usize;
     runs.truncate(limit as usize);
-    let next_cursor = if more { runs.last().map(|r| r.id) } else { None };
-    Ok(Json(RunList { items: runs.into_iter().map(RunView::from).collect(), next_cursor }))
+    let next_cursor = if more {
+        runs.last().map(|r| r.id)
+    } else {
+        None
+    };
+    Ok(Json(RunList {
+        items: runs.into_iter().map(RunView::from).collect(),
+        next_cursor,
+    }))
 }
 
 fn run_id(raw: &str) -> ApiResult<RunId> {
-    raw.parse::<i64>().map(RunId).map_err(|_| ApiError::invalid("run", "run ids are integers"))
+    raw.parse::<i64>()
+        .map(RunId)
+        .map_err(|_| ApiError::invalid("run", "run ids are integers"))
 }
 
 #[utoipa::path(get, path = "/api/v1/runs/{run}", tag = "runs", params(("run" = i64, Path)),
     responses((status = 200, body = RunView), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn show(State(state): State<AppState>, Path(raw): Path<String>) -> ApiResult<Json<RunView>> {
-    Ok(Json(state.engine.store().get_run(run_id(&raw)?).await?.into()))
+pub async fn show(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    Ok(Json(
+        state.engine.store().get_run(run_id(&raw)?).await?.into(),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{run}/cancel", tag = "runs", params(("run" = i64, Path)),
     responses((status = 202, body = RunView), (status = 409, body = crate::error::ErrorBody)))]
-pub async fn cancel(State(state): State<AppState>, Path(raw): Path<String>) -> ApiResult<(axum::http::StatusCode, Json<RunView>)> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult<(axum::http::StatusCode, Json<RunView>)> {
     let run = state.engine.cancel_run(run_id(&raw)?).await?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(run.into())))
 }
@@ -81,12 +101,20 @@ pub async fn cancel(State(state): State<AppState>, Path(raw): Path<String>) -> A
 #[utoipa::path(get, path = "/api/v1/runs/{run}/output", tag = "runs", params(("run" = i64, Path)),
     responses((status = 200, content_type = "text/plain", body = String,
         description = "Timestamped lines tagged out/err/sys; the output so far while running")))]
-pub async fn output(State(state): State<AppState>, Path(raw): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn output(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let id = run_id(&raw)?;
     let run = state.engine.store().get_run(id).await?;
     let text = match state.engine.live_output(id) {
         Some(live) if !run.status.is_terminal() => live.snapshot().0,
-        _ => state.engine.store().run_output(id).await?.unwrap_or_default(),
+        _ => state
+            .engine
+            .store()
+            .run_output(id)
+            .await?
+            .unwrap_or_default(),
     };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
@@ -94,10 +122,17 @@ pub async fn output(State(state): State<AppState>, Path(raw): Path<String>) -> A
 #[utoipa::path(get, path = "/api/v1/runs/{run}/output/follow", tag = "runs", params(("run" = i64, Path)),
     responses((status = 200, content_type = "text/event-stream",
         description = "`line` events with output lines, then one `end` event whose data is the final status")))]
-pub async fn follow(State(state): State<AppState>, Path(raw): Path<String>) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+pub async fn follow(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let id = run_id(&raw)?;
     let run = state.engine.store().get_run(id).await?;
-    let live = if run.status.is_terminal() { None } else { state.engine.live_output(id) };
+    let live = if run.status.is_terminal() {
+        None
+    } else {
+        state.engine.live_output(id)
+    };
     let stream = match live {
         Some(buffer) => {
             // Subscribe before the snapshot; skip live lines the snapshot already holds.
@@ -113,15 +148,23 @@ pub async fn follow(State(state): State<AppState>, Path(raw): Path<String>) -> A
                         Ok(line) if line.seq < next_seq => continue,
                         Ok(line) => {
                             let text = line.text.trim_end_matches('\n').to_owned();
-                            return Some((Ok(Event::default().event("line").data(text)), (rx, Some(engine))));
+                            return Some((
+                                Ok(Event::default().event("line").data(text)),
+                                (rx, Some(engine)),
+                            ));
                         }
                         Err(RecvError::Lagged(n)) => {
-                            let ev = Event::default().event("line").data(format!("[steward: {n} lines skipped for this follower]"));
+                            let ev = Event::default()
+                                .event("line")
+                                .data(format!("[steward: {n} lines skipped for this follower]"));
                             return Some((Ok(ev), (rx, Some(engine))));
                         }
                         Err(RecvError::Closed) => {
                             let status = final_status(&engine, id).await;
-                            return Some((Ok(Event::default().event("end").data(status)), (rx, None)));
+                            return Some((
+                                Ok(Event::default().event("end").data(status)),
+                                (rx, None),
+                            ));
                         }
                     }
                 }
@@ -129,10 +172,17 @@ pub async fn follow(State(state): State<AppState>, Path(raw): Path<String>) -> A
             head.chain(tail).boxed()
         }
         None => {
-            let text = state.engine.store().run_output(id).await?.unwrap_or_default();
+            let text = state
+                .engine
+                .store()
+                .run_output(id)
+                .await?
+                .unwrap_or_default();
             let status = state.engine.store().get_run(id).await?.status;
             stream::iter(lines_of(&text))
-                .chain(stream::once(async move { Ok(Event::default().event("end").data(status.as_str())) }))
+                .chain(stream::once(async move {
+                    Ok(Event::default().event("end").data(status.as_str()))
+                }))
                 .boxed()
         }
     };
@@ -140,7 +190,9 @@ pub async fn follow(State(state): State<AppState>, Path(raw): Path<String>) -> A
 }
 
 fn lines_of(text: &str) -> Vec<Result<Event, Infallible>> {
-    text.lines().map(|l| Ok(Event::default().event("line").data(l))).collect()
+    text.lines()
+        .map(|l| Ok(Event::default().event("line").data(l)))
+        .collect()
 }
 
 async fn final_status(engine: &steward_engine::Engine, id: RunId) -> String {

@@ -34,15 +34,26 @@ pub struct PreviewResponse {
 
 #[utoipa::path(post, path = "/api/v1/schedules/preview", tag = "schedules", request_body = PreviewRequest,
     responses((status = 200, body = PreviewResponse), (status = 422, body = crate::error::ErrorBody)))]
-pub async fn preview(State(state): State<AppState>, ApiJson(req): ApiJson<PreviewRequest>) -> ApiResult<Json<PreviewResponse>> {
+pub async fn preview(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<PreviewRequest>,
+) -> ApiResult<Json<PreviewResponse>> {
     let count = req.count.unwrap_or(5);
     if !(1..=100).contains(&count) {
         return Err(ApiError::invalid("count", "must be between 1 and 100"));
     }
-    let schedule = Schedule::parse(&req.expression).map_err(|e| ApiError::invalid("expression", e.to_string()))?;
+    let schedule = Schedule::parse(&req.expression)
+        .map_err(|e| ApiError::invalid("expression", e.to_string()))?;
     let tz = req.timezone.unwrap_or(state.engine.default_timezone());
     let after = req.after.unwrap_or_else(|| state.engine.clock().now());
     let times = schedule.upcoming(after, &tz, count);
-    let local_times = times.iter().map(|t| t.with_timezone(&tz.0).to_rfc3339()).collect();
-    Ok(Json(PreviewResponse { timezone: tz, times, local_times }))
+    let local_times = times
+        .iter()
+        .map(|t| t.with_timezone(&tz.0).to_rfc3339())
+        .collect();
+    Ok(Json(PreviewResponse {
+        timezone: tz,
+        times,
+        local_times,
+    }))
 }

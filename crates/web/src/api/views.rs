@@ -24,7 +24,10 @@ impl JobView {
     pub fn new(job: Job, default_tz: TimeZone, now: DateTime<Utc>) -> Self {
         let tz = job.definition.timezone.unwrap_or(default_tz);
         let next_run_at = if job.definition.enabled {
-            job.definition.schedule.as_ref().and_then(|s| s.next_after(now, &tz))
+            job.definition
+                .schedule
+                .as_ref()
+                .and_then(|s| s.next_after(now, &tz))
         } else {
             None
         };
