@@ -69,10 +69,11 @@ impl<'de> Deserialize<'de> for DurationSpec {
                 "duration {i} must not be negative"
             ))),
             Raw::Int(i) => Ok(Self(Duration::from_secs(i.unsigned_abs()))),
-            Raw::Float(f) if f.is_finite() && f >= 0.0 => Ok(Self(Duration::from_secs_f64(f))),
-            Raw::Float(f) => Err(serde::de::Error::custom(format!(
-                "duration {f} must be a non-negative number"
-            ))),
+            Raw::Float(f) => Duration::try_from_secs_f64(f).map(Self).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "duration {f} must be a non-negative number of seconds in range"
+                ))
+            }),
             Raw::Str(s) => Self::parse(&s).map_err(serde::de::Error::custom),
         }
     }
@@ -119,5 +120,7 @@ mod tests {
             serde_json::to_string(&DurationSpec::from_secs(3600)).unwrap(),
             "\"1h\""
         );
+        assert!(serde_json::from_str::<DurationSpec>("1e30").is_err());
+        assert!(serde_json::from_str::<DurationSpec>("-0.5").is_err());
     }
 }

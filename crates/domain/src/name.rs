@@ -74,6 +74,10 @@ pub struct JobName(String);
 impl JobName {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         check_slug("job name", s, 64)?;
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            // The API addresses jobs by id or name; an all-digit name would be ambiguous.
+            return Err(ValidationError::new("", "job name must not be all digits"));
+        }
         Ok(Self(s.to_owned()))
     }
 }
@@ -130,7 +134,7 @@ mod tests {
     #[test]
     fn job_names() {
         assert!(JobName::parse("nightly-backup_1.db").is_ok());
-        for bad in ["", "-x", "a b", "a/b", "é", &"x".repeat(65), "../etc"] {
+        for bad in ["", "-x", "a b", "a/b", "é", &"x".repeat(65), "../etc", "42"] {
             assert!(JobName::parse(bad).is_err(), "{bad:?} accepted");
         }
         let msg = JobName::parse("a b").unwrap_err().to_string();

@@ -42,6 +42,9 @@ impl RetryPolicy {
                 "must be between 1.0 and 10.0",
             ));
         }
+        if self.max_delay.get().as_secs() > 7 * 24 * 3600 {
+            return Err(ValidationError::new("max_delay", "must be at most 7 days"));
+        }
         if self.max_delay < self.delay {
             return Err(ValidationError::new(
                 "max_delay",

@@ -135,8 +135,9 @@ impl Engine {
         );
         let now = clock.now();
         let abandoned = store.abandon_running(now).await?;
-        if !abandoned.is_empty() {
-            tracing::warn!(runs = ?abandoned, "runs left running by the previous process are now abandoned");
+        for (run, pgid) in &abandoned {
+            let killed = pgid.map_or(0, |pg| executor::command::kill_leftovers(pg, *run));
+            tracing::warn!(run = %run, killed, "run left running by the previous process is now abandoned");
         }
         let jobs = store.list_jobs().await?;
         for run in store.queued_runs().await? {
@@ -168,7 +169,7 @@ impl Engine {
             if job.definition.enabled {
                 engine.catch_up(&job, now).await?;
             }
-            engine.scheduler.upsert(job);
+            engine.scheduler.upsert_from(job, now);
         }
         engine.refresh_job_gauges().await;
         Ok(engine)
@@ -234,19 +235,45 @@ impl Engine {
 
     /// Rules that need the store or the network: chained jobs exist, HTTP targets
     /// pass the outbound policy.
-    async fn check_definition(&self, def: &JobDefinition) -> Result<(), ServiceError> {
+    async fn check_definition(
+        &self,
+        def: &JobDefinition,
+        id: Option<JobId>,
+    ) -> Result<(), ServiceError> {
         def.validate()?;
+        let jobs = self.store.list_jobs().await?;
         for (field, names) in [
             ("on_success", &def.on_success),
             ("on_failure", &def.on_failure),
         ] {
             for name in names {
-                if self.store.find_job(name).await?.is_none() {
+                if !jobs.iter().any(|j| j.name() == name) {
                     return Err(ValidationError::new(
                         field,
                         format!("no job named {:?}", name.as_str()),
                     )
                     .into());
+                }
+            }
+        }
+        if let Some(cycle) = chain_cycle(def, id, &jobs) {
+            return Err(
+                ValidationError::new("on_success", format!("chains would loop: {cycle}")).into(),
+            );
+        }
+        if let Some(id) = id {
+            let old = jobs
+                .iter()
+                .find(|j| j.id == id)
+                .ok_or(ServiceError::NotFound("job"))?;
+            if old.name() != &def.name {
+                let users = chained_from(old.name(), &jobs);
+                if !users.is_empty() {
+                    return Err(ServiceError::Conflict(format!(
+                        "cannot rename: jobs {} chain to {:?}",
+                        users.join(", "),
+                        old.name().as_str()
+                    )));
                 }
             }
         }
@@ -261,7 +288,7 @@ impl Engine {
     }
 
     pub async fn create_job(&self, def: JobDefinition) -> Result<Job, ServiceError> {
-        self.check_definition(&def).await?;
+        self.check_definition(&def, None).await?;
         let job = self.store.create_job(&def, self.clock.now()).await?;
         self.scheduler.upsert(Arc::new(job.clone()));
         self.refresh_job_gauges().await;
@@ -269,7 +296,12 @@ impl Engine {
     }
 
     pub async fn update_job(&self, id: JobId, def: JobDefinition) -> Result<Job, ServiceError> {
-        self.check_definition(&def).await?;
+        self.check_definition(&def, Some(id)).await?;
+        self.save(id, def).await
+    }
+
+    /// Stores a checked definition and reschedules the job.
+    async fn save(&self, id: JobId, def: JobDefinition) -> Result<Job, ServiceError> {
         let before = self.store.get_job(id).await?;
         let job = self.store.update_job(id, &def, self.clock.now()).await?;
         if !before.definition.enabled && job.definition.enabled {
@@ -282,9 +314,11 @@ impl Engine {
     }
 
     pub async fn set_enabled(&self, id: JobId, enabled: bool) -> Result<Job, ServiceError> {
+        // Only the flag changes, so the rest of the definition is not re-checked:
+        // a job whose target stopped resolving can still be switched off.
         let mut def = self.store.get_job(id).await?.definition;
         def.enabled = enabled;
-        self.update_job(id, def).await
+        self.save(id, def).await
     }
 
     pub async fn delete_job(&self, id: JobId) -> Result<(), ServiceError> {
@@ -304,6 +338,16 @@ impl Engine {
             return Err(ServiceError::Conflict(
                 "the job has a running run; cancel it first".into(),
             ));
+        }
+        let jobs = self.store.list_jobs().await?;
+        if let Some(job) = jobs.iter().find(|j| j.id == id) {
+            let users = chained_from(job.name(), &jobs);
+            if !users.is_empty() {
+                return Err(ServiceError::Conflict(format!(
+                    "jobs {} chain to this job; remove those chains first",
+                    users.join(", ")
+                )));
+            }
         }
         self.scheduler.remove(id);
         self.store.delete_job(id).await?;
@@ -360,4 +404,51 @@ impl Engine {
         }
         self.runner.shutdown(grace).await
     }
+}
+
+/// Names of the jobs whose chains start `target`.
+fn chained_from(target: &steward_domain::JobName, jobs: &[Job]) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| {
+            j.definition.on_success.contains(target) || j.definition.on_failure.contains(target)
+        })
+        .map(|j| j.name().to_string())
+        .collect()
+}
+
+/// A chain path that returns to `def` once `def` (job `id`, or a new job) is saved.
+fn chain_cycle(def: &JobDefinition, id: Option<JobId>, jobs: &[Job]) -> Option<String> {
+    use std::collections::{HashMap, HashSet};
+    let mut graph: HashMap<&steward_domain::JobName, Vec<&steward_domain::JobName>> =
+        HashMap::new();
+    for j in jobs.iter().filter(|j| Some(j.id) != id) {
+        graph.insert(
+            j.name(),
+            j.definition
+                .on_success
+                .iter()
+                .chain(&j.definition.on_failure)
+                .collect(),
+        );
+    }
+    graph.insert(
+        &def.name,
+        def.on_success.iter().chain(&def.on_failure).collect(),
+    );
+    // Depth-first search from the saved job, remembering the path.
+    let mut stack = vec![(&def.name, vec![def.name.as_str()])];
+    let mut seen = HashSet::new();
+    while let Some((node, path)) = stack.pop() {
+        for next in graph.get(node).into_iter().flatten() {
+            if *next == &def.name {
+                return Some(format!("{} -> {}", path.join(" -> "), next.as_str()));
+            }
+            if seen.insert(*next) {
+                let mut p = path.clone();
+                p.push(next.as_str());
+                stack.push((next, p));
+            }
+        }
+    }
+    None
 }

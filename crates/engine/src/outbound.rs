@@ -64,7 +64,7 @@ impl OutboundPolicy {
             Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
             _ => return Ok(()),
         };
-        self.check_ip(url.as_str(), ip)
+        self.check_ip(&redacted(url), ip)
     }
 
     /// Resolves `host` and checks every address; used to give an early, clear error
@@ -159,6 +159,14 @@ impl Resolve for CheckingResolver {
             Ok(iter)
         })
     }
+}
+
+/// A URL without its query and fragment, which often carry tokens; for messages.
+pub fn redacted(url: &url::Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
 }
 
 /// Finds an [`OutboundError`] in a reqwest error's cause chain.

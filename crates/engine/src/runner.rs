@@ -284,11 +284,28 @@ impl Runner {
     ) {
         let admitted = match gate {
             Gate::Admitted => true,
-            Gate::Waiting(rx) => tokio::select! {
-                r = rx => r.is_ok(),
-                () = cancel.cancelled() => false,
-                () = self.stopping.cancelled() => { self.forget(run.id); return; }
-            },
+            Gate::Waiting(mut rx) => {
+                let outcome = tokio::select! {
+                    biased;
+                    r = &mut rx => Some(r.is_ok()),
+                    () = cancel.cancelled() => Some(false),
+                    () = self.stopping.cancelled() => None,
+                };
+                if outcome != Some(true) {
+                    // A slot handed over while we were giving up is ours to give back.
+                    rx.close();
+                    if rx.try_recv().is_ok() {
+                        self.release(&job);
+                    }
+                }
+                match outcome {
+                    Some(admitted) => admitted,
+                    None => {
+                        self.forget(run.id);
+                        return;
+                    }
+                }
+            }
         };
         if !admitted {
             self.end_unstarted(&run, "cancelled before it started")
@@ -347,7 +364,27 @@ impl Runner {
                 ("STEWARD_RUN_ID".into(), run.id.to_string()),
                 ("STEWARD_JOB_NAME".into(), job.name().to_string()),
                 ("STEWARD_ATTEMPT".into(), run.attempt.to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(run.scheduled_for.map(|t| {
+                (
+                    "STEWARD_SCHEDULED_FOR".into(),
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                )
+            }))
+            .collect(),
+            on_spawn: {
+                let store = self.store.clone();
+                let id = run.id;
+                Box::new(move |pgid| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.set_run_process_group(id, pgid).await {
+                            tracing::warn!(run = %id, error = %e, "could not record the process group");
+                        }
+                    });
+                })
+            },
         };
         let mut result: ExecResult = match &job.definition.spec {
             JobSpec::Command(spec) => command::execute(spec, &self.settings.command, &ctx).await,
@@ -425,6 +462,15 @@ impl Runner {
         if self.shutting_down.load(Ordering::SeqCst) {
             return;
         }
+        let job = match self.store.get_job(job.id).await {
+            Ok(current) if current.definition.enabled => Arc::new(current),
+            Ok(_) => {
+                tracing::info!(job = %job.name(), "job disabled since the run started; no retry or chain");
+                return;
+            }
+            Err(_) => return, // deleted meanwhile
+        };
+        let job = &job;
         if status.is_retryable_failure() {
             if let Some(delay) = job
                 .definition

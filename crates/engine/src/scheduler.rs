@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 const LATE_TOLERANCE: chrono::Duration = chrono::Duration::seconds(5);
 
 enum Cmd {
-    Upsert(Arc<Job>),
+    /// Schedule the job's occurrences after the given instant (or after now).
+    Upsert(Arc<Job>, Option<DateTime<Utc>>),
     Remove(JobId),
 }
 
@@ -32,7 +33,14 @@ impl SchedulerHandle {
     /// (Re)schedules a job from its current definition; disabled or unscheduled
     /// jobs are removed from the heap.
     pub fn upsert(&self, job: Arc<Job>) {
-        let _ = self.tx.send(Cmd::Upsert(job));
+        let _ = self.tx.send(Cmd::Upsert(job, None));
+    }
+
+    /// Like `upsert`, but occurrences after `after` count, even if that instant is
+    /// already past when the scheduler gets to it (start-up hands over from the
+    /// missed-run catch-up at exactly the instant it checked up to).
+    pub fn upsert_from(&self, job: Arc<Job>, after: DateTime<Utc>) {
+        let _ = self.tx.send(Cmd::Upsert(job, Some(after)));
     }
     pub fn remove(&self, id: JobId) {
         let _ = self.tx.send(Cmd::Remove(id));
@@ -94,14 +102,19 @@ impl Scheduler {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let cmd = tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.apply(cmd),
+                    Some(cmd) => Some(cmd),
                     None => return,
                 },
-                () = sleep => {}
+                () = sleep => None,
+            };
+            // Fire what fell due while we waited before a change can replace it.
+            self.fire_due();
+            if let Some(cmd) = cmd {
+                self.apply(cmd);
             }
             // Drain further commands without sleeping in between (bulk changes).
             while let Ok(cmd) = rx.try_recv() {
@@ -115,7 +128,7 @@ impl Scheduler {
             Cmd::Remove(id) => {
                 self.entries.remove(&id);
             }
-            Cmd::Upsert(job) => {
+            Cmd::Upsert(job, after) => {
                 self.generation += 1;
                 let id = job.id;
                 let schedulable = job.definition.enabled && job.definition.schedule.is_some();
@@ -123,12 +136,12 @@ impl Scheduler {
                     self.entries.remove(&id);
                     return;
                 }
-                let now = self.clock.now();
+                let from = after.unwrap_or_else(|| self.clock.now());
                 let next = job
                     .definition
                     .schedule
                     .as_ref()
-                    .and_then(|s| s.next_after(now, &self.tz(&job)));
+                    .and_then(|s| s.next_after(from, &self.tz(&job)));
                 self.entries.insert(
                     id,
                     Entry {

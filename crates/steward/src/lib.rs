@@ -107,6 +107,7 @@ impl Application {
             engine.clone(),
             steward_web::WebSettings {
                 max_body_bytes: config.api.max_body_bytes,
+                allowed_hosts: steward_web::AllowedHosts::loopback().0.to_vec(),
                 metrics_token: config.metrics_token()?,
             },
         );

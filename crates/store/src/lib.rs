@@ -57,8 +57,11 @@ pub trait Store: Send + Sync + 'static {
     async fn run_output(&self, id: RunId) -> Result<Option<String>>;
     /// Newest first, `filter.before` as the cursor.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<Run>>;
-    /// Marks every `running` run `abandoned` (start-up after a crash).
-    async fn abandon_running(&self, at: DateTime<Utc>) -> Result<Vec<RunId>>;
+    /// Records the process group of a running command run.
+    async fn set_run_process_group(&self, id: RunId, pgid: i32) -> Result<()>;
+    /// Marks every `running` run `abandoned` (start-up after a crash); returns
+    /// each with the process group it recorded, if any.
+    async fn abandon_running(&self, at: DateTime<Utc>) -> Result<Vec<(RunId, Option<i32>)>>;
     /// Runs still waiting to start, oldest first.
     async fn queued_runs(&self) -> Result<Vec<Run>>;
     /// Deletes the oldest finished runs of a job beyond `keep`.

@@ -372,16 +372,30 @@ impl Store for SqliteStore {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn abandon_running(&self, at: DateTime<Utc>) -> Result<Vec<RunId>> {
-        let ids: Vec<i64> = sqlx::query_scalar(
+    async fn set_run_process_group(&self, id: RunId, pgid: i32) -> Result<()> {
+        sqlx::query("UPDATE runs SET process_group = ? WHERE id = ?")
+            .bind(pgid)
+            .bind(id.0)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn abandon_running(&self, at: DateTime<Utc>) -> Result<Vec<(RunId, Option<i32>)>> {
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
             "UPDATE runs SET status = 'abandoned', finished_at = ?, \
-             error = 'Steward stopped while this run was in progress' WHERE status = 'running' RETURNING id",
+             error = 'Steward stopped while this run was in progress' WHERE status = 'running' \
+             RETURNING id, process_group",
         )
         .bind(ms(at))
         .fetch_all(&self.writer)
         .await
         .map_err(backend)?;
-        Ok(ids.into_iter().map(RunId).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(id, pg)| (RunId(id), pg.and_then(|p| i32::try_from(p).ok())))
+            .collect())
     }
 
     async fn queued_runs(&self) -> Result<Vec<Run>> {
@@ -571,7 +585,11 @@ mod tests {
         let a = s.insert_run(&scheduled(job.id, t(1))).await.unwrap();
         let b = s.insert_run(&scheduled(job.id, t(2))).await.unwrap();
         s.start_run(a.id, t(1)).await.unwrap();
-        assert_eq!(s.abandon_running(t(3)).await.unwrap(), vec![a.id]);
+        s.set_run_process_group(a.id, 4242).await.unwrap();
+        assert_eq!(
+            s.abandon_running(t(3)).await.unwrap(),
+            vec![(a.id, Some(4242))]
+        );
         assert_eq!(s.get_run(a.id).await.unwrap().status, RunStatus::Abandoned);
         assert_eq!(s.get_run(b.id).await.unwrap().status, RunStatus::Queued);
         assert_eq!(s.queued_runs().await.unwrap().len(), 1);

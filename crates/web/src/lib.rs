@@ -5,6 +5,7 @@
 pub mod api;
 pub mod error;
 pub mod extract;
+mod guard;
 mod ops;
 
 use axum::extract::DefaultBodyLimit;
@@ -26,10 +27,14 @@ pub struct AppState {
 
 pub struct WebSettings {
     pub max_body_bytes: usize,
+    /// Host names requests may be addressed to (DNS-rebinding defence).
+    pub allowed_hosts: Vec<String>,
     pub metrics_token: Option<SecretString>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub use guard::AllowedHosts;
 
 pub fn router(engine: Arc<Engine>, settings: WebSettings) -> Router {
     let state = AppState {
@@ -48,6 +53,10 @@ pub fn router(engine: Arc<Engine>, settings: WebSettings) -> Router {
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            guard::AllowedHosts(Arc::new(settings.allowed_hosts)),
+            guard::guard,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

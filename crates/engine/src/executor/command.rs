@@ -114,6 +114,9 @@ pub async fn execute(
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
+    if let Some(pg) = pgid {
+        (ctx.on_spawn)(pg.as_raw());
+    }
     let readers = [
         child.stdout.take().map(|s| {
             tokio::spawn(pump(
@@ -149,13 +152,15 @@ pub async fn execute(
     if let Some(pg) = pgid {
         let _ = killpg(pg, Signal::SIGKILL);
     }
-    for r in readers.into_iter().flatten() {
-        // A process that escaped the group (setsid) may hold the pipe; don't wait forever.
-        if tokio::time::timeout(Duration::from_secs(2), r)
+    for mut r in readers.into_iter().flatten() {
+        // A process that escaped the group (setsid) may hold the pipe; stop reading
+        // (and drop the reader's handle on the output) instead of waiting forever.
+        if tokio::time::timeout(Duration::from_secs(2), &mut r)
             .await
             .is_err()
         {
-            ctx.note("output pipe still held by an escaped process; stopped reading");
+            r.abort();
+            ctx.note("output pipe still held by a process that left the group; stopped reading");
         }
     }
 
@@ -256,4 +261,37 @@ async fn pump(
 
 fn humanize(d: Duration) -> String {
     steward_domain::DurationSpec::from(d).to_string()
+}
+
+/// Kills what a crashed Steward left running: the process group recorded for
+/// `run`, but only if a member of that group still carries the run's
+/// `STEWARD_RUN_ID` (a reused group id belongs to someone else and is spared).
+/// Returns how many processes were signalled.
+pub fn kill_leftovers(pgid: i32, run: steward_domain::RunId) -> usize {
+    let marker = format!("STEWARD_RUN_ID={run}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let members: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| process_group_of(*pid) == Some(pgid))
+        .collect();
+    let ours = members.iter().any(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+            .unwrap_or(false)
+    });
+    if !ours {
+        return 0;
+    }
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    members.len()
+}
+
+fn process_group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(2)?.parse().ok()
 }

@@ -32,7 +32,11 @@ impl HttpExecutor {
     }
 
     pub async fn execute(&self, spec: &HttpSpec, ctx: &ExecContext) -> ExecResult {
-        ctx.note(&format!("http {} {}", spec.method.as_str(), spec.url));
+        ctx.note(&format!(
+            "http {} {}",
+            spec.method.as_str(),
+            crate::outbound::redacted(spec.url.as_url())
+        ));
         let url = spec.url.as_url().clone();
         if let Err(e) = self.policy.check_url(&url) {
             ctx.note(&e.to_string());

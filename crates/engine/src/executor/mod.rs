@@ -21,6 +21,8 @@ pub struct ExecContext {
     pub clock: Arc<dyn Clock>,
     /// Extra environment every command gets (STEWARD_RUN_ID, ...).
     pub env: Vec<(String, String)>,
+    /// Told the process group of a started command, so it can be recorded.
+    pub on_spawn: Box<dyn Fn(i32) + Send + Sync>,
 }
 
 /// How an attempt ended.

@@ -223,20 +223,20 @@ async fn metrics_token_is_enforced_when_configured() {
 
 #[tokio::test]
 async fn follow_streams_live_output_then_the_end() {
+    use futures_util::StreamExt as _;
     let t = TestApp::start().await;
     t.command_job(
         "follow",
         &[
             "sh",
             "-c",
-            "echo one; sleep 0.5; echo two; sleep 0.5; echo three",
+            "echo one; sleep 1; echo two; sleep 0.5; echo three",
         ],
         json!({}),
     )
     .await;
     let (_, run) = t.post("/api/v1/jobs/follow/run", json!({})).await;
     let id = run["id"].as_i64().unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let resp = t
         .client
         .get(t.url(&format!("/api/v1/runs/{id}/output/follow")))
@@ -244,14 +244,28 @@ async fn follow_streams_live_output_then_the_end() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let body = tokio::time::timeout(Duration::from_secs(10), resp.text())
-        .await
-        .unwrap()
-        .unwrap();
-    let one = body.find(" out one").expect("one");
+    let mut stream = resp.bytes_stream();
+    let mut body = String::new();
+    // The first line arrives while the run is still running: it is live, not a replay.
+    while !body.contains(" out one") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let (_, now) = t.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(
+        now["status"], "running",
+        "first line only arrived after the run ended"
+    );
+    while let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        body.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
     let three = body.find(" out three").expect("three");
     let end = body.find("event: end\ndata: succeeded").expect("end event");
-    assert!(one < three && three < end, "{body}");
+    assert!(three < end, "{body}");
     assert_eq!(
         body.matches(" out two").count(),
         1,
@@ -260,5 +274,111 @@ async fn follow_streams_live_output_then_the_end() {
     // Following a finished run replays the stored output and ends.
     let again = t.text(&format!("/api/v1/runs/{id}/output/follow")).await;
     assert!(again.contains(" out two") && again.contains("event: end"));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn dns_rebinding_and_cross_site_requests_are_refused() {
+    let t = TestApp::start().await;
+    // A page on evil.example whose name was rebound to 127.0.0.1.
+    let r = t
+        .client
+        .get(t.url("/api/v1/jobs"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    let r = t
+        .client
+        .post(t.url("/api/v1/jobs"))
+        .header("host", "evil.example:8080")
+        .json(&json!({"name": "pwn", "spec": {"kind": "command", "argv": ["true"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    // A cross-site form post from another origin, with the right Host.
+    for (header, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "null"),
+    ] {
+        let r = t
+            .client
+            .post(t.url("/api/v1/jobs"))
+            .header(header, value)
+            .json(&json!({"name": "pwn", "spec": {"kind": "command", "argv": ["true"]}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{header}: {value}");
+    }
+    let (_, list) = t.get("/api/v1/jobs").await;
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "a refused request created a job"
+    );
+    // Same-origin requests from a local page still work.
+    let r = t
+        .client
+        .post(t.url("/api/v1/schedules/preview"))
+        .header("origin", t.base.clone())
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({"expression": "@daily"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn chains_cannot_loop_or_dangle() {
+    let t = TestApp::start().await;
+    t.command_job("a", &["true"], json!({})).await;
+    t.command_job("b", &["true"], json!({"on_success": ["a"]}))
+        .await;
+    // a -> b -> a would run forever.
+    let r = t
+        .client
+        .put(t.url("/api/v1/jobs/a"))
+        .json(&json!({"name": "a", "spec": {"kind": "command", "argv": ["true"]}, "on_failure": ["b"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a -> b -> a"),
+        "{v}"
+    );
+    // a cannot be deleted or renamed while b chains to it.
+    let r = t
+        .client
+        .delete(t.url("/api/v1/jobs/a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let r = t
+        .client
+        .put(t.url("/api/v1/jobs/a"))
+        .json(&json!({"name": "a2", "spec": {"kind": "command", "argv": ["true"]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    // All-digit names would be ambiguous with ids.
+    let (s, v) = t
+        .post(
+            "/api/v1/jobs",
+            json!({"name": "42", "spec": {"kind": "command", "argv": ["true"]}}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
     t.stop().await;
 }

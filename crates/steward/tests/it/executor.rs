@@ -369,5 +369,8 @@ async fn http_policy_is_applied_again_at_run_time() {
         err.contains("localhost") && err.contains("is loopback"),
         "{err}"
     );
+    // Switching it off does not re-check the target, so it stays possible.
+    let (s, v) = t.post("/api/v1/jobs/lh/disable", json!({})).await;
+    assert_eq!((s, v["enabled"].as_bool()), (200, Some(false)), "{v}");
     t.stop().await;
 }

@@ -63,6 +63,18 @@ async fn get(base: &str, path: &str) -> Value {
         .unwrap()
 }
 
+async fn wait_pid(path: &std::path::Path) -> i32 {
+    for _ in 0..400 {
+        if let Ok(p) = std::fs::read_to_string(path) {
+            if let Ok(pid) = p.trim().parse() {
+                return pid;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no pid written to {}", path.display());
+}
+
 async fn wait_status(base: &str, run: i64, want: &str) {
     for _ in 0..400 {
         if get(base, &format!("/api/v1/runs/{run}")).await["status"] == want {
@@ -173,20 +185,40 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let first = first.expect("no scheduled run started");
+    let victim = wait_pid(&pidfile).await;
     signal(&s.child, nix::sys::signal::Signal::SIGKILL);
     wait_exit(&mut s.child, Duration::from_secs(5));
-    // The crashed server's child survives a SIGKILL of its parent; clean it up.
-    if let Ok(pid) = std::fs::read_to_string(&pidfile).map(|p| p.trim().parse::<i32>().unwrap_or(0))
-    {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    // The crashed server's command survives it (its own process group)...
+    assert!(
+        alive(victim),
+        "the test needs the orphan to outlive the crash"
+    );
     std::thread::sleep(Duration::from_secs(7)); // at least two occurrences missed
     let restart = chrono::Utc::now();
 
     let mut s = spawn_server(&data, &fast_stop);
+    // ...and the restart stops it before marking the run abandoned.
+    assert!(
+        !alive(victim),
+        "restart left the crashed run's process {victim} running"
+    );
+    // Wait for the catch-up run, which starts in the background.
+    for _ in 0..200 {
+        let runs = get(&s.base, "/api/v1/runs?job=every3").await;
+        let created_since_restart = |r: &Value| {
+            chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str().unwrap()).unwrap()
+                >= restart
+        };
+        if runs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(created_since_restart)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let runs = get(&s.base, "/api/v1/runs?job=every3").await;
     let items = runs["items"].as_array().unwrap();
     let old = items.iter().find(|r| r["id"] == first).unwrap();
@@ -203,10 +235,6 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     assert_eq!(catch_up.len(), 1, "{runs:#}");
     signal(&s.child, nix::sys::signal::Signal::SIGTERM);
     wait_exit(&mut s.child, Duration::from_secs(30));
-    if let Ok(pid) = std::fs::read_to_string(&pidfile).map(|p| p.trim().parse::<i32>().unwrap_or(0))
-    {
-        assert!(!alive(pid), "the restarted server left its run behind");
-    }
 }
 
 #[tokio::test]
