@@ -223,13 +223,9 @@ impl Engine {
     }
 
     async fn refresh_job_gauges(&self) {
-        if let Ok(jobs) = self.store.list_jobs().await {
-            self.metrics
-                .jobs
-                .set(i64::try_from(jobs.len()).unwrap_or(i64::MAX));
-            self.metrics.jobs_enabled.set(
-                i64::try_from(jobs.iter().filter(|j| j.definition.enabled).count()).unwrap_or(0),
-            );
+        if let Ok((all, enabled)) = self.store.count_jobs().await {
+            self.metrics.jobs.set(all);
+            self.metrics.jobs_enabled.set(enabled);
         }
     }
 
@@ -241,32 +237,39 @@ impl Engine {
         id: Option<JobId>,
     ) -> Result<(), ServiceError> {
         def.validate()?;
-        let jobs = self.store.list_jobs().await?;
-        for (field, names) in [
-            ("on_success", &def.on_success),
-            ("on_failure", &def.on_failure),
-        ] {
-            for name in names {
-                if !jobs.iter().any(|j| j.name() == name) {
-                    return Err(ValidationError::new(
-                        field,
-                        format!("no job named {:?}", name.as_str()),
-                    )
-                    .into());
+        // Loading every job is only needed when chains are involved.
+        let renamed = match id {
+            Some(id) => {
+                let old = self.store.get_job(id).await?;
+                (old.name() != &def.name).then_some(old)
+            }
+            None => None,
+        };
+        let has_chains = !def.on_success.is_empty() || !def.on_failure.is_empty();
+        if has_chains || renamed.is_some() {
+            let jobs = self.store.list_jobs().await?;
+            for (field, names) in [
+                ("on_success", &def.on_success),
+                ("on_failure", &def.on_failure),
+            ] {
+                for name in names {
+                    if !jobs.iter().any(|j| j.name() == name) {
+                        return Err(ValidationError::new(
+                            field,
+                            format!("no job named {:?}", name.as_str()),
+                        )
+                        .into());
+                    }
                 }
             }
-        }
-        if let Some(cycle) = chain_cycle(def, id, &jobs) {
-            return Err(
-                ValidationError::new("on_success", format!("chains would loop: {cycle}")).into(),
-            );
-        }
-        if let Some(id) = id {
-            let old = jobs
-                .iter()
-                .find(|j| j.id == id)
-                .ok_or(ServiceError::NotFound("job"))?;
-            if old.name() != &def.name {
+            if let Some(cycle) = chain_cycle(def, id, &jobs) {
+                return Err(ValidationError::new(
+                    "on_success",
+                    format!("chains would loop: {cycle}"),
+                )
+                .into());
+            }
+            if let Some(old) = renamed {
                 let users = chained_from(old.name(), &jobs);
                 if !users.is_empty() {
                     return Err(ServiceError::Conflict(format!(

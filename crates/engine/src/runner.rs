@@ -91,6 +91,8 @@ struct Slots {
 struct State {
     active: HashMap<RunId, Active>,
     slots: HashMap<steward_domain::JobId, Slots>,
+    /// Runs finished per job since its history was last pruned.
+    since_prune: HashMap<steward_domain::JobId, u32>,
 }
 
 enum Gate {
@@ -231,6 +233,7 @@ impl Runner {
     ) -> NewRun {
         NewRun {
             job_id: job.id,
+            job_name: job.name().clone(),
             status,
             trigger: req.trigger,
             scheduled_for: req.scheduled_for,
@@ -427,11 +430,23 @@ impl Runner {
         self.release(&job);
         self.forget(run.id);
         self.follow_up(&job, &run, result.status).await;
-        if let Err(e) = self
-            .store
-            .prune_runs(job.id, job.definition.policies.history_limit)
-            .await
-        {
+        // Pruning costs a write; do it once per tenth of the limit, so the history
+        // may exceed `history_limit` by up to 10% between prunes.
+        let limit = job.definition.policies.history_limit;
+        let prune_due = {
+            let mut st = self.state();
+            let n = st.since_prune.entry(job.id).or_insert(0);
+            *n += 1;
+            let due = *n >= (limit / 10).max(1);
+            if due {
+                *n = 0;
+            }
+            due
+        };
+        if !prune_due {
+            return;
+        }
+        if let Err(e) = self.store.prune_runs(job.id, limit).await {
             tracing::warn!(job = %job.name(), error = %e, "could not prune run history");
         }
     }
@@ -462,6 +477,13 @@ impl Runner {
         if self.shutting_down.load(Ordering::SeqCst) {
             return;
         }
+        let d = &job.definition;
+        let may_retry = status.is_retryable_failure() && d.policies.retries.count > 0;
+        if !may_retry && d.on_success.is_empty() && d.on_failure.is_empty() {
+            return; // nothing could follow; skip the store round trip
+        }
+        // Follow the job as it is now: a retry or chain of a job disabled or
+        // deleted meanwhile does not happen.
         let job = match self.store.get_job(job.id).await {
             Ok(current) if current.definition.enabled => Arc::new(current),
             Ok(_) => {

@@ -43,6 +43,7 @@ pub struct Run {
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub job_id: JobId,
+    pub job_name: JobName,
     pub status: RunStatus,
     pub trigger: Trigger,
     pub scheduled_for: Option<DateTime<Utc>>,

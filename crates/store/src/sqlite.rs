@@ -233,11 +233,19 @@ impl Store for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
+    async fn count_jobs(&self) -> Result<(i64, i64)> {
+        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(enabled), 0) FROM jobs")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)
+    }
+
     async fn insert_run(&self, run: &NewRun) -> Result<Run> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
+        // One statement (the cursor moves by trigger): runs are the hot path.
+        let finished_at = run.status.is_terminal().then_some(run.created_at);
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (job_id, status, trigger_kind, scheduled_for, not_before, attempt, parent_run_id, created_at, error, finished_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO runs (job_id, status, trigger_kind, scheduled_for, not_before, attempt, parent_run_id, \
+             created_at, error, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(run.job_id.0)
         .bind(run.status.as_str())
@@ -248,27 +256,29 @@ impl Store for SqliteStore {
         .bind(run.parent_run_id.map(|r| r.0))
         .bind(ms(run.created_at))
         .bind(run.error.as_deref())
-        .bind(run.status.is_terminal().then(|| ms(run.created_at)))
-        .fetch_one(&mut *tx)
+        .bind(finished_at.map(ms))
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| classify(e, || "this occurrence already has a run".to_owned()))?;
-        if let (Trigger::Schedule, Some(at)) = (run.trigger, run.scheduled_for) {
-            sqlx::query("UPDATE jobs SET schedule_cursor = MAX(COALESCE(schedule_cursor, 0), ?) WHERE id = ?")
-                .bind(ms(at))
-                .bind(run.job_id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        let row = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = ?"
-        ))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        run_from_row(&row)
+        Ok(Run {
+            id: RunId(id),
+            job_id: run.job_id,
+            job_name: run.job_name.clone(),
+            status: run.status,
+            trigger: run.trigger,
+            scheduled_for: run.scheduled_for.map(|t| from_ms(ms(t))),
+            not_before: run.not_before.map(|t| from_ms(ms(t))),
+            attempt: run.attempt,
+            parent_run_id: run.parent_run_id,
+            created_at: from_ms(ms(run.created_at)),
+            started_at: None,
+            finished_at: finished_at.map(|t| from_ms(ms(t))),
+            exit_code: None,
+            signal: None,
+            http_status: None,
+            error: run.error.clone(),
+            output_truncated: false,
+        })
     }
 
     async fn advance_cursor(&self, job: JobId, to: DateTime<Utc>) -> Result<()> {
@@ -296,10 +306,9 @@ impl Store for SqliteStore {
     }
 
     async fn finish_run(&self, id: RunId, u: &RunUpdate) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
         let done = sqlx::query(
             "UPDATE runs SET status = ?, finished_at = ?, exit_code = ?, signal = ?, http_status = ?, error = ?, \
-             output_truncated = ? WHERE id = ? AND status IN ('queued', 'running')",
+             output_truncated = ?, output = COALESCE(?, output) WHERE id = ? AND status IN ('queued', 'running')",
         )
         .bind(u.status.as_str())
         .bind(ms(u.finished_at))
@@ -308,23 +317,12 @@ impl Store for SqliteStore {
         .bind(u.outcome.http_status.map(i64::from))
         .bind(u.outcome.error.as_deref())
         .bind(u.output_truncated)
+        .bind(u.output.as_deref())
         .bind(id.0)
-        .execute(&mut *tx)
+        .execute(&self.writer)
         .await
         .map_err(backend)?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        if let Some(out) = &u.output {
-            sqlx::query("INSERT OR REPLACE INTO run_output (run_id, content) VALUES (?, ?)")
-                .bind(id.0)
-                .bind(out)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get_run(&self, id: RunId) -> Result<Run> {
@@ -340,11 +338,13 @@ impl Store for SqliteStore {
     }
 
     async fn run_output(&self, id: RunId) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT content FROM run_output WHERE run_id = ?")
-            .bind(id.0)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)
+        let row: Option<Option<String>> =
+            sqlx::query_scalar("SELECT output FROM runs WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend)?;
+        row.ok_or(StoreError::NotFound("run"))
     }
 
     async fn list_runs(&self, f: &RunFilter) -> Result<Vec<Run>> {
@@ -451,6 +451,7 @@ mod tests {
     fn scheduled(job: JobId, at: DateTime<Utc>) -> NewRun {
         NewRun {
             job_id: job,
+            job_name: JobName::parse("a").unwrap(),
             status: RunStatus::Queued,
             trigger: Trigger::Schedule,
             scheduled_for: Some(at),

@@ -29,7 +29,12 @@ CREATE TABLE runs (
     signal        INTEGER,
     http_status   INTEGER,
     error         TEXT,
-    output_truncated INTEGER NOT NULL DEFAULT 0
+    -- Process group of a running command, so a restart after a crash can stop
+    -- what the crashed process left running.
+    process_group INTEGER,
+    output_truncated INTEGER NOT NULL DEFAULT 0,
+    -- Last column: SQLite reads it (and its overflow pages) only when asked for.
+    output        TEXT
 ) STRICT;
 
 -- Exactly once per occurrence: one scheduled run per job and instant.
@@ -38,7 +43,11 @@ CREATE INDEX runs_job ON runs(job_id, id);
 CREATE INDEX runs_status ON runs(status, id);
 CREATE INDEX runs_created ON runs(created_at);
 
-CREATE TABLE run_output (
-    run_id  INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
-    content TEXT NOT NULL
-) STRICT;
+-- A scheduled run moves its job's cursor in the same statement that records it,
+-- so missed-run detection never disagrees with the runs that exist.
+CREATE TRIGGER runs_schedule_cursor AFTER INSERT ON runs
+WHEN NEW.trigger_kind = 'schedule' AND NEW.scheduled_for IS NOT NULL
+BEGIN
+    UPDATE jobs SET schedule_cursor = MAX(COALESCE(schedule_cursor, 0), NEW.scheduled_for)
+    WHERE id = NEW.job_id;
+END;
