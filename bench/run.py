@@ -59,7 +59,7 @@ def start_steward(binary, data, port, extra_env=None):
     env.update(extra_env or {})
     t0 = time.perf_counter()
     proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=open(data + ".log", "w"), stderr=subprocess.STDOUT)
     api = Api(port)
     while True:
         try:
@@ -89,20 +89,33 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-# The schedule set: 1,000 every second, 3,000 once a minute (spread over the
-# seconds), 3,000 hourly (spread over the minutes), 3,000 daily. Every occurrence
-# is on a whole second, as 6-field cron (seconds first).
-def schedule_set():
+# The schedule set: `per_second` jobs every second; the rest of 10,000 split
+# evenly into once a minute (spread over the seconds), hourly (spread over the
+# minutes) and daily. Every occurrence is on a whole second; 6-field cron.
+def schedule_set(per_second=1000):
     out = []
-    for i in range(1000):
+    for i in range(per_second):
         out.append((f"s{i}", "* * * * * *", dict(second="*")))
-    for i in range(3000):
+    rest = (10000 - per_second) // 3
+    for i in range(rest):
         out.append((f"m{i}", f"{i % 60} * * * * *", dict(second=str(i % 60))))
-    for i in range(3000):
+    for i in range(rest):
         out.append((f"h{i}", f"0 {i % 60} * * * *", dict(second="0", minute=str(i % 60))))
-    for i in range(3000):
+    for i in range(10000 - per_second - 2 * rest):
         out.append((f"d{i}", f"0 {i % 60} {i % 24} * * *", dict(second="0", minute=str(i % 60), hour=str(i % 24))))
     return out
+
+
+def expected_runs(jobs, t_start, t_end):
+    """Occurrences of the set in [t_start, t_end)."""
+    n = 0
+    for sec in range(int(t_start), int(t_end)):
+        tm = time.gmtime(sec)
+        now = {"second": str(tm.tm_sec), "minute": str(tm.tm_min), "hour": str(tm.tm_hour)}
+        for _, _, fields in jobs:
+            if all(v == "*" or v == now[k] for k, v in fields.items()):
+                n += 1
+    return n
 
 
 class Sampler(threading.Thread):
@@ -146,31 +159,17 @@ def lags_from(stamp_file, t_start, t_end, steward_times):
     return lags
 
 
-def expected_runs(t_start, t_end):
-    n = 0
-    sec = int(t_start)
-    while sec < t_end:
-        tm = time.gmtime(sec)
-        n += 1000  # every second
-        n += 3000 // 60  # minute jobs at this second
-        if tm.tm_sec == 0:
-            n += 3000 // 60  # hourly jobs at this minute
-            if True:
-                n += sum(1 for i in range(3000) if i % 60 == tm.tm_min and i % 24 == tm.tm_hour)
-        sec += 1
-    return n
-
-
-def bench_precision_steward(binary, stamp, window, results):
+def bench_precision_steward(binary, stamp, window, per_second, results):
     data = tempfile.mkdtemp(prefix="stw-prec-")
     out = os.path.join(data, "stamps")
     proc, api, _ = start_steward(binary, os.path.join(data, "d"), free_port())
     # Create the 9,000 slower jobs first, then the every-second ones.
-    for name, expr, _ in sorted(schedule_set(), key=lambda x: x[0].startswith("s")):
+    jobs = schedule_set(per_second)
+    for name, expr, _ in sorted(jobs, key=lambda x: x[0].startswith("s")):
         st, body = api.call("POST", "/api/v1/jobs", {
             "name": name, "schedule": expr,
             "spec": {"kind": "command", "argv": [stamp, out, name]},
-            "policies": {"overlap": "allow", "history_limit": 10}})
+            "policies": {"overlap": "allow"}})
         assert st == 201, body
     time.sleep(3)  # settle
     sampler = Sampler(proc.pid)
@@ -186,8 +185,11 @@ def bench_precision_steward(binary, stamp, window, results):
     st, metrics = api.call("GET", "/metrics")
     stop(proc)
     cpu = (c1.user + c1.system - c0.user - c0.system) / (window + 2 - 1) * 100
-    results["precision_steward"] = summarize(lags, expected_runs(t_start, t_end), cpu, sampler.rss)
-    results["precision_steward"]["dispatch_lag_histogram"] = [
+    key = f"precision_steward_{per_second}_per_second"
+    results[key] = summarize(lags, expected_runs(jobs, t_start, t_end), cpu, sampler.rss)
+    skipped = [l for l in metrics.decode().splitlines() if l.startswith('steward_runs_finished_total{status="skipped"}')]
+    results[key]["skipped_runs_total"] = int(float(skipped[0].split()[-1])) if skipped else 0
+    results[key]["dispatch_lag_histogram"] = [
         l for l in metrics.decode().splitlines() if l.startswith("steward_scheduler_lag_seconds")]
     shutil.rmtree(data, ignore_errors=True)
 
@@ -214,12 +216,13 @@ while True:
 '''
 
 
-def bench_precision_apscheduler(stamp, window, results):
+def bench_precision_apscheduler(stamp, window, per_second, results):
     data = tempfile.mkdtemp(prefix="aps-prec-")
     out = os.path.join(data, "stamps")
     spec = os.path.join(data, "jobs.json")
     with open(spec, "w") as f:
-        json.dump([(n, fields) for n, _, fields in schedule_set()], f)
+        jobs = schedule_set(per_second)
+        json.dump([(n, fields) for n, _, fields in jobs], f)
     script = os.path.join(data, "aps.py")
     with open(script, "w") as f:
         f.write(APS_SCRIPT)
@@ -238,7 +241,8 @@ def bench_precision_apscheduler(stamp, window, results):
     proc.wait()
     lags = lags_from(out, t_start, t_start + window, steward_times=False)
     cpu = (c1.user + c1.system - c0.user - c0.system) / (window + 2 - 1) * 100
-    results["precision_apscheduler"] = summarize(lags, expected_runs(t_start, t_start + window), cpu, sampler.rss)
+    results[f"precision_apscheduler_{per_second}_per_second"] = summarize(
+        lags, expected_runs(jobs, t_start, t_start + window), cpu, sampler.rss)
     shutil.rmtree(data, ignore_errors=True)
 
 
@@ -337,7 +341,10 @@ def main():
     ap.add_argument("--steward", default=os.path.join(ROOT, "target/release/steward"))
     ap.add_argument("--window", type=int, default=60)
     ap.add_argument("--only", action="append")
+    ap.add_argument("--per-second", type=int, action="append",
+                    help="jobs firing every second in the precision set (repeatable; default 1000 and 100)")
     a = ap.parse_args()
+    a.per_second = a.per_second or [1000, 100]
     stamp = os.path.join(tempfile.gettempdir(), "steward-bench-stamp")
     subprocess.run(["gcc", "-O2", "-o", stamp, os.path.join(HERE, "stamp.c")], check=True)
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
@@ -349,12 +356,14 @@ def main():
     if "idle" in todo:
         bench_idle(a.steward, results)
     if "precision" in todo:
-        bench_precision_steward(a.steward, stamp, a.window, results)
-        bench_precision_apscheduler(stamp, a.window, results)
-        s, p = results["precision_steward"], results["precision_apscheduler"]
-        results["precision_ratio_steward_to_apscheduler"] = {
-            k: round(s[k] / p[k], 3) if s.get(k) and p.get(k) else None
-            for k in ("lag_ms_p50", "lag_ms_p99", "lag_ms_max", "cpu_percent_of_core", "rss_mib_max")}
+        for per_second in a.per_second:
+            bench_precision_steward(a.steward, stamp, a.window, per_second, results)
+            bench_precision_apscheduler(stamp, a.window, per_second, results)
+            s = results[f"precision_steward_{per_second}_per_second"]
+            p = results[f"precision_apscheduler_{per_second}_per_second"]
+            results[f"precision_ratio_steward_to_apscheduler_{per_second}_per_second"] = {
+                k: round(s[k] / p[k], 3) if s.get(k) and p.get(k) else None
+                for k in ("runs", "lag_ms_p50", "lag_ms_p99", "lag_ms_max", "cpu_percent_of_core", "rss_mib_max")}
     print(json.dumps(results, indent=2))
 
 

@@ -34,6 +34,7 @@ pub use output::OutputBuffer;
 pub struct EngineSettings {
     pub default_timezone: TimeZone,
     pub output_limit: usize,
+    pub max_active_runs: usize,
     pub kill_grace: Duration,
     pub default_workdir: String,
     pub run_as: Option<RunAs>,
@@ -45,6 +46,7 @@ impl Default for EngineSettings {
         Self {
             default_timezone: TimeZone::UTC,
             output_limit: 4 * 1024 * 1024,
+            max_active_runs: 1000,
             kill_grace: Duration::from_secs(10),
             default_workdir: "/".into(),
             run_as: None,
@@ -64,6 +66,8 @@ pub enum ServiceError {
     Conflict(String),
     #[error("Steward is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error")]
     Internal(#[source] StoreError),
 }
@@ -82,6 +86,7 @@ impl From<SubmitError> for ServiceError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::ShuttingDown => Self::ShuttingDown,
+            e @ SubmitError::Saturated(_) => Self::Busy(e.to_string()),
             SubmitError::Store(s) => s.into(),
         }
     }
@@ -125,6 +130,7 @@ impl Engine {
             http,
             RunnerSettings {
                 output_limit: settings.output_limit,
+                max_active_runs: settings.max_active_runs,
                 command: CommandSettings {
                     kill_grace: settings.kill_grace,
                     default_workdir: settings.default_workdir.clone(),

@@ -43,6 +43,8 @@ pub fn random_jitter() -> JitterFn {
 pub enum SubmitError {
     #[error("Steward is shutting down")]
     ShuttingDown,
+    #[error("Steward is at its limit of {0} active runs (executor.max_active_runs)")]
+    Saturated(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -71,6 +73,11 @@ impl Submit {
 
 pub struct RunnerSettings {
     pub output_limit: usize,
+    /// Runs admitted and not finished (waiting, delayed or executing), at most.
+    /// Past it, scheduled, retry and chain runs are recorded as skipped and
+    /// manual runs are refused: overload sheds work visibly instead of queueing
+    /// without bound.
+    pub max_active_runs: usize,
     pub command: CommandSettings,
 }
 
@@ -93,6 +100,8 @@ struct State {
     slots: HashMap<steward_domain::JobId, Slots>,
     /// Runs finished per job since its history was last pruned.
     since_prune: HashMap<steward_domain::JobId, u32>,
+    /// Admitted runs whose record is being written (not yet in `active`).
+    reserved: usize,
 }
 
 enum Gate {
@@ -159,44 +168,64 @@ impl Runner {
             let now = self.clock.now();
             let overlap = job.definition.policies.overlap;
             // Decide under the lock, then record; undo the reservation if recording fails.
-            let gate = {
+            let decision = {
                 let mut st = self.state();
+                let max = self.settings.max_active_runs;
+                let saturated = st.active.len() + st.reserved >= max;
                 let slots = st.slots.entry(job.id).or_default();
                 slots.waiting.retain(|w| !w.is_closed());
                 let busy = slots.running > 0 || !slots.waiting.is_empty();
                 let admit_anyway =
                     matches!(req.trigger, Trigger::Retry) || overlap == OverlapPolicy::Allow;
-                if admit_anyway || !busy {
+                let d = if saturated && req.trigger == Trigger::Manual {
+                    Err(SubmitError::Saturated(max))
+                } else if saturated {
+                    Ok(Err(format!(
+                        "skipped: Steward is at its limit of {max} active runs (executor.max_active_runs)"
+                    )))
+                } else if admit_anyway || !busy {
                     slots.running += 1;
-                    Some(Gate::Admitted)
+                    Ok(Ok(Gate::Admitted))
                 } else if overlap == OverlapPolicy::Queue && slots.waiting.is_empty() {
                     let (tx, rx) = oneshot::channel();
                     slots.waiting.push_back(tx);
-                    Some(Gate::Waiting(rx))
+                    Ok(Ok(Gate::Waiting(rx)))
                 } else {
-                    None
+                    Ok(Err(format!(
+                        "skipped: a run of this job is still active (overlap policy {})",
+                        if overlap == OverlapPolicy::Queue {
+                            "queue, and one run is already waiting"
+                        } else {
+                            "skip"
+                        }
+                    )))
+                };
+                if matches!(d, Ok(Ok(_))) {
+                    st.reserved += 1;
                 }
+                d
             };
-            let Some(gate) = gate else {
-                let reason = format!(
-                    "skipped: a run of this job is still active (overlap policy {})",
-                    if overlap == OverlapPolicy::Queue {
-                        "queue, and one run is already waiting"
-                    } else {
-                        "skip"
-                    }
-                );
-                let run = self
-                    .store
-                    .insert_run(&self.new_run(&job, &req, RunStatus::Skipped, now, Some(reason)))
-                    .await?;
-                self.metrics
-                    .runs_finished
-                    .get_or_create(&StatusLabel {
-                        status: "skipped".into(),
-                    })
-                    .inc();
-                return Ok(run);
+            let gate = match decision? {
+                Ok(gate) => gate,
+                Err(reason) => {
+                    let run = self
+                        .store
+                        .insert_run(&self.new_run(
+                            &job,
+                            &req,
+                            RunStatus::Skipped,
+                            now,
+                            Some(reason),
+                        ))
+                        .await?;
+                    self.metrics
+                        .runs_finished
+                        .get_or_create(&StatusLabel {
+                            status: "skipped".into(),
+                        })
+                        .inc();
+                    return Ok(run);
+                }
             };
             let run = match self
                 .store
@@ -205,12 +234,14 @@ impl Runner {
             {
                 Ok(r) => r,
                 Err(e) => {
+                    self.state().reserved -= 1;
                     if matches!(gate, Gate::Admitted) {
                         self.release(&job);
                     }
                     return Err(e.into());
                 }
             };
+            self.state().reserved -= 1;
             self.spawn_drive(job, run.clone(), gate);
             Ok(run)
         })

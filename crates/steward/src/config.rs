@@ -55,6 +55,9 @@ pub struct ExecutorConfig {
     pub output_limit: u64,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: DurationSpec,
+    /// Runs admitted and not finished, at most; past it scheduled runs are
+    /// recorded as skipped and manual runs refused with 429.
+    pub max_active_runs: usize,
     /// Account commands run as when Steward runs as root (default `nobody`).
     pub run_as_user: Option<String>,
     /// Working directory of commands that do not set one (default `/`).
@@ -119,6 +122,7 @@ impl Default for ExecutorConfig {
         Self {
             output_limit: 4 * 1024 * 1024,
             kill_grace: DurationSpec::from_secs(10),
+            max_active_runs: 1000,
             run_as_user: None,
             workdir: None,
         }
@@ -227,6 +231,9 @@ impl Config {
         if let Some(v) = env("STEWARD_KILL_GRACE") {
             self.executor.kill_grace = dur("STEWARD_KILL_GRACE", &v)?;
         }
+        if let Some(v) = env("STEWARD_MAX_ACTIVE_RUNS") {
+            self.executor.max_active_runs = parse("STEWARD_MAX_ACTIVE_RUNS", &v)?;
+        }
         if let Some(v) = env("STEWARD_RUN_AS_USER") {
             self.executor.run_as_user = Some(v);
         }
@@ -263,6 +270,12 @@ impl Config {
         }
         if self.executor.output_limit > 256 * 1024 * 1024 {
             errs.push(invalid("executor.output_limit", "must be at most 256 MiB"));
+        }
+        if !(1..=1_000_000).contains(&self.executor.max_active_runs) {
+            errs.push(invalid(
+                "executor.max_active_runs",
+                "must be between 1 and 1000000",
+            ));
         }
         if self.executor.kill_grace.get().is_zero() {
             errs.push(invalid("executor.kill_grace", "must be greater than zero"));

@@ -80,6 +80,7 @@ impl Application {
         let settings = EngineSettings {
             default_timezone: config.timezone,
             output_limit: usize::try_from(config.executor.output_limit).unwrap_or(usize::MAX),
+            max_active_runs: config.executor.max_active_runs,
             kill_grace: config.executor.kill_grace.get(),
             default_workdir: config
                 .executor

@@ -68,6 +68,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(v) => Self::invalid(v.field, v.message),
             ServiceError::NotFound(what) => Self::not_found(what),
             ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            ServiceError::Busy(m) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_active_runs", m)
+            }
             ServiceError::ShuttingDown => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

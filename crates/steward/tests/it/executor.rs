@@ -374,3 +374,40 @@ async fn http_policy_is_applied_again_at_run_time() {
     assert_eq!((s, v["enabled"].as_bool()), (200, Some(false)), "{v}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn overload_sheds_work_visibly() {
+    let t = TestApp::start_with(|c| c.executor.max_active_runs = 1, Arc::new(SystemClock)).await;
+    t.command_job("hog", &["sleep", "2"], json!({})).await;
+    t.command_job("tick", &["true"], json!({"schedule": "@every 1s"}))
+        .await;
+    let (s, _) = t.post("/api/v1/jobs/hog/run", json!({})).await;
+    assert_eq!(s, 202);
+    // A manual run is refused with 429 while the only slot is taken, not queued without bound...
+    let (s, v) = t.post("/api/v1/jobs/tick/run", json!({})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("too_many_active_runs")),
+        "{v}"
+    );
+    // ...and scheduled runs are recorded as skipped, saying why.
+    let runs = t
+        .wait_runs("tick", Duration::from_secs(10), |r| {
+            r.iter().any(|r| r["status"] == "skipped")
+        })
+        .await;
+    let skipped = runs.iter().find(|r| r["status"] == "skipped").unwrap();
+    assert!(
+        skipped["error"]
+            .as_str()
+            .unwrap()
+            .contains("executor.max_active_runs"),
+        "{skipped}"
+    );
+    // Once the slot frees, scheduled runs go through again.
+    t.wait_runs("tick", Duration::from_secs(10), |r| {
+        r.iter().any(|r| r["status"] == "succeeded")
+    })
+    .await;
+    t.stop().await;
+}
