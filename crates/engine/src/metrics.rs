@@ -27,6 +27,7 @@ pub struct Metrics {
     pub runs_running: Gauge,
     pub run_duration: Family<KindLabel, Histogram>,
     pub scheduler_lag: Histogram,
+    pub occurrences_shed: Counter,
 }
 
 impl Default for Metrics {
@@ -63,6 +64,12 @@ impl Metrics {
             "Duration of finished runs, by job kind",
             run_duration.clone(),
         );
+        let occurrences_shed = Counter::default();
+        registry.register(
+            "occurrences_shed",
+            "Scheduled occurrences not run because max_active_runs was reached",
+            occurrences_shed.clone(),
+        );
         registry.register(
             "scheduler_lag_seconds",
             "Delay from a scheduled instant to the scheduler firing it",
@@ -76,6 +83,7 @@ impl Metrics {
             runs_running,
             run_duration,
             scheduler_lag,
+            occurrences_shed,
         }
     }
 

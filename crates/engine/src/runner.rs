@@ -247,6 +247,14 @@ impl Runner {
         })
     }
 
+    /// Whether admitting another run would pass `max_active_runs`. The scheduler
+    /// asks first and sheds the occurrence without touching the store, so an
+    /// overloaded store is not also flooded with `skipped` records.
+    pub fn at_capacity(&self) -> bool {
+        let st = self.state();
+        st.active.len() + st.reserved >= self.settings.max_active_runs
+    }
+
     /// Picks up a run left `queued` by a previous process (a pending retry or a
     /// waiting run): it is admitted directly, honouring its `not_before`.
     pub fn resume(self: &Arc<Self>, job: Arc<Job>, run: Run) {

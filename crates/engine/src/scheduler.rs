@@ -60,6 +60,7 @@ pub struct Scheduler {
     runner: Arc<Runner>,
     metrics: Metrics,
     default_tz: TimeZone,
+    last_shed_log: Option<std::time::Instant>,
 }
 
 impl Scheduler {
@@ -80,6 +81,7 @@ impl Scheduler {
             runner,
             metrics,
             default_tz,
+            last_shed_log: None,
         };
         (SchedulerHandle { tx }, tokio::spawn(s.run(rx, stop)))
     }
@@ -182,6 +184,20 @@ impl Scheduler {
                 };
                 tracing::warn!(job = %job.name(), behind_ms = (now - due).num_milliseconds(), "scheduler fell behind; applying the missed-run policy");
                 next = schedule.next_after(now, &tz);
+            }
+            if fire_at.is_some() && self.runner.at_capacity() {
+                self.metrics.occurrences_shed.inc();
+                let now_mono = std::time::Instant::now();
+                if self
+                    .last_shed_log
+                    .is_none_or(|t| now_mono.duration_since(t).as_secs() >= 10)
+                {
+                    self.last_shed_log = Some(now_mono);
+                    tracing::warn!(
+                        "max_active_runs reached: scheduled occurrences are being shed (see steward_occurrences_shed_total)"
+                    );
+                }
+                fire_at = None;
             }
             if let Some(at) = fire_at {
                 let lag = (now - at).to_std().unwrap_or_default();

@@ -58,8 +58,12 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
+        // Writers queue for the one connection by design; under load that wait is
+        // expected, so the timeout and the slow-acquire warning are set for it.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(Duration::from_secs(120))
+            .acquire_slow_threshold(Duration::from_secs(10))
             .connect_with(opts.clone())
             .await
             .map_err(backend)?;

@@ -390,20 +390,30 @@ async fn overload_sheds_work_visibly() {
         (429, Some("too_many_active_runs")),
         "{v}"
     );
-    // ...and scheduled runs are recorded as skipped, saying why.
-    let runs = t
-        .wait_runs("tick", Duration::from_secs(10), |r| {
-            r.iter().any(|r| r["status"] == "skipped")
-        })
-        .await;
-    let skipped = runs.iter().find(|r| r["status"] == "skipped").unwrap();
-    assert!(
-        skipped["error"]
-            .as_str()
-            .unwrap()
-            .contains("executor.max_active_runs"),
-        "{skipped}"
-    );
+    // ...and scheduled occurrences are shed, counted, and not queued either.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = t.text("/metrics").await;
+        let shed = m
+            .lines()
+            .find(|l| l.starts_with("steward_occurrences_shed_total "))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if shed >= 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no occurrence was shed:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(t
+        .runs_of("tick")
+        .await
+        .iter()
+        .all(|r| r["status"] != "queued"));
     // Once the slot frees, scheduled runs go through again.
     t.wait_runs("tick", Duration::from_secs(10), |r| {
         r.iter().any(|r| r["status"] == "succeeded")
