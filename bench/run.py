@@ -54,12 +54,26 @@ class Api:
                     raise
 
 
+CHILDREN = []
+
+
+def _cleanup():
+    for p in CHILDREN:
+        if p.poll() is None:
+            p.kill()
+
+
+import atexit
+atexit.register(_cleanup)
+
+
 def start_steward(binary, data, port, extra_env=None):
     env = dict(os.environ, STEWARD_LOG_LEVEL="warn", STEWARD_RUN_AS_USER="root")
     env.update(extra_env or {})
     t0 = time.perf_counter()
     proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
                             env=env, stdout=open(data + ".log", "w"), stderr=subprocess.STDOUT)
+    CHILDREN.append(proc)
     api = Api(port)
     while True:
         try:
@@ -227,6 +241,7 @@ def bench_precision_apscheduler(stamp, window, per_second, results):
     with open(script, "w") as f:
         f.write(APS_SCRIPT)
     proc = subprocess.Popen([sys.executable, script, stamp, out, spec], stdout=subprocess.PIPE, text=True)
+    CHILDREN.append(proc)
     proc.stdout.readline()
     time.sleep(3)
     sampler = Sampler(proc.pid)

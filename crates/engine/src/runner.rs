@@ -227,11 +227,18 @@ impl Runner {
                     return Ok(run);
                 }
             };
-            let run = match self
-                .store
-                .insert_run(&self.new_run(&job, &req, RunStatus::Queued, now, None))
-                .await
-            {
+            // A run with nothing to wait for is recorded as running in the same
+            // statement that creates it: one write before the process starts.
+            let immediate = matches!(gate, Gate::Admitted)
+                && req.not_before.is_none_or(|t| t <= now)
+                && (req.trigger != Trigger::Schedule
+                    || job.definition.policies.jitter.get().is_zero());
+            let mut new = self.new_run(&job, &req, RunStatus::Queued, now, None);
+            if immediate {
+                new.status = RunStatus::Running;
+                new.started_at = Some(now);
+            }
+            let run = match self.store.insert_run(&new).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.state().reserved -= 1;
@@ -280,6 +287,7 @@ impl Runner {
             attempt: req.attempt,
             parent_run_id: req.parent,
             created_at: now,
+            started_at: None,
             error,
         }
     }
@@ -354,45 +362,14 @@ impl Runner {
                 .await;
             return;
         }
-        // Wait for the retry delay and the schedule jitter.
-        let mut start_at = run.not_before.unwrap_or(run.created_at);
-        if run.trigger == Trigger::Schedule {
-            let jitter = (self.jitter)(job.definition.policies.jitter.get());
-            start_at = start_at.max(run.created_at)
-                + chrono::Duration::from_std(jitter).unwrap_or_default();
-        }
-        if start_at > self.clock.now() {
-            tokio::select! {
-                () = self.clock.sleep_until(start_at) => {}
-                () = cancel.cancelled() => {
-                    self.release(&job);
-                    self.end_unstarted(&run, "cancelled before it started").await;
-                    return;
-                }
-                () = self.stopping.cancelled() => { self.release(&job); self.forget(run.id); return; }
+        let started_at = if run.status == RunStatus::Running {
+            run.started_at.unwrap_or_else(|| self.clock.now())
+        } else {
+            match self.wait_and_start(&job, &run, &cancel).await {
+                Some(t) => t,
+                None => return,
             }
-        }
-        if self.stopping.is_cancelled() {
-            self.release(&job);
-            self.forget(run.id);
-            return;
-        }
-        let started_at = self.clock.now();
-        match self.store.start_run(run.id, started_at).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Cancelled through the store while waiting.
-                self.release(&job);
-                self.forget(run.id);
-                return;
-            }
-            Err(e) => {
-                tracing::error!(run = %run.id, error = %e, "could not mark run as started");
-                self.release(&job);
-                self.forget(run.id);
-                return;
-            }
-        }
+        };
         self.metrics.runs_running.inc();
         tracing::info!(run = %run.id, job = %job.name(), trigger = run.trigger.as_str(), attempt = run.attempt, "run started");
 
@@ -488,6 +465,56 @@ impl Runner {
         if let Err(e) = self.store.prune_runs(job.id, limit).await {
             tracing::warn!(job = %job.name(), error = %e, "could not prune run history");
         }
+    }
+
+    /// Waits out the retry delay and the schedule jitter, then marks the run
+    /// running. `None` when it was cancelled or stopped meanwhile (already settled).
+    async fn wait_and_start(
+        &self,
+        job: &Arc<Job>,
+        run: &Run,
+        cancel: &CancellationToken,
+    ) -> Option<DateTime<Utc>> {
+        // Wait for the retry delay and the schedule jitter.
+        let mut start_at = run.not_before.unwrap_or(run.created_at);
+        if run.trigger == Trigger::Schedule {
+            let jitter = (self.jitter)(job.definition.policies.jitter.get());
+            start_at = start_at.max(run.created_at)
+                + chrono::Duration::from_std(jitter).unwrap_or_default();
+        }
+        if start_at > self.clock.now() {
+            tokio::select! {
+                () = self.clock.sleep_until(start_at) => {}
+                () = cancel.cancelled() => {
+                    self.release(job);
+                    self.end_unstarted(run, "cancelled before it started").await;
+                    return None;
+                }
+                () = self.stopping.cancelled() => { self.release(job); self.forget(run.id); return None; }
+            }
+        }
+        if self.stopping.is_cancelled() {
+            self.release(job);
+            self.forget(run.id);
+            return None;
+        }
+        let started_at = self.clock.now();
+        match self.store.start_run(run.id, started_at).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Cancelled through the store while waiting.
+                self.release(job);
+                self.forget(run.id);
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(run = %run.id, error = %e, "could not mark run as started");
+                self.release(job);
+                self.forget(run.id);
+                return None;
+            }
+        }
+        Some(started_at)
     }
 
     fn forget(&self, run: RunId) {

@@ -52,6 +52,8 @@ pub struct NewRun {
     pub attempt: u32,
     pub parent_run_id: Option<RunId>,
     pub created_at: DateTime<Utc>,
+    /// Set for runs recorded as `running` straight away (no wait before they start).
+    pub started_at: Option<DateTime<Utc>>,
     /// Set for runs created already finished (`skipped`).
     pub error: Option<String>,
 }

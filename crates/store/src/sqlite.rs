@@ -249,7 +249,7 @@ impl Store for SqliteStore {
         let finished_at = run.status.is_terminal().then_some(run.created_at);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (job_id, status, trigger_kind, scheduled_for, not_before, attempt, parent_run_id, \
-             created_at, error, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             created_at, error, finished_at, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(run.job_id.0)
         .bind(run.status.as_str())
@@ -261,6 +261,7 @@ impl Store for SqliteStore {
         .bind(ms(run.created_at))
         .bind(run.error.as_deref())
         .bind(finished_at.map(ms))
+        .bind(run.started_at.map(ms))
         .fetch_one(&self.writer)
         .await
         .map_err(|e| classify(e, || "this occurrence already has a run".to_owned()))?;
@@ -275,7 +276,7 @@ impl Store for SqliteStore {
             attempt: run.attempt,
             parent_run_id: run.parent_run_id,
             created_at: from_ms(ms(run.created_at)),
-            started_at: None,
+            started_at: run.started_at.map(|t| from_ms(ms(t))),
             finished_at: finished_at.map(|t| from_ms(ms(t))),
             exit_code: None,
             signal: None,
@@ -463,6 +464,7 @@ mod tests {
             attempt: 1,
             parent_run_id: None,
             created_at: at,
+            started_at: None,
             error: None,
         }
     }
