@@ -495,6 +495,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hot_lookups_use_indexes() {
+        // Pruning deletes runs; the ON DELETE SET NULL of parent_run_id then looks
+        // up children by parent. A full scan there made pruning quadratic.
+        let s = SqliteStore::open_in_memory().await.unwrap();
+        for q in [
+            "EXPLAIN QUERY PLAN SELECT id FROM runs WHERE parent_run_id = 1",
+            "EXPLAIN QUERY PLAN SELECT id FROM runs WHERE job_id = 1 ORDER BY id DESC",
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(q).fetch_all(&s.reader).await.unwrap();
+            let text: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+            assert!(text.iter().any(|d| d.contains("INDEX")), "{q}: {text:?}");
+            assert!(
+                !text.iter().any(|d| d.starts_with("SCAN runs")),
+                "{q}: {text:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn duplicate_name_is_a_conflict() {
         let s = SqliteStore::open_in_memory().await.unwrap();
         s.create_job(&def("a"), t(0)).await.unwrap();

@@ -42,6 +42,9 @@ CREATE UNIQUE INDEX runs_occurrence ON runs(job_id, scheduled_for) WHERE trigger
 CREATE INDEX runs_job ON runs(job_id, id);
 CREATE INDEX runs_status ON runs(status, id);
 CREATE INDEX runs_created ON runs(created_at);
+-- Deleting a run (history pruning) makes SQLite look for runs naming it as their
+-- parent (ON DELETE SET NULL); without this index that is a full scan per row.
+CREATE INDEX runs_parent ON runs(parent_run_id);
 
 -- A scheduled run moves its job's cursor in the same statement that records it,
 -- so missed-run detection never disagrees with the runs that exist.
