@@ -202,7 +202,7 @@ impl Engine {
             }
             MissedRunPolicy::RunOnce => {
                 tracing::info!(job = %job.name(), occurrence = %latest, "running once for missed occurrences (policy run_once)");
-                scheduler::fire(&self.runner, job.clone(), latest);
+                scheduler::fire(&self.runner, job.clone(), latest, false);
             }
         }
         Ok(())

@@ -57,6 +57,8 @@ pub struct Submit {
     pub attempt: u32,
     pub parent: Option<RunId>,
     pub not_before: Option<DateTime<Utc>>,
+    /// The caller already holds a slot from [`Runner::try_reserve`].
+    pub reserved: bool,
 }
 
 impl Submit {
@@ -67,6 +69,7 @@ impl Submit {
             attempt: 1,
             parent: None,
             not_before: None,
+            reserved: false,
         }
     }
 }
@@ -163,6 +166,9 @@ impl Runner {
     ) -> Pin<Box<dyn Future<Output = Result<Run, SubmitError>> + Send + '_>> {
         Box::pin(async move {
             if self.shutting_down.load(Ordering::SeqCst) {
+                if req.reserved {
+                    self.state().reserved -= 1;
+                }
                 return Err(SubmitError::ShuttingDown);
             }
             let now = self.clock.now();
@@ -171,7 +177,7 @@ impl Runner {
             let decision = {
                 let mut st = self.state();
                 let max = self.settings.max_active_runs;
-                let saturated = st.active.len() + st.reserved >= max;
+                let saturated = !req.reserved && st.active.len() + st.reserved >= max;
                 let slots = st.slots.entry(job.id).or_default();
                 slots.waiting.retain(|w| !w.is_closed());
                 let busy = slots.running > 0 || !slots.waiting.is_empty();
@@ -200,8 +206,11 @@ impl Runner {
                         }
                     )))
                 };
-                if matches!(d, Ok(Ok(_))) {
-                    st.reserved += 1;
+                match (&d, req.reserved) {
+                    (Ok(Ok(_)), false) => st.reserved += 1,
+                    (Ok(Ok(_)), true) => {}
+                    (_, true) => st.reserved -= 1, // not admitted: give the slot back
+                    (_, false) => {}
                 }
                 d
             };
@@ -254,12 +263,16 @@ impl Runner {
         })
     }
 
-    /// Whether admitting another run would pass `max_active_runs`. The scheduler
-    /// asks first and sheds the occurrence without touching the store, so an
-    /// overloaded store is not also flooded with `skipped` records.
-    pub fn at_capacity(&self) -> bool {
-        let st = self.state();
-        st.active.len() + st.reserved >= self.settings.max_active_runs
+    /// Takes a slot for a run about to be submitted with `reserved: true`, or
+    /// says there is none. Taken synchronously, so a burst of occurrences due at
+    /// the same instant cannot all pass the check before any is admitted.
+    pub fn try_reserve(&self) -> bool {
+        let mut st = self.state();
+        if st.active.len() + st.reserved >= self.settings.max_active_runs {
+            return false;
+        }
+        st.reserved += 1;
+        true
     }
 
     /// Picks up a run left `queued` by a previous process (a pending retry or a
@@ -571,6 +584,7 @@ impl Runner {
                     scheduled_for: run.scheduled_for,
                     attempt: run.attempt + 1,
                     parent: Some(run.id),
+                    reserved: false,
                     not_before: Some(
                         self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                     ),

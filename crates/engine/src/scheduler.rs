@@ -185,7 +185,7 @@ impl Scheduler {
                 tracing::warn!(job = %job.name(), behind_ms = (now - due).num_milliseconds(), "scheduler fell behind; applying the missed-run policy");
                 next = schedule.next_after(now, &tz);
             }
-            if fire_at.is_some() && self.runner.at_capacity() {
+            if fire_at.is_some() && !self.runner.try_reserve() {
                 self.metrics.occurrences_shed.inc();
                 let now_mono = std::time::Instant::now();
                 if self
@@ -202,7 +202,7 @@ impl Scheduler {
             if let Some(at) = fire_at {
                 let lag = (now - at).to_std().unwrap_or_default();
                 self.metrics.scheduler_lag.observe(lag.as_secs_f64());
-                fire(&self.runner, job.clone(), at);
+                fire(&self.runner, job.clone(), at, true);
             }
             if let Some(n) = next {
                 self.heap.push(Reverse((n, generation, id)));
@@ -212,11 +212,12 @@ impl Scheduler {
 }
 
 /// Records and starts the run of one occurrence without blocking the scheduler.
-pub(crate) fn fire(runner: &Arc<Runner>, job: Arc<Job>, at: DateTime<Utc>) {
+pub(crate) fn fire(runner: &Arc<Runner>, job: Arc<Job>, at: DateTime<Utc>, reserved: bool) {
     let runner = runner.clone();
     tokio::spawn(async move {
         let req = Submit {
             scheduled_for: Some(at),
+            reserved,
             ..Submit::new(Trigger::Schedule)
         };
         match runner.submit(job.clone(), req).await {
