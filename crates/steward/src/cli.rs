@@ -57,7 +57,7 @@ pub enum ScheduleCommand {
         #[arg(long, default_value = "UTC")]
         tz: String,
         /// How many occurrences.
-        #[arg(long, short = 'n', default_value_t = 5)]
-        count: usize,
+        #[arg(long, short = 'n', default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        count: u16,
     },
 }

@@ -27,6 +27,8 @@ pub struct Application {
     stop_http: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     grace: std::time::Duration,
+    /// Held for the process's life: one Steward per data directory.
+    _data_lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// Test seams: the clock and jitter source.
@@ -72,6 +74,7 @@ impl Application {
                     config.data_dir.display()
                 )
             })?;
+        let data_lock = lock_data_dir(&config.data_dir)?;
         let store = SqliteStore::open(&config.data_dir.join("steward.db"))
             .await
             .context("cannot open the database")?;
@@ -127,6 +130,7 @@ impl Application {
             stop_http,
             server,
             grace: config.scheduler.shutdown_grace.get(),
+            _data_lock: data_lock,
         })
     }
 
@@ -161,6 +165,25 @@ impl Application {
     }
 }
 
+/// Takes an exclusive lock on `DATA_DIR/steward.lock`. A second Steward on the
+/// same directory would mark the first one's running runs abandoned (and kill
+/// their processes) and fire every schedule twice; it is refused instead.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = dir.join("steward.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        anyhow::anyhow!(
+            "another Steward is already using the data directory {} ({errno}); stop it first or use another --data-dir",
+            dir.display()
+        )
+    })
+}
+
 /// When Steward runs as root, commands run as an unprivileged account
 /// (`executor.run_as_user`, default `nobody`). Naming `root` keeps root, on purpose.
 fn resolve_run_as(config: &Config) -> anyhow::Result<Option<RunAs>> {
@@ -192,7 +215,9 @@ pub fn init_logging(cfg: &config::LogConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        // Colour codes only for a terminal, not for log files and journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let _ = match cfg.format {
         config::LogFormat::Json => builder.json().try_init(),
         config::LogFormat::Text => builder.try_init(),

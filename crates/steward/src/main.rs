@@ -106,7 +106,7 @@ fn config_check(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn preview(expression: &str, tz: &str, count: usize) -> ExitCode {
+fn preview(expression: &str, tz: &str, count: u16) -> ExitCode {
     let zone = match TimeZone::parse(tz) {
         Ok(z) => z,
         Err(e) => {
@@ -123,7 +123,7 @@ fn preview(expression: &str, tz: &str, count: usize) -> ExitCode {
     };
     #[allow(clippy::disallowed_methods)] // the CLI's notion of "now" is the wall clock
     let now = chrono::Utc::now();
-    for t in schedule.upcoming(now, &zone, count.clamp(1, 1000)) {
+    for t in schedule.upcoming(now, &zone, usize::from(count)) {
         println!(
             "{}  ({})",
             t.with_timezone(&zone.0).to_rfc3339(),

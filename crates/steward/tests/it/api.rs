@@ -382,3 +382,35 @@ async fn chains_cannot_loop_or_dangle() {
     assert_eq!(s, 422, "{v}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn one_steward_per_data_directory() {
+    let t = TestApp::start().await;
+    let mut c = crate::helpers::config(t.dir.path());
+    c.executor.run_as_user = Some("root".into());
+    let second = steward::Application::build(c).await;
+    let err = format!(
+        "{:#}",
+        second
+            .err()
+            .expect("a second Steward on the same data directory started")
+    );
+    assert!(
+        err.contains("another Steward is already using the data directory"),
+        "{err}"
+    );
+    // The first one is unaffected.
+    let (s, _) = t.get("/readyz").await;
+    assert_eq!(s, 200);
+    // Wrong method: a JSON error too.
+    let r = t
+        .client
+        .get(t.url("/api/v1/jobs/x/run"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "method_not_allowed");
+    t.stop().await;
+}
