@@ -83,11 +83,17 @@ pub struct CommandSpec {
 #[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     #[default]
+    #[serde(alias = "get")]
     Get,
+    #[serde(alias = "head")]
     Head,
+    #[serde(alias = "post")]
     Post,
+    #[serde(alias = "put")]
     Put,
+    #[serde(alias = "patch")]
     Patch,
+    #[serde(alias = "delete")]
     Delete,
 }
 

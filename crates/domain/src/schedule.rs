@@ -73,6 +73,22 @@ impl Schedule {
                 kind: Kind::Every(d),
             });
         }
+        if text.starts_with('@') {
+            const ALIASES: [&str; 6] = [
+                "@yearly",
+                "@annually",
+                "@monthly",
+                "@weekly",
+                "@daily",
+                "@hourly",
+            ];
+            if !ALIASES.iter().any(|a| a.eq_ignore_ascii_case(&text)) {
+                return Err(ScheduleError::Cron {
+                    expr: text,
+                    reason: "unknown alias (supported: @hourly, @daily, @weekly, @monthly, @yearly, @annually, @every <duration>)".into(),
+                });
+            }
+        }
         let fields = text.split_whitespace().count();
         if !text.starts_with('@') && !(5..=6).contains(&fields) {
             return Err(ScheduleError::Cron {
@@ -85,7 +101,7 @@ impl Schedule {
             .parse()
             .map_err(|e| ScheduleError::Cron {
                 expr: text.clone(),
-                reason: e.to_string(),
+                reason: out_of_range_field(&text).unwrap_or_else(|| e.to_string()),
             })?;
         Ok(Self {
             text,
@@ -121,6 +137,45 @@ impl Schedule {
         }
         out
     }
+}
+
+/// Names the first numeric field outside its range, for a clearer message than
+/// the parser's ("Number out of bounds").
+fn out_of_range_field(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let names: &[(&str, u32, u32)] = if fields.len() == 6 {
+        &[
+            ("second", 0, 59),
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day of month", 1, 31),
+            ("month", 1, 12),
+            ("day of week", 0, 7),
+        ]
+    } else {
+        &[
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day of month", 1, 31),
+            ("month", 1, 12),
+            ("day of week", 0, 7),
+        ]
+    };
+    for (field, (name, lo, hi)) in fields.iter().zip(names) {
+        for part in field.split(',') {
+            // `range/step` and `day#nth`: only the range (or day) is bounded here.
+            let range = part.split(['/', '#']).next().unwrap_or("");
+            for n in range
+                .split('-')
+                .filter_map(|t| t.trim_end_matches(['L', 'W']).parse::<u32>().ok())
+            {
+                if n < *lo || n > *hi {
+                    return Some(format!("{name} field {field:?} is out of range {lo}-{hi}"));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// `@every` intervals are anchored at the Unix epoch, so they land on the same
@@ -395,12 +450,14 @@ mod tests {
     #[test]
     fn bad_expressions_explain_themselves() {
         for (expr, needle) in [
-            ("61 * * * *", "invalid cron"),
+            ("61 * * * *", "minute field \"61\" is out of range 0-59"),
             ("* * *", "expected 5 or 6 fields"),
             ("* * * * * * *", "expected 5 or 6 fields"),
             ("@every", "@every"),
             ("@every 0s", "at least 1s"),
-            ("@fortnightly", "invalid cron"),
+            ("@fortnightly", "unknown alias"),
+            ("@reboot", "unknown alias"),
+            ("0 25 * * *", "hour field \"25\" is out of range 0-23"),
         ] {
             let e = Schedule::parse(expr).unwrap_err().to_string();
             assert!(e.contains(needle), "{expr}: {e}");

@@ -243,6 +243,19 @@ impl Engine {
         id: Option<JobId>,
     ) -> Result<(), ServiceError> {
         def.validate()?;
+        if let Some(schedule) = &def.schedule {
+            let tz = def.timezone.unwrap_or(self.settings.default_timezone);
+            if schedule.next_after(self.clock.now(), &tz).is_none() {
+                return Err(ValidationError::new(
+                    "schedule",
+                    format!(
+                        "{:?} never fires (no matching date in the coming years)",
+                        schedule.as_str()
+                    ),
+                )
+                .into());
+            }
+        }
         // Loading every job is only needed when chains are involved.
         let renamed = match id {
             Some(id) => {
@@ -360,6 +373,13 @@ impl Engine {
         }
         self.scheduler.remove(id);
         self.store.delete_job(id).await?;
+        if let Some(job) = jobs.iter().find(|j| j.id == id) {
+            let label = metrics::JobLabel {
+                job: job.name().to_string(),
+            };
+            self.metrics.job_last_success.remove(&label);
+            self.metrics.job_last_finish.remove(&label);
+        }
         self.refresh_job_gauges().await;
         Ok(())
     }

@@ -18,6 +18,11 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub job: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Arc<Registry>,
@@ -28,6 +33,10 @@ pub struct Metrics {
     pub run_duration: Family<KindLabel, Histogram>,
     pub scheduler_lag: Histogram,
     pub occurrences_shed: Counter,
+    /// Unix time of each job's last successful and last finished run, for alerts
+    /// such as "no success for 25 h" (per job; series removed with the job).
+    pub job_last_success: Family<JobLabel, Gauge>,
+    pub job_last_finish: Family<JobLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -64,6 +73,18 @@ impl Metrics {
             "Duration of finished runs, by job kind",
             run_duration.clone(),
         );
+        let job_last_success = Family::<JobLabel, Gauge>::default();
+        let job_last_finish = Family::<JobLabel, Gauge>::default();
+        registry.register(
+            "job_last_success_timestamp_seconds",
+            "Unix time of the job's last successful run (since this process started)",
+            job_last_success.clone(),
+        );
+        registry.register(
+            "job_last_finish_timestamp_seconds",
+            "Unix time of the job's last finished run (since this process started)",
+            job_last_finish.clone(),
+        );
         let occurrences_shed = Counter::default();
         registry.register(
             "occurrences_shed",
@@ -84,6 +105,8 @@ impl Metrics {
             run_duration,
             scheduler_lag,
             occurrences_shed,
+            job_last_success,
+            job_last_finish,
         }
     }
 

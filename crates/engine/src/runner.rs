@@ -439,6 +439,19 @@ impl Runner {
             tracing::error!(run = %run.id, error = %e, "could not record the end of a run");
         }
         self.metrics.runs_running.dec();
+        let label = crate::metrics::JobLabel {
+            job: job.name().to_string(),
+        };
+        self.metrics
+            .job_last_finish
+            .get_or_create(&label)
+            .set(finished_at.timestamp());
+        if result.status == RunStatus::Succeeded {
+            self.metrics
+                .job_last_success
+                .get_or_create(&label)
+                .set(finished_at.timestamp());
+        }
         self.metrics
             .runs_finished
             .get_or_create(&StatusLabel {

@@ -68,7 +68,8 @@ pub struct ExecutorConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundConfig {
     /// Networks that outbound calls may reach although a rule refuses them,
-    /// e.g. `["127.0.0.1/32"]` for a local service.
+    /// e.g. `["127.0.0.1/32"]` or just `["127.0.0.1"]` for a local service.
+    #[serde(deserialize_with = "nets")]
     pub allow: Vec<IpNet>,
 }
 
@@ -85,6 +86,21 @@ pub struct MetricsConfig {
     /// Bearer token required by `/metrics`; unset means open (it is loopback-only for now).
     pub token: Option<SecretString>,
     pub token_file: Option<PathBuf>,
+}
+
+/// A network in CIDR form, or a single address (taken as /32 or /128).
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let t = s.trim();
+    t.parse::<IpNet>()
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or network like \"10.0.0.0/8\""))
+}
+
+fn nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| parse_net(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 impl Default for Config {
@@ -244,7 +260,7 @@ impl Config {
             self.outbound.allow = v
                 .split(',')
                 .filter(|s| !s.trim().is_empty())
-                .map(|s| parse::<IpNet>("STEWARD_OUTBOUND_ALLOW", s))
+                .map(|s| parse_net(s).map_err(|e| invalid("STEWARD_OUTBOUND_ALLOW", e)))
                 .collect::<Result<_, _>>()?;
         }
         if let Some(v) = env("STEWARD_MAX_BODY_BYTES") {
@@ -389,7 +405,7 @@ mod tests {
         let mut c = parse("timezone = \"UTC\"\n").unwrap();
         let env = |k: &str| match k {
             "STEWARD_TIMEZONE" => Some("Europe/Berlin".to_owned()),
-            "STEWARD_OUTBOUND_ALLOW" => Some("127.0.0.1/32, 10.0.0.0/8".to_owned()),
+            "STEWARD_OUTBOUND_ALLOW" => Some("127.0.0.1, 10.0.0.0/8".to_owned()),
             _ => None,
         };
         c.apply_env(env).unwrap();

@@ -187,6 +187,7 @@ async fn health_readiness_metrics_and_headers() {
         "steward_scheduler_lag_seconds_bucket",
         "steward_runs_running 0",
         "steward_runs_stored{status=\"succeeded\"} 1",
+        "steward_job_last_success_timestamp_seconds{job=\"m\"}",
     ] {
         assert!(m.contains(needle), "{needle} missing from:\n{m}");
     }

@@ -33,6 +33,27 @@ async fn bad_job_definitions_are_refused_with_their_field() {
             "expected 5 or 6 fields",
         ),
         (
+            "cron field out of range",
+            cmd(json!({"schedule": "0 25 * * *"})),
+            422,
+            "schedule",
+            "hour field \"25\" is out of range 0-23",
+        ),
+        (
+            "unsupported alias",
+            cmd(json!({"schedule": "@reboot"})),
+            422,
+            "schedule",
+            "unknown alias",
+        ),
+        (
+            "never fires",
+            cmd(json!({"schedule": "0 0 30 2 *"})),
+            422,
+            "schedule",
+            "never fires",
+        ),
+        (
             "unknown zone",
             cmd(json!({"timezone": "Mars/Olympus"})),
             422,
