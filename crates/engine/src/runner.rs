@@ -167,7 +167,7 @@ impl Runner {
         Box::pin(async move {
             if self.shutting_down.load(Ordering::SeqCst) {
                 if req.reserved {
-                    self.state().reserved -= 1;
+                    self.unreserve();
                 }
                 return Err(SubmitError::ShuttingDown);
             }
@@ -209,7 +209,7 @@ impl Runner {
                 match (&d, req.reserved) {
                     (Ok(Ok(_)), false) => st.reserved += 1,
                     (Ok(Ok(_)), true) => {}
-                    (_, true) => st.reserved -= 1, // not admitted: give the slot back
+                    (_, true) => st.reserved = st.reserved.saturating_sub(1), // not admitted: give the slot back
                     (_, false) => {}
                 }
                 d
@@ -250,14 +250,14 @@ impl Runner {
             let run = match self.store.insert_run(&new).await {
                 Ok(r) => r,
                 Err(e) => {
-                    self.state().reserved -= 1;
+                    self.unreserve();
                     if matches!(gate, Gate::Admitted) {
                         self.release(&job);
                     }
                     return Err(e.into());
                 }
             };
-            self.state().reserved -= 1;
+            self.unreserve();
             self.spawn_drive(job, run.clone(), gate);
             Ok(run)
         })
@@ -273,6 +273,12 @@ impl Runner {
         }
         st.reserved += 1;
         true
+    }
+
+    /// Returns a slot taken by `try_reserve` or by `submit`'s admission.
+    fn unreserve(&self) {
+        let mut st = self.state();
+        st.reserved = st.reserved.saturating_sub(1);
     }
 
     /// Picks up a run left `queued` by a previous process (a pending retry or a
