@@ -393,7 +393,6 @@ impl Runner {
         tracing::info!(run = %run.id, job = %job.name(), trigger = run.trigger.as_str(), attempt = run.attempt, "run started");
 
         let ctx = ExecContext {
-            run_label: format!("{}#{}", job.name(), run.id),
             timeout: job.definition.policies.timeout.get(),
             cancel: cancel.clone(),
             output: output.clone(),
@@ -656,10 +655,6 @@ impl Runner {
     /// The live output of a run active in this process.
     pub fn live_output(&self, run: RunId) -> Option<OutputBuffer> {
         self.state().active.get(&run).map(|a| a.output.clone())
-    }
-
-    pub fn running_count(&self) -> usize {
-        self.state().active.len()
     }
 
     /// Stops starting runs; waits up to `grace` for running ones, then cancels

@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Everything an attempt needs from its surroundings.
 pub struct ExecContext {
-    pub run_label: String,
     pub timeout: Duration,
     pub cancel: CancellationToken,
     pub output: OutputBuffer,
