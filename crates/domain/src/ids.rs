@@ -35,3 +35,11 @@ typed_id!(
     RunId,
     "Identifier of a run, assigned by the store; increases with creation order."
 );
+typed_id!(UserId, "Identifier of a user account.");
+typed_id!(
+    SessionId,
+    "Identifier of a sign-in session (not its secret)."
+);
+typed_id!(TokenId, "Identifier of an API token (not its secret).");
+typed_id!(RoleId, "Identifier of a role.");
+typed_id!(GroupId, "Identifier of a group of users.");

@@ -4,6 +4,8 @@
 //! known good (`JobName`, `Schedule`, `HttpUrl`, ...). The store, engine and web
 //! crates depend on this crate; it depends on none of them.
 
+pub mod access;
+pub mod audit;
 pub mod duration;
 pub mod error;
 pub mod ids;
@@ -13,10 +15,13 @@ pub mod outbound;
 pub mod retry;
 pub mod run;
 pub mod schedule;
+pub mod secret;
 
+pub use access::{Access, BuiltinRole, Module, Permission, PermissionSet, Username};
+pub use audit::{Actor, ActorKind, AuditContext, AuditRecord};
 pub use duration::DurationSpec;
 pub use error::ValidationError;
-pub use ids::{JobId, RunId};
+pub use ids::{GroupId, JobId, RoleId, RunId, SessionId, TokenId, UserId};
 pub use job::{
     CommandSpec, HttpMethod, HttpSpec, JobDefinition, JobSpec, MissedRunPolicy, OverlapPolicy,
     Policies, StatusRange,
@@ -26,3 +31,4 @@ pub use outbound::{HttpUrl, OutboundRule};
 pub use retry::RetryPolicy;
 pub use run::{RunOutcome, RunStatus, Trigger};
 pub use schedule::{Schedule, ScheduleError, TimeZone};
+pub use secret::SecretName;

@@ -9,6 +9,7 @@ pub mod outbound;
 pub mod output;
 pub mod runner;
 pub mod scheduler;
+pub mod secrets;
 
 use chrono::{DateTime, Utc};
 use clock::Clock;
@@ -21,10 +22,10 @@ use scheduler::{Scheduler, SchedulerHandle};
 use std::sync::Arc;
 use std::time::Duration;
 use steward_domain::{
-    JobDefinition, JobId, JobSpec, MissedRunPolicy, RunId, RunOutcome, RunStatus, TimeZone,
-    Trigger, ValidationError,
+    AuditContext, JobDefinition, JobId, JobSpec, MissedRunPolicy, RunId, RunOutcome, RunStatus,
+    TimeZone, Trigger, ValidationError,
 };
-use steward_store::{Job, Run, RunUpdate, Store, StoreError};
+use steward_store::{AuditStore, Job, Run, RunUpdate, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 pub use output::OutputBuffer;
@@ -39,6 +40,8 @@ pub struct EngineSettings {
     pub default_workdir: String,
     pub run_as: Option<RunAs>,
     pub outbound: OutboundPolicy,
+    /// Opens `${secret:NAME}` references at run time.
+    pub secrets: Arc<dyn secrets::SecretSource>,
 }
 
 impl Default for EngineSettings {
@@ -51,6 +54,7 @@ impl Default for EngineSettings {
             default_workdir: "/".into(),
             run_as: None,
             outbound: OutboundPolicy::default(),
+            secrets: Arc::new(secrets::NoSecrets),
         }
     }
 }
@@ -102,6 +106,7 @@ pub enum StartError {
 
 pub struct Engine {
     store: Arc<dyn Store>,
+    audit: Arc<dyn AuditStore>,
     clock: Arc<dyn Clock>,
     runner: Arc<Runner>,
     scheduler: SchedulerHandle,
@@ -117,6 +122,7 @@ impl Engine {
     /// policy), then starts the scheduler.
     pub async fn start(
         store: Arc<dyn Store>,
+        audit: Arc<dyn AuditStore>,
         clock: Arc<dyn Clock>,
         settings: EngineSettings,
         metrics: Metrics,
@@ -136,6 +142,7 @@ impl Engine {
                     default_workdir: settings.default_workdir.clone(),
                     run_as: settings.run_as.clone(),
                 },
+                secrets: settings.secrets.clone(),
             },
             jitter,
         );
@@ -162,6 +169,7 @@ impl Engine {
         );
         let engine = Arc::new(Self {
             store,
+            audit,
             clock,
             runner,
             scheduler,
@@ -299,6 +307,19 @@ impl Engine {
                 }
             }
         }
+        for name in secrets::spec_references(&def.spec)? {
+            let exists =
+                self.settings.secrets.exists(&name).await.map_err(|e| {
+                    ServiceError::Conflict(format!("cannot check secret {name}: {e}"))
+                })?;
+            if !exists {
+                return Err(ValidationError::new(
+                    "spec",
+                    format!("refers to secret {name}, which does not exist; create it first"),
+                )
+                .into());
+            }
+        }
         if let JobSpec::Http(h) = &def.spec {
             self.settings
                 .outbound
@@ -309,23 +330,52 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn create_job(&self, def: JobDefinition) -> Result<Job, ServiceError> {
+    pub async fn create_job(
+        &self,
+        def: JobDefinition,
+        ctx: &AuditContext,
+    ) -> Result<Job, ServiceError> {
         self.check_definition(&def, None).await?;
-        let job = self.store.create_job(&def, self.clock.now()).await?;
+        let now = self.clock.now();
+        let audit = ctx.record(
+            now,
+            "job.create",
+            format!("job:{}", def.name),
+            audit_diff(None, Some(&def)),
+        );
+        let job = self.store.create_job(&def, now, &audit).await?;
         self.scheduler.upsert(Arc::new(job.clone()));
         self.refresh_job_gauges().await;
         Ok(job)
     }
 
-    pub async fn update_job(&self, id: JobId, def: JobDefinition) -> Result<Job, ServiceError> {
+    pub async fn update_job(
+        &self,
+        id: JobId,
+        def: JobDefinition,
+        ctx: &AuditContext,
+    ) -> Result<Job, ServiceError> {
         self.check_definition(&def, Some(id)).await?;
-        self.save(id, def).await
+        self.save(id, def, ctx, "job.update").await
     }
 
     /// Stores a checked definition and reschedules the job.
-    async fn save(&self, id: JobId, def: JobDefinition) -> Result<Job, ServiceError> {
+    async fn save(
+        &self,
+        id: JobId,
+        def: JobDefinition,
+        ctx: &AuditContext,
+        event: &str,
+    ) -> Result<Job, ServiceError> {
         let before = self.store.get_job(id).await?;
-        let job = self.store.update_job(id, &def, self.clock.now()).await?;
+        let now = self.clock.now();
+        let audit = ctx.record(
+            now,
+            event,
+            format!("job:{}", before.name()),
+            audit_diff(Some(&before.definition), Some(&def)),
+        );
+        let job = self.store.update_job(id, &def, now, &audit).await?;
         if !before.definition.enabled && job.definition.enabled {
             // Enabling does not replay what fell while disabled.
             self.store.advance_cursor(id, self.clock.now()).await?;
@@ -335,15 +385,26 @@ impl Engine {
         Ok(job)
     }
 
-    pub async fn set_enabled(&self, id: JobId, enabled: bool) -> Result<Job, ServiceError> {
+    pub async fn set_enabled(
+        &self,
+        id: JobId,
+        enabled: bool,
+        ctx: &AuditContext,
+    ) -> Result<Job, ServiceError> {
         // Only the flag changes, so the rest of the definition is not re-checked:
         // a job whose target stopped resolving can still be switched off.
         let mut def = self.store.get_job(id).await?.definition;
         def.enabled = enabled;
-        self.save(id, def).await
+        self.save(
+            id,
+            def,
+            ctx,
+            if enabled { "job.enable" } else { "job.disable" },
+        )
+        .await
     }
 
-    pub async fn delete_job(&self, id: JobId) -> Result<(), ServiceError> {
+    pub async fn delete_job(&self, id: JobId, ctx: &AuditContext) -> Result<(), ServiceError> {
         let active: Vec<RunId> = self
             .store
             .list_runs(&steward_store::RunFilter {
@@ -371,8 +432,17 @@ impl Engine {
                 )));
             }
         }
+        let Some(job) = jobs.iter().find(|j| j.id == id) else {
+            return Err(ServiceError::NotFound("job"));
+        };
+        let audit = ctx.record(
+            self.clock.now(),
+            "job.delete",
+            format!("job:{}", job.name()),
+            audit_diff(Some(&job.definition), None),
+        );
         self.scheduler.remove(id);
-        self.store.delete_job(id).await?;
+        self.store.delete_job(id, &audit).await?;
         if let Some(job) = jobs.iter().find(|j| j.id == id) {
             let label = metrics::JobLabel {
                 job: job.name().to_string(),
@@ -385,16 +455,25 @@ impl Engine {
     }
 
     /// Starts a run now, subject to the job's overlap policy.
-    pub async fn run_now(&self, id: JobId) -> Result<Run, ServiceError> {
+    pub async fn run_now(&self, id: JobId, ctx: &AuditContext) -> Result<Run, ServiceError> {
         let job = self.store.get_job(id).await?;
-        Ok(self
+        let name = job.name().to_string();
+        let run = self
             .runner
             .submit(Arc::new(job), Submit::new(Trigger::Manual))
-            .await?)
+            .await?;
+        let audit = ctx.record(
+            self.clock.now(),
+            "run.manual",
+            format!("job:{name}"),
+            serde_json::json!({"run": run.id, "status": run.status}),
+        );
+        self.audit.append_audit(&audit).await?;
+        Ok(run)
     }
 
     /// Cancels a queued or running run; a finished run is a conflict.
-    pub async fn cancel_run(&self, id: RunId) -> Result<Run, ServiceError> {
+    pub async fn cancel_run(&self, id: RunId, ctx: &AuditContext) -> Result<Run, ServiceError> {
         let run = self.store.get_run(id).await?;
         if run.status.is_terminal() {
             return Err(ServiceError::Conflict(format!(
@@ -402,6 +481,8 @@ impl Engine {
                 run.status
             )));
         }
+        let audit = ctx.record(self.clock.now(), "run.cancel", format!("run:{id}"), serde_json::json!({"job": run.job_name, "status": {"from": run.status, "to": "cancelled"}}));
+        self.audit.append_audit(&audit).await?;
         if !self.runner.cancel(id) {
             // Not driven by this process (e.g. queued while shutting down): settle it here.
             let update = RunUpdate {
@@ -433,6 +514,28 @@ impl Engine {
         }
         self.runner.shutdown(grace).await
     }
+}
+
+/// Field-level diff of two definitions. HTTP header values are redacted: before
+/// `${secret:NAME}` existed they were the place credentials went.
+fn audit_diff(before: Option<&JobDefinition>, after: Option<&JobDefinition>) -> serde_json::Value {
+    let to_json = |d: &JobDefinition| {
+        let mut v = serde_json::to_value(d).unwrap_or_default();
+        if let Some(headers) = v
+            .pointer_mut("/spec/headers")
+            .and_then(|h| h.as_object_mut())
+        {
+            for val in headers.values_mut() {
+                *val = serde_json::Value::String(steward_domain::audit::REDACTED.into());
+            }
+        }
+        v
+    };
+    steward_domain::audit::json_diff(
+        before.map(to_json).as_ref(),
+        after.map(to_json).as_ref(),
+        &[],
+    )
 }
 
 /// Names of the jobs whose chains start `target`.

@@ -50,6 +50,8 @@ struct Inner {
 pub struct OutputBuffer {
     inner: Arc<Mutex<Inner>>,
     live: broadcast::Sender<Line>,
+    /// Values of the secrets this run opened; replaced before a line is kept or sent.
+    masks: Arc<std::sync::OnceLock<Vec<secrecy::SecretString>>>,
 }
 
 /// The final text and whether anything was dropped.
@@ -76,11 +78,33 @@ impl OutputBuffer {
                 next_seq: 0,
             })),
             live,
+            masks: Arc::default(),
+        }
+    }
+
+    /// Sets the secret values to mask (once, before the attempt writes anything).
+    pub fn set_masks(&self, values: Vec<secrecy::SecretString>) {
+        let _ = self.masks.set(values);
+    }
+
+    /// `text` with this run's secret values masked.
+    pub fn mask(&self, text: &str) -> String {
+        match self.masks.get() {
+            Some(m) if !m.is_empty() => crate::secrets::mask(text, m),
+            _ => text.to_owned(),
         }
     }
 
     /// Appends one line (without its newline). Invalid UTF-8 is replaced, not dropped.
     pub fn push(&self, at: DateTime<Utc>, stream: Stream, raw: &[u8]) {
+        let masked;
+        let raw = match self.masks.get() {
+            Some(m) if !m.is_empty() => {
+                masked = crate::secrets::mask(&String::from_utf8_lossy(raw), m);
+                masked.as_bytes()
+            }
+            _ => raw,
+        };
         let empty: &[u8] = &[];
         let chunks: Vec<&[u8]> = if raw.is_empty() {
             vec![empty]

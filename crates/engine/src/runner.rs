@@ -82,6 +82,7 @@ pub struct RunnerSettings {
     /// without bound.
     pub max_active_runs: usize,
     pub command: CommandSettings,
+    pub secrets: Arc<dyn crate::secrets::SecretSource>,
 }
 
 struct Active {
@@ -327,6 +328,29 @@ impl Runner {
         self.tracker.spawn(fut);
     }
 
+    /// The attempt's spec with `${secret:NAME}` filled in, and the values set
+    /// as masks on its output. Borrowed unchanged when it references nothing.
+    async fn open_secrets<'a>(
+        &self,
+        spec: &'a JobSpec,
+        output: &OutputBuffer,
+    ) -> Result<std::borrow::Cow<'a, JobSpec>, String> {
+        let names = crate::secrets::spec_references(spec).map_err(|e| e.to_string())?;
+        if names.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(spec));
+        }
+        let names: Vec<_> = names.into_iter().collect();
+        let opened = self
+            .settings
+            .secrets
+            .open(&names)
+            .await
+            .map_err(|e| format!("could not open the job's secrets: {e}"))?;
+        output.set_masks(opened.iter().map(|(_, v)| v.clone()).collect());
+        let values = opened.into_iter().collect();
+        crate::secrets::substitute_spec(spec, &values).map(std::borrow::Cow::Owned)
+    }
+
     /// Frees the job's slot and wakes the next waiting run, if any.
     fn release(&self, job: &Job) {
         let mut st = self.state();
@@ -423,10 +447,20 @@ impl Runner {
                 })
             },
         };
-        let mut result: ExecResult = match &job.definition.spec {
-            JobSpec::Command(spec) => command::execute(spec, &self.settings.command, &ctx).await,
-            JobSpec::Http(spec) => self.http.execute(spec, &ctx).await,
+        let mut result: ExecResult = match self.open_secrets(&job.definition.spec, &output).await {
+            Ok(spec) => match spec.as_ref() {
+                JobSpec::Command(spec) => {
+                    command::execute(spec, &self.settings.command, &ctx).await
+                }
+                JobSpec::Http(spec) => self.http.execute(spec, &ctx).await,
+            },
+            Err(e) => {
+                ctx.note(&e);
+                ExecResult::failed(e)
+            }
         };
+        // An error message may quote what the process or server said.
+        result.outcome.error = result.outcome.error.map(|e| output.mask(&e));
         if result.status == RunStatus::Cancelled && self.shutting_down.load(Ordering::SeqCst) {
             result.outcome.error =
                 Some("cancelled: Steward shut down and the grace period ran out".into());

@@ -39,6 +39,200 @@ pub enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// Offline maintenance on a data directory (reset-password, rotate-key, verify-audit, export-audit).
+    Admin {
+        /// Configuration file (default: ./steward.toml if it exists).
+        #[arg(long, env = "STEWARD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Jobs on a running server (API client).
+    Jobs {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Runs on a running server (API client).
+    Runs {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Your API tokens (API client).
+    Tokens {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// User accounts (API client).
+    Users {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// The audit log (API client).
+    Audit {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Sealing keys (API client): rotate online.
+    Keys {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// Where the server is and how to authenticate.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Connection {
+    /// Base URL of the server.
+    #[arg(
+        long,
+        env = "STEWARD_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// API token (create one with POST /api/v1/tokens or `steward tokens create`).
+    #[arg(long, env = "STEWARD_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Give USER a new one-time password and end their sessions (server stopped).
+    ResetPassword { user: String },
+    /// Add a sealing key and re-seal everything under it (server stopped).
+    RotateKey,
+    /// Check the audit log's hash chain; exit 1 and name the first bad entry if edited.
+    VerifyAudit,
+    /// Print the audit log as JSON lines.
+    ExportAudit,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    List,
+    Show {
+        job: String,
+    },
+    /// Create a job from a JSON or TOML file (`-` reads standard input).
+    Create {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+    },
+    /// Start a run now.
+    Run {
+        job: String,
+    },
+    Enable {
+        job: String,
+    },
+    Disable {
+        job: String,
+    },
+    Delete {
+        job: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    List {
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    Show {
+        run: i64,
+    },
+    /// Print a run's output; --follow streams it until the run ends.
+    Logs {
+        run: i64,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    Cancel {
+        run: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokensCommand {
+    List,
+    /// Create a token; the secret is printed once.
+    Create {
+        name: String,
+        /// Permission such as jobs:read (repeatable); default: all of yours.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Lifetime such as 30d.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    Revoke {
+        id: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    List,
+    Show {
+        user: String,
+    },
+    /// Create a user; the initial password is read from --password-file or standard input.
+    Create {
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    Delete {
+        user: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    List {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        event: Option<String>,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// All entries as JSON lines.
+    Export,
+    /// Ask the server to check the hash chain.
+    Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Add a key and re-seal every stored credential under it, while serving.
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]

@@ -23,6 +23,51 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub api: ApiConfig,
     pub metrics: MetricsConfig,
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The address users reach Steward at, e.g. `https://steward.example.org`:
+    /// used in mailed links; `https` turns on Secure cookies and HSTS.
+    pub public_url: Option<url::Url>,
+    /// Host names requests may be addressed to, beside the loopback names and
+    /// the public URL's host. `["*"]` accepts any (authentication still applies).
+    pub allowed_hosts: Vec<String>,
+    /// Proxies whose X-Forwarded-For is believed (addresses or networks).
+    #[serde(deserialize_with = "nets")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Force the Secure cookie flag (default: on when public_url is https).
+    pub secure_cookies: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A session unused this long ends (sliding).
+    pub session_idle: DurationSpec,
+    /// A session ends this long after sign-in, whatever its use.
+    pub session_lifetime: DurationSpec,
+    /// Password of the first `admin` (else one is generated and logged once).
+    pub bootstrap_admin_password: Option<SecretString>,
+    pub bootstrap_admin_password_file: Option<PathBuf>,
+    /// Key file sealing stored credentials (default DATA_DIR/steward.key,
+    /// created on first start). An explicit file must exist.
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_idle: DurationSpec::from_secs(12 * 3600),
+            session_lifetime: DurationSpec::from_secs(7 * 24 * 3600),
+            bootstrap_admin_password: None,
+            bootstrap_admin_password_file: None,
+            master_key_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,6 +123,11 @@ pub struct OutboundConfig {
 pub struct ApiConfig {
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// API requests per second per token, session or client address; 0 turns
+    /// the limit off.
+    pub rate_limit_per_second: u32,
+    /// Requests allowed in a burst above the rate.
+    pub rate_limit_burst: u32,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -115,6 +165,8 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             api: ApiConfig::default(),
             metrics: MetricsConfig::default(),
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -148,6 +200,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            rate_limit_per_second: 50,
+            rate_limit_burst: 200,
         }
     }
 }
@@ -266,6 +320,44 @@ impl Config {
         if let Some(v) = env("STEWARD_MAX_BODY_BYTES") {
             self.api.max_body_bytes = parse("STEWARD_MAX_BODY_BYTES", &v)?;
         }
+        if let Some(v) = env("STEWARD_PUBLIC_URL") {
+            self.server.public_url = Some(parse("STEWARD_PUBLIC_URL", &v)?);
+        }
+        if let Some(v) = env("STEWARD_ALLOWED_HOSTS") {
+            self.server.allowed_hosts = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        if let Some(v) = env("STEWARD_TRUSTED_PROXIES") {
+            self.server.trusted_proxies = v
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse_net(s).map_err(|e| invalid("STEWARD_TRUSTED_PROXIES", e)))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = env("STEWARD_SECURE_COOKIES") {
+            self.server.secure_cookies = Some(parse("STEWARD_SECURE_COOKIES", &v)?);
+        }
+        if let Some(v) = env("STEWARD_SESSION_IDLE") {
+            self.auth.session_idle = dur("STEWARD_SESSION_IDLE", &v)?;
+        }
+        if let Some(v) = env("STEWARD_SESSION_LIFETIME") {
+            self.auth.session_lifetime = dur("STEWARD_SESSION_LIFETIME", &v)?;
+        }
+        if let Some(v) = env("STEWARD_BOOTSTRAP_ADMIN_PASSWORD") {
+            self.auth.bootstrap_admin_password = Some(SecretString::from(v));
+        }
+        if let Some(v) = env("STEWARD_BOOTSTRAP_ADMIN_PASSWORD_FILE") {
+            self.auth.bootstrap_admin_password_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("STEWARD_MASTER_KEY_FILE") {
+            self.auth.master_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("STEWARD_API_RATE_LIMIT") {
+            self.api.rate_limit_per_second = parse("STEWARD_API_RATE_LIMIT", &v)?;
+        }
         if let Some(v) = env("STEWARD_METRICS_TOKEN") {
             self.metrics.token = Some(SecretString::from(v));
         }
@@ -322,16 +414,76 @@ impl Config {
                 "set either metrics.token or metrics.token_file, not both",
             ));
         }
-        if !self.listen.ip().is_loopback() {
+        if self.auth.session_idle.get() < std::time::Duration::from_secs(60) {
+            errs.push(invalid("auth.session_idle", "must be at least 1 minute"));
+        }
+        if self.auth.session_lifetime.get() < self.auth.session_idle.get() {
             errs.push(invalid(
-                "listen",
-                format!(
-                    "{} is not a loopback address; until authentication is available Steward only listens on loopback (127.0.0.1 or [::1])",
-                    self.listen
-                ),
+                "auth.session_lifetime",
+                "must not be shorter than auth.session_idle",
+            ));
+        }
+        if self.auth.bootstrap_admin_password.is_some()
+            && self.auth.bootstrap_admin_password_file.is_some()
+        {
+            errs.push(invalid(
+                "auth.bootstrap_admin_password_file",
+                "set either auth.bootstrap_admin_password or its _file, not both",
+            ));
+        }
+        if let Some(u) = &self.server.public_url {
+            if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+                errs.push(invalid(
+                    "server.public_url",
+                    "must be an http(s) URL with a host",
+                ));
+            }
+        }
+        if self.api.rate_limit_per_second > 0 && self.api.rate_limit_burst == 0 {
+            errs.push(invalid(
+                "api.rate_limit_burst",
+                "must be at least 1 when the rate limit is on",
             ));
         }
         errs
+    }
+
+    /// Host names served: loopback names, the public URL's host, the list.
+    /// Listening beyond loopback with neither configured accepts any Host.
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()];
+        if let Some(h) = self.server.public_url.as_ref().and_then(|u| u.host_str()) {
+            hosts.push(h.to_owned());
+        }
+        hosts.extend(self.server.allowed_hosts.iter().cloned());
+        if !self.listen.ip().is_loopback()
+            && self.server.public_url.is_none()
+            && self.server.allowed_hosts.is_empty()
+        {
+            hosts.push("*".into());
+        }
+        hosts
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.server.secure_cookies.unwrap_or_else(|| {
+            self.server
+                .public_url
+                .as_ref()
+                .is_some_and(|u| u.scheme() == "https")
+        })
+    }
+
+    /// The bootstrap password, from the setting or the file it names.
+    pub fn bootstrap_password(&self) -> Result<Option<SecretString>, ConfigError> {
+        if let Some(p) = &self.auth.bootstrap_admin_password {
+            return Ok(Some(p.clone()));
+        }
+        self.auth
+            .bootstrap_admin_password_file
+            .as_ref()
+            .map(|p| read_secret_file(p))
+            .transpose()
     }
 
     /// The metrics token, from `metrics.token` or the file it names.
@@ -339,19 +491,22 @@ impl Config {
         if let Some(t) = &self.metrics.token {
             return Ok(Some(t.clone()));
         }
-        match &self.metrics.token_file {
-            Some(p) => {
-                let v = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.clone(),
-                    source,
-                })?;
-                Ok(Some(SecretString::from(
-                    v.trim_end_matches(['\n', '\r']).to_owned(),
-                )))
-            }
-            None => Ok(None),
-        }
+        self.metrics
+            .token_file
+            .as_ref()
+            .map(|p| read_secret_file(p))
+            .transpose()
     }
+}
+
+fn read_secret_file(p: &Path) -> Result<SecretString, ConfigError> {
+    let v = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        path: p.to_owned(),
+        source,
+    })?;
+    Ok(SecretString::from(
+        v.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
 }
 
 #[cfg(test)]
@@ -389,7 +544,6 @@ mod tests {
             parse("listen = \"0.0.0.0:8080\"\n[executor]\noutput_limit = 10\nworkdir = \"rel\"\n")
                 .unwrap();
         let keys: Vec<String> = c.validate().into_iter().map(|e| e.to_string()).collect();
-        assert!(keys.iter().any(|k| k.starts_with("listen:")), "{keys:?}");
         assert!(
             keys.iter().any(|k| k.starts_with("executor.output_limit:")),
             "{keys:?}"

@@ -1,7 +1,9 @@
 //! The `steward` binary's library half: configuration, wiring and the
 //! [`Application`] that tests boot on port 0.
 
+pub mod admin;
 pub mod cli;
+pub mod client;
 pub mod config;
 
 use anyhow::Context as _;
@@ -9,6 +11,10 @@ use config::Config;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
+use steward_access::accounts::Bootstrap;
+use steward_access::vault::Vault;
+use steward_access::{Access, AccessSettings};
+use steward_crypto::{Keyring, PasswordHasher};
 use steward_domain::RunId;
 use steward_engine::clock::{Clock, SystemClock};
 use steward_engine::executor::command::RunAs;
@@ -23,12 +29,14 @@ use tokio_util::sync::CancellationToken;
 pub struct Application {
     addr: SocketAddr,
     engine: Arc<Engine>,
+    access: Arc<Access>,
     store: SqliteStore,
     stop_http: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     grace: std::time::Duration,
     /// Held for the process's life: one Steward per data directory.
     _data_lock: nix::fcntl::Flock<std::fs::File>,
+    _sweeper: tokio::task::JoinHandle<()>,
 }
 
 /// Test seams: the clock and jitter source.
@@ -78,6 +86,7 @@ impl Application {
         let store = SqliteStore::open(&config.data_dir.join("steward.db"))
             .await
             .context("cannot open the database")?;
+        let vault = open_vault(&config, &store, overrides.clock.clone())?;
 
         let run_as = resolve_run_as(&config)?;
         let settings = EngineSettings {
@@ -92,40 +101,75 @@ impl Application {
                 .unwrap_or_else(|| "/".into()),
             run_as,
             outbound: OutboundPolicy::new(config.outbound.allow.clone()),
+            secrets: vault.clone(),
         };
         let shared: Arc<dyn Store> = Arc::new(store.clone());
         let engine = Engine::start(
             shared,
-            overrides.clock,
+            Arc::new(store.clone()),
+            overrides.clock.clone(),
             settings,
             Metrics::new(),
             overrides.jitter,
         )
         .await?;
+        let access = build_access(&config, &store, vault, overrides.clock)?;
+        let bootstrap = match config.bootstrap_password()? {
+            Some(p) => Bootstrap::Given(p),
+            None => Bootstrap::Generate,
+        };
+        if let Some(password) = access.bootstrap(bootstrap).await? {
+            use secrecy::ExposeSecret as _;
+            // Printed once, on the first start only: the operator's way in.
+            tracing::warn!(
+                user = "admin",
+                password = password.expose_secret(),
+                "first start: created the admin account with this one-time password; sign in and change it"
+            );
+        }
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let rate = std::num::NonZeroU32::new(config.api.rate_limit_per_second)
+            .zip(std::num::NonZeroU32::new(config.api.rate_limit_burst));
         let router = steward_web::router(
             engine.clone(),
+            access.clone(),
             steward_web::WebSettings {
+                auth: steward_web::auth::AuthSettings {
+                    trusted_proxies: config.server.trusted_proxies.clone(),
+                    secure_cookies: config.secure_cookies(),
+                    hsts: config
+                        .server
+                        .public_url
+                        .as_ref()
+                        .is_some_and(|u| u.scheme() == "https"),
+                    api_rate: rate,
+                },
                 max_body_bytes: config.api.max_body_bytes,
-                allowed_hosts: steward_web::AllowedHosts::loopback().0.to_vec(),
+                allowed_hosts: config.allowed_hosts(),
                 metrics_token: config.metrics_token()?,
             },
         );
         let stop_http = CancellationToken::new();
         let stop = stop_http.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
         });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "steward is serving");
+        let sweeper = spawn_session_sweeper(access.clone(), stop_http.clone());
         Ok(Self {
             addr,
             engine,
+            access,
+            _sweeper: sweeper,
             store,
             stop_http,
             server,
@@ -140,6 +184,10 @@ impl Application {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    pub fn access(&self) -> &Arc<Access> {
+        &self.access
     }
 
     /// Graceful stop: the scheduler stops firing, running work gets the configured
@@ -165,10 +213,75 @@ impl Application {
     }
 }
 
+/// The keyring from `auth.master_key_file`, or `DATA_DIR/steward.key`
+/// (created with mode 0600 on first start), and the vault over it.
+pub fn open_vault(
+    config: &Config,
+    store: &SqliteStore,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Vault>> {
+    let (path, create) = match &config.auth.master_key_file {
+        Some(p) => (p.clone(), false),
+        None => (config.data_dir.join("steward.key"), true),
+    };
+    let keyring = Keyring::load_or_create(&path, create)?;
+    Ok(Vault::new(
+        keyring,
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        clock,
+    ))
+}
+
+pub fn build_access(
+    config: &Config,
+    store: &SqliteStore,
+    vault: Arc<Vault>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Access>> {
+    let hasher = PasswordHasher::sized_to_machine().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let to_chrono =
+        |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    Ok(Access::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        hasher,
+        clock,
+        AccessSettings {
+            session_idle: to_chrono(config.auth.session_idle.get()),
+            session_lifetime: to_chrono(config.auth.session_lifetime.get()),
+            public_url: config.server.public_url.as_ref().map(ToString::to_string),
+            ..AccessSettings::default()
+        },
+        vault,
+    ))
+}
+
+/// Deletes expired sessions every 10 minutes (expired ones are already refused;
+/// this keeps the table small).
+fn spawn_session_sweeper(
+    access: Arc<Access>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = access.sweep_sessions().await {
+                        tracing::warn!(error = %e, "could not delete expired sessions");
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// Takes an exclusive lock on `DATA_DIR/steward.lock`. A second Steward on the
 /// same directory would mark the first one's running runs abandoned (and kill
 /// their processes) and fire every schedule twice; it is refused instead.
-fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     let path = dir.join("steward.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

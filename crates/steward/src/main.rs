@@ -1,6 +1,7 @@
 use clap::Parser as _;
 use std::process::ExitCode;
-use steward::cli::{Cli, Command, ConfigCommand, ScheduleCommand};
+use steward::admin::AdminTask;
+use steward::cli::{AdminCommand, Cli, Command, ConfigCommand, ScheduleCommand};
 use steward::config::Config;
 use steward::Application;
 use steward_domain::{Schedule, TimeZone};
@@ -24,6 +25,71 @@ fn main() -> ExitCode {
                     count,
                 },
         } => preview(&expression, &tz, count),
+        Command::Admin {
+            config,
+            data_dir,
+            command,
+        } => admin(config, data_dir, command),
+        Command::Jobs { conn, command } => client(steward::client::jobs(&conn, command)),
+        Command::Runs { conn, command } => client(steward::client::runs(&conn, command)),
+        Command::Tokens { conn, command } => client(steward::client::tokens(&conn, command)),
+        Command::Users { conn, command } => client(steward::client::users(&conn, command)),
+        Command::Keys { conn, command } => client(steward::client::keys(&conn, command)),
+        Command::Audit { conn, command } => {
+            match client_rt(steward::client::audit(&conn, command)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(code) => code,
+            }
+        }
+    }
+}
+
+fn client_rt<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> Result<T, ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("steward: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })?;
+    rt.block_on(fut).map_err(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(1)
+    })
+}
+
+fn client(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match client_rt(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+fn admin(
+    file: Option<std::path::PathBuf>,
+    data_dir: Option<std::path::PathBuf>,
+    command: AdminCommand,
+) -> ExitCode {
+    let mut cfg = match Config::load(file.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("steward: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    let task = match command {
+        AdminCommand::ResetPassword { user } => AdminTask::ResetPassword(user),
+        AdminCommand::RotateKey => AdminTask::RotateKey,
+        AdminCommand::VerifyAudit => AdminTask::VerifyAudit,
+        AdminCommand::ExportAudit => AdminTask::ExportAudit,
+    };
+    match client_rt(steward::admin::run(cfg, task)) {
+        Ok(code) => ExitCode::from(code),
+        Err(code) => code,
     }
 }
 

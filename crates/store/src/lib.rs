@@ -4,15 +4,21 @@
 //! scale-out issue) lives in its own module with its own migrations. Nothing here
 //! knows about HTTP or processes.
 
+pub mod access;
+pub mod audit;
 mod model;
+pub mod secrets;
 pub mod sqlite;
 
+pub use access::AccessStore;
+pub use audit::AuditStore;
 pub use model::{Job, NewRun, Run, RunFilter, RunUpdate};
+pub use secrets::SecretStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use steward_domain::{JobDefinition, JobId, JobName, RunId, RunStatus};
+use steward_domain::{AuditRecord, JobDefinition, JobId, JobName, RunId, RunStatus};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -34,10 +40,22 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap round trip to the database, for `/readyz`.
     async fn ping(&self) -> Result<()>;
 
-    async fn create_job(&self, def: &JobDefinition, now: DateTime<Utc>) -> Result<Job>;
+    /// Job changes write their audit record in the same transaction.
+    async fn create_job(
+        &self,
+        def: &JobDefinition,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> Result<Job>;
     /// Replaces the definition; the schedule cursor is kept.
-    async fn update_job(&self, id: JobId, def: &JobDefinition, now: DateTime<Utc>) -> Result<Job>;
-    async fn delete_job(&self, id: JobId) -> Result<()>;
+    async fn update_job(
+        &self,
+        id: JobId,
+        def: &JobDefinition,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> Result<Job>;
+    async fn delete_job(&self, id: JobId, audit: &AuditRecord) -> Result<()>;
     async fn get_job(&self, id: JobId) -> Result<Job>;
     async fn find_job(&self, name: &JobName) -> Result<Option<Job>>;
     async fn list_jobs(&self) -> Result<Vec<Job>>;

@@ -14,7 +14,11 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
-use steward_domain::{JobDefinition, JobId, JobName, RunId, RunStatus, Trigger};
+use steward_domain::{AuditRecord, JobDefinition, JobId, JobName, RunId, RunStatus, Trigger};
+
+mod access;
+mod audit;
+mod secrets;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -167,8 +171,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_job(&self, def: &JobDefinition, now: DateTime<Utc>) -> Result<Job> {
+    async fn create_job(
+        &self,
+        def: &JobDefinition,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> Result<Job> {
         let json = serde_json::to_string(def).map_err(backend)?;
+        let mut tx = self.writer.begin().await.map_err(backend)?;
         let row = sqlx::query(
             "INSERT INTO jobs (name, enabled, definition, created_at, updated_at) VALUES (?, ?, ?, ?, ?) RETURNING *",
         )
@@ -177,37 +187,50 @@ impl Store for SqliteStore {
         .bind(json)
         .bind(ms(now))
         .bind(ms(now))
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| classify(e, || format!("a job named {:?} already exists", def.name.as_str())))?;
+        audit::append(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)?;
         job_from_row(&row)
     }
 
-    async fn update_job(&self, id: JobId, def: &JobDefinition, now: DateTime<Utc>) -> Result<Job> {
+    async fn update_job(
+        &self,
+        id: JobId,
+        def: &JobDefinition,
+        now: DateTime<Utc>,
+        audit: &AuditRecord,
+    ) -> Result<Job> {
         let json = serde_json::to_string(def).map_err(backend)?;
+        let mut tx = self.writer.begin().await.map_err(backend)?;
         let row = sqlx::query("UPDATE jobs SET name = ?, enabled = ?, definition = ?, updated_at = ? WHERE id = ? RETURNING *")
             .bind(def.name.as_str())
             .bind(def.enabled)
             .bind(json)
             .bind(ms(now))
             .bind(id.0)
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| classify(e, || format!("a job named {:?} already exists", def.name.as_str())))?
             .ok_or(StoreError::NotFound("job"))?;
+        audit::append(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)?;
         job_from_row(&row)
     }
 
-    async fn delete_job(&self, id: JobId) -> Result<()> {
+    async fn delete_job(&self, id: JobId, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
         let done = sqlx::query("DELETE FROM jobs WHERE id = ?")
             .bind(id.0)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound("job"));
         }
-        Ok(())
+        audit::append(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn get_job(&self, id: JobId) -> Result<Job> {
@@ -453,6 +476,14 @@ mod tests {
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
     }
+    fn audit() -> AuditRecord {
+        steward_domain::AuditContext::system("test").record(
+            t(0),
+            "test",
+            "x",
+            serde_json::json!({}),
+        )
+    }
     fn scheduled(job: JobId, at: DateTime<Utc>) -> NewRun {
         NewRun {
             job_id: job,
@@ -485,7 +516,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fk, 1);
-        s.create_job(&def("a"), t(0)).await.unwrap();
+        s.create_job(&def("a"), t(0), &audit()).await.unwrap();
         s.close().await;
         // Reopening applies no migration twice and keeps the data.
         let s = SqliteStore::open(&dir.path().join("db.sqlite"))
@@ -517,8 +548,8 @@ mod tests {
     #[tokio::test]
     async fn duplicate_name_is_a_conflict() {
         let s = SqliteStore::open_in_memory().await.unwrap();
-        s.create_job(&def("a"), t(0)).await.unwrap();
-        let e = s.create_job(&def("a"), t(0)).await.unwrap_err();
+        s.create_job(&def("a"), t(0), &audit()).await.unwrap();
+        let e = s.create_job(&def("a"), t(0), &audit()).await.unwrap_err();
         assert!(
             matches!(e, StoreError::Conflict(ref m) if m.contains("already exists")),
             "{e:?}"
@@ -528,7 +559,7 @@ mod tests {
     #[tokio::test]
     async fn an_occurrence_fires_once_and_moves_the_cursor() {
         let s = SqliteStore::open_in_memory().await.unwrap();
-        let job = s.create_job(&def("a"), t(0)).await.unwrap();
+        let job = s.create_job(&def("a"), t(0), &audit()).await.unwrap();
         s.insert_run(&scheduled(job.id, t(60))).await.unwrap();
         let e = s.insert_run(&scheduled(job.id, t(60))).await.unwrap_err();
         assert!(matches!(e, StoreError::Conflict(_)));
@@ -545,7 +576,7 @@ mod tests {
     #[tokio::test]
     async fn lifecycle_first_ending_wins_and_prune_keeps_newest() {
         let s = SqliteStore::open_in_memory().await.unwrap();
-        let job = s.create_job(&def("a"), t(0)).await.unwrap();
+        let job = s.create_job(&def("a"), t(0), &audit()).await.unwrap();
         let mut ids = vec![];
         for i in 0..5 {
             let r = s.insert_run(&scheduled(job.id, t(i))).await.unwrap();
@@ -608,7 +639,7 @@ mod tests {
     #[tokio::test]
     async fn abandon_marks_running_only() {
         let s = SqliteStore::open_in_memory().await.unwrap();
-        let job = s.create_job(&def("a"), t(0)).await.unwrap();
+        let job = s.create_job(&def("a"), t(0), &audit()).await.unwrap();
         let a = s.insert_run(&scheduled(job.id, t(1))).await.unwrap();
         let b = s.insert_run(&scheduled(job.id, t(2))).await.unwrap();
         s.start_run(a.id, t(1)).await.unwrap();
@@ -621,7 +652,7 @@ mod tests {
         assert_eq!(s.get_run(b.id).await.unwrap().status, RunStatus::Queued);
         assert_eq!(s.queued_runs().await.unwrap().len(), 1);
         // Deleting the job removes its runs.
-        s.delete_job(job.id).await.unwrap();
+        s.delete_job(job.id, &audit()).await.unwrap();
         assert!(matches!(
             s.get_run(a.id).await,
             Err(StoreError::NotFound(_))

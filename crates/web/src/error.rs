@@ -12,6 +12,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for `Retry-After` on 429.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -37,6 +39,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -51,6 +54,7 @@ impl ApiError {
                 format!("{field}: {message}")
             },
             field: (!field.is_empty()).then_some(field),
+            retry_after: None,
         }
     }
     pub fn not_found(what: &str) -> Self {
@@ -94,6 +98,39 @@ impl From<steward_store::StoreError> for ApiError {
     }
 }
 
+impl From<steward_access::AccessError> for ApiError {
+    fn from(e: steward_access::AccessError) -> Self {
+        use steward_access::AccessError as E;
+        match e {
+            E::InvalidCredentials => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                e.to_string(),
+            ),
+            E::Unauthenticated => {
+                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
+            }
+            E::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            E::TooMany { retry_after_secs } => Self {
+                retry_after: Some(retry_after_secs),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+            },
+            E::Invalid(v) => Self::invalid(v.field, v.message),
+            E::NotFound(w) => Self::not_found(w),
+            E::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            E::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+            E::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
@@ -103,7 +140,13 @@ impl IntoResponse for ApiError {
                 field: self.field,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        r
     }
 }
 

@@ -31,7 +31,9 @@ impl AllowedHosts {
     /// `host[:port]` → is `host` one of ours?
     fn allows(&self, authority: &str) -> bool {
         let host = strip_port(authority).to_ascii_lowercase();
-        self.0.iter().any(|h| h.eq_ignore_ascii_case(&host))
+        self.0
+            .iter()
+            .any(|h| h == "*" || h.eq_ignore_ascii_case(&host))
     }
 }
 
@@ -76,7 +78,10 @@ pub async fn guard(State(hosts): State<AllowedHosts>, req: Request, next: Next) 
             .and_then(|v| v.to_str().ok())
             .is_some_and(|o| {
                 let authority = o.split_once("://").map_or("", |(_, rest)| rest);
-                o == "null" || !hosts.allows(authority)
+                // Same origin as the request's Host, or a configured name.
+                o == "null"
+                    || (!authority.eq_ignore_ascii_case(host) && !hosts.allows(authority))
+                    || (hosts.0.iter().any(|h| h == "*") && !authority.eq_ignore_ascii_case(host))
             });
         if cross_site || foreign_origin {
             return ApiError::new(

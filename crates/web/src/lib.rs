@@ -3,10 +3,12 @@
 //! services hold the rules.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod extract;
 mod guard;
 mod ops;
+pub mod policy;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue, Request};
@@ -22,10 +24,14 @@ use tower_http::trace::TraceLayer;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub access: Arc<steward_access::Access>,
+    pub auth: Arc<auth::AuthSettings>,
+    pub limiter: Arc<auth::ApiLimiter>,
     pub metrics_token: Option<Arc<SecretString>>,
 }
 
 pub struct WebSettings {
+    pub auth: auth::AuthSettings,
     pub max_body_bytes: usize,
     /// Host names requests may be addressed to (DNS-rebinding defence).
     pub allowed_hosts: Vec<String>,
@@ -36,9 +42,17 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub use guard::AllowedHosts;
 
-pub fn router(engine: Arc<Engine>, settings: WebSettings) -> Router {
+pub fn router(
+    engine: Arc<Engine>,
+    access: Arc<steward_access::Access>,
+    settings: WebSettings,
+) -> Router {
+    let hsts = settings.auth.hsts;
     let state = AppState {
         engine,
+        access,
+        limiter: Arc::new(auth::ApiLimiter::new(settings.auth.api_rate)),
+        auth: Arc::new(settings.auth),
         metrics_token: settings.metrics_token.map(Arc::new),
     };
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -51,6 +65,8 @@ pub fn router(engine: Arc<Engine>, settings: WebSettings) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        // After routing, so the policy is looked up by the matched route.
+        .route_layer(axum::middleware::from_fn(auth::authorize))
         .fallback(|| async { error::ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             error::ApiError::new(
@@ -59,6 +75,10 @@ pub fn router(engine: Arc<Engine>, settings: WebSettings) -> Router {
                 "this method is not allowed on this path (see /api/v1/openapi.json)",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
@@ -84,6 +104,22 @@ pub fn router(engine: Arc<Engine>, settings: WebSettings) -> Router {
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("permissions-policy"),
+            HeaderValue::from_static(
+                "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            move |_: &axum::http::Response<_>| {
+                hsts.then(|| HeaderValue::from_static("max-age=63072000; includeSubDomains"))
+            },
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)

@@ -9,8 +9,88 @@ use steward_engine::runner::JitterFn;
 pub struct TestApp {
     pub app: Option<Application>,
     pub base: String,
+    /// An API token of the admin; `client` sends it.
     pub client: reqwest::Client,
+    pub token: String,
     pub dir: tempfile::TempDir,
+}
+
+/// The first admin's password in tests, and the one it is changed to.
+pub const BOOTSTRAP_PASSWORD: &str = "bootstrap only, change me at once";
+pub const ADMIN_PASSWORD: &str = "violet tractor forgets seven lanterns";
+
+/// Signs in as `user` and returns (cookie header value, csrf token, body).
+pub async fn sign_in(base: &str, user: &str, password: &str) -> (u16, Option<String>, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/auth/sign-in"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    (status, cookie, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A client for a session: cookie and CSRF token on every request.
+pub fn session_client(cookie: &str, csrf: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("cookie", cookie.parse().unwrap());
+    h.insert("x-csrf-token", csrf.parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
+pub fn token_client(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
+/// Takes the first admin through its first sign-in (password change) if
+/// needed and returns an API token with all of admin's permissions.
+pub async fn admin_token(base: &str) -> String {
+    let (mut status, mut cookie, mut body) = sign_in(base, "admin", ADMIN_PASSWORD).await;
+    if status == 401 {
+        (status, cookie, body) = sign_in(base, "admin", BOOTSTRAP_PASSWORD).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["must_change_password"], true);
+        let c = session_client(
+            cookie.as_deref().unwrap(),
+            body["csrf_token"].as_str().unwrap(),
+        );
+        let r = c
+            .post(format!("{base}/api/v1/auth/password"))
+            .json(&json!({"current_password": BOOTSTRAP_PASSWORD, "new_password": ADMIN_PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    }
+    assert_eq!(status, 200, "{body}");
+    let c = session_client(
+        cookie.as_deref().unwrap(),
+        body["csrf_token"].as_str().unwrap(),
+    );
+    let r = c
+        .post(format!("{base}/api/v1/tokens"))
+        .json(&json!({"name": "tests"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    v["secret"].as_str().unwrap().to_owned()
 }
 
 pub fn config(dir: &std::path::Path) -> Config {
@@ -23,6 +103,9 @@ pub fn config(dir: &std::path::Path) -> Config {
     c.executor.run_as_user = Some("root".into());
     c.executor.kill_grace = steward_domain::DurationSpec::from_secs(2);
     c.scheduler.shutdown_grace = steward_domain::DurationSpec::from_secs(2);
+    c.auth.bootstrap_admin_password = Some(BOOTSTRAP_PASSWORD.into());
+    // Tests poll hard; the rate-limit tests turn it back on.
+    c.api.rate_limit_per_second = 0;
     c
 }
 
@@ -57,10 +140,12 @@ impl TestApp {
         .await
         .unwrap();
         let base = format!("http://{}", app.local_addr());
+        let token = admin_token(&base).await;
         Self {
             app: Some(app),
             base,
-            client: reqwest::Client::new(),
+            client: token_client(&token),
+            token,
             dir,
         }
     }
@@ -179,5 +264,98 @@ pub fn alive(pid: i32) -> bool {
             .trim_start()
             .starts_with('Z'),
         Err(_) => false,
+    }
+}
+
+/// A user's ways in: an API token and a signed-in session.
+pub struct Account {
+    pub name: String,
+    pub password: String,
+    pub token: String,
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl TestApp {
+    /// Sends `method path` with `client` and an optional JSON body.
+    pub async fn call(
+        &self,
+        client: &reqwest::Client,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = client.request(method.parse().unwrap(), self.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates `name` with `roles`, takes it through the first sign-in and
+    /// password change, and gives it a token.
+    pub async fn account(&self, name: &str, roles: &[&str]) -> Account {
+        let initial = format!("initial {name} password, change it");
+        let (s, body) = self
+            .post(
+                "/api/v1/users",
+                json!({"username": name, "password": initial, "roles": roles, "email": format!("{name}@example.test")}),
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+        let (s, cookie, body) = sign_in(&self.base, name, &initial).await;
+        assert_eq!(s, 200, "{body}");
+        let c = session_client(
+            cookie.as_deref().unwrap(),
+            body["csrf_token"].as_str().unwrap(),
+        );
+        let password = format!("{name} rides a purple bicycle at dawn");
+        let (s, body) = self
+            .call(
+                &c,
+                "POST",
+                "/api/v1/auth/password",
+                Some(json!({"current_password": initial, "new_password": password})),
+            )
+            .await;
+        assert_eq!(s, 204, "{body}");
+        let (s, body) = self
+            .call(&c, "POST", "/api/v1/tokens", Some(json!({"name": "t"})))
+            .await;
+        // Without any role there is nothing to scope a token to.
+        assert_eq!(s, if roles.is_empty() { 422 } else { 201 }, "{body}");
+        Account {
+            name: name.into(),
+            password,
+            token: body["secret"].as_str().unwrap_or_default().into(),
+            cookie: cookie.unwrap(),
+            csrf: String::new(),
+        }
+        .with_csrf(&self.base)
+        .await
+    }
+}
+
+impl Account {
+    async fn with_csrf(mut self, base: &str) -> Self {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/api/v1/auth/me"))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        self.csrf = v["csrf_token"].as_str().unwrap().into();
+        self
+    }
+
+    pub fn token_client(&self) -> reqwest::Client {
+        token_client(&self.token)
+    }
+
+    pub fn session_client(&self) -> reqwest::Client {
+        session_client(&self.cookie, &self.csrf)
     }
 }

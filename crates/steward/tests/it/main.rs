@@ -8,7 +8,9 @@
 //! Integration tests: the real application on port 0 with a fresh data directory,
 //! and the real binary for signals and crashes. One test binary (link time).
 
+mod access;
 mod api;
+mod attacks;
 mod bad_input;
 mod executor;
 mod helpers;

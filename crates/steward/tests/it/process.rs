@@ -11,15 +11,20 @@ use steward_engine::clock::SystemClock;
 struct Server {
     child: Child,
     base: String,
+    client: reqwest::Client,
 }
 
-fn spawn_server(data: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
+async fn spawn_server(data: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .env("STEWARD_LOG_FORMAT", "json")
         .env("STEWARD_RUN_AS_USER", "root")
         .env("STEWARD_KILL_GRACE", "1s")
+        .env(
+            "STEWARD_BOOTSTRAP_ADMIN_PASSWORD",
+            crate::helpers::BOOTSTRAP_PASSWORD,
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .current_dir(data.parent().unwrap());
@@ -38,15 +43,19 @@ fn spawn_server(data: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    let base = format!("http://{addr}");
+    let token = crate::helpers::admin_token(&base).await;
     Server {
         child,
-        base: format!("http://{addr}"),
+        base,
+        client: crate::helpers::token_client(&token),
     }
 }
 
-async fn post(base: &str, path: &str, body: Value) -> Value {
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
+async fn post(s: &Server, path: &str, body: Value) -> Value {
+    let r = s
+        .client
+        .post(format!("{}{path}", s.base))
         .json(&body)
         .send()
         .await
@@ -54,8 +63,10 @@ async fn post(base: &str, path: &str, body: Value) -> Value {
     r.json().await.unwrap()
 }
 
-async fn get(base: &str, path: &str) -> Value {
-    reqwest::get(format!("{base}{path}"))
+async fn get(s: &Server, path: &str) -> Value {
+    s.client
+        .get(format!("{}{path}", s.base))
+        .send()
         .await
         .unwrap()
         .json()
@@ -75,9 +86,9 @@ async fn wait_pid(path: &std::path::Path) -> i32 {
     panic!("no pid written to {}", path.display());
 }
 
-async fn wait_status(base: &str, run: i64, want: &str) {
+async fn wait_status(s: &Server, run: i64, want: &str) {
     for _ in 0..400 {
-        if get(base, &format!("/api/v1/runs/{run}")).await["status"] == want {
+        if get(s, &format!("/api/v1/runs/{run}")).await["status"] == want {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -104,9 +115,9 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
 async fn sigterm_lets_short_work_finish_and_cancels_long_work_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut s = spawn_server(&data, &[("STEWARD_SHUTDOWN_GRACE", "2s")]);
+    let mut s = spawn_server(&data, &[("STEWARD_SHUTDOWN_GRACE", "2s")]).await;
     post(
-        &s.base,
+        &s,
         "/api/v1/jobs",
         json!({"name": "short", "spec": {"kind": "command", "argv": ["sleep", "1"]}}),
     )
@@ -114,19 +125,19 @@ async fn sigterm_lets_short_work_finish_and_cancels_long_work_after_the_grace() 
     let pidfile = dir.path().join("long.pid");
     let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
     post(
-        &s.base,
+        &s,
         "/api/v1/jobs",
         json!({"name": "long", "spec": {"kind": "command", "argv": ["sh", "-c", script]}}),
     )
     .await;
-    let short = post(&s.base, "/api/v1/jobs/short/run", json!({})).await["id"]
+    let short = post(&s, "/api/v1/jobs/short/run", json!({})).await["id"]
         .as_i64()
         .unwrap();
-    let long = post(&s.base, "/api/v1/jobs/long/run", json!({})).await["id"]
+    let long = post(&s, "/api/v1/jobs/long/run", json!({})).await["id"]
         .as_i64()
         .unwrap();
-    wait_status(&s.base, long, "running").await;
-    wait_status(&s.base, short, "running").await;
+    wait_status(&s, long, "running").await;
+    wait_status(&s, short, "running").await;
 
     let started = std::time::Instant::now();
     signal(&s.child, nix::sys::signal::Signal::SIGTERM);
@@ -161,11 +172,11 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let fast_stop = [("STEWARD_SHUTDOWN_GRACE", "1s")];
-    let mut s = spawn_server(&data, &fast_stop);
+    let mut s = spawn_server(&data, &fast_stop).await;
     let pidfile = dir.path().join("victim.pid");
     let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
     post(
-        &s.base,
+        &s,
         "/api/v1/jobs",
         json!({"name": "every3", "schedule": "@every 3s", "policies": {"missed": "run_once"},
                "spec": {"kind": "command", "argv": ["sh", "-c", script]}}),
@@ -174,7 +185,7 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     // Wait for the first scheduled run to be running.
     let mut first = None;
     for _ in 0..400 {
-        let runs = get(&s.base, "/api/v1/runs?job=every3").await;
+        let runs = get(&s, "/api/v1/runs?job=every3").await;
         if let Some(r) = runs["items"]
             .as_array()
             .and_then(|a| a.iter().find(|r| r["status"] == "running"))
@@ -196,7 +207,7 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     std::thread::sleep(Duration::from_secs(7)); // at least two occurrences missed
     let restart = chrono::Utc::now();
 
-    let mut s = spawn_server(&data, &fast_stop);
+    let mut s = spawn_server(&data, &fast_stop).await;
     // ...and the restart stops it before marking the run abandoned.
     assert!(
         !alive(victim),
@@ -204,7 +215,7 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     );
     // Wait for the catch-up run, which starts in the background.
     for _ in 0..200 {
-        let runs = get(&s.base, "/api/v1/runs?job=every3").await;
+        let runs = get(&s, "/api/v1/runs?job=every3").await;
         let created_since_restart = |r: &Value| {
             chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str().unwrap()).unwrap()
                 >= restart
@@ -219,7 +230,7 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let runs = get(&s.base, "/api/v1/runs?job=every3").await;
+    let runs = get(&s, "/api/v1/runs?job=every3").await;
     let items = runs["items"].as_array().unwrap();
     let old = items.iter().find(|r| r["id"] == first).unwrap();
     assert_eq!(old["status"], "abandoned", "{old}");
@@ -243,7 +254,7 @@ async fn cli_config_check_and_schedule_preview() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "listen = \"0.0.0.0:8080\"\n[executor]\noutput_limit = 5\n",
+        "[auth]\nsession_idle = \"5s\"\n[executor]\noutput_limit = 5\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_steward"))
@@ -254,7 +265,7 @@ async fn cli_config_check_and_schedule_preview() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("listen:") && err.contains("executor.output_limit:"),
+        err.contains("auth.session_idle:") && err.contains("executor.output_limit:"),
         "{err}"
     );
 
@@ -309,13 +320,4 @@ async fn cli_config_check_and_schedule_preview() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("steward "));
-
-    // serve refuses a non-loopback address until authentication exists.
-    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
-        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path().join("d"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
 }

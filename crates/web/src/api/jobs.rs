@@ -1,6 +1,7 @@
 //! `/api/v1/jobs`: thin adapters over the engine's job service.
 
 use super::views::{JobList, JobView, RunView};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::AppState;
@@ -44,9 +45,10 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<JobList>> {
     responses((status = 201, body = JobView), (status = 409, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(def): ApiJson<JobDefinition>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    let job = state.engine.create_job(def).await?;
+    let job = state.engine.create_job(def, &caller.ctx()).await?;
     Ok((StatusCode::CREATED, Json(view(&state, job))))
 }
 
@@ -65,11 +67,12 @@ pub async fn show(
     responses((status = 200, body = JobView), (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn replace(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
     ApiJson(def): ApiJson<JobDefinition>,
 ) -> ApiResult<Json<JobView>> {
     let job = resolve(&state, &key).await?;
-    let job = state.engine.update_job(job.id, def).await?;
+    let job = state.engine.update_job(job.id, def, &caller.ctx()).await?;
     Ok(Json(view(&state, job)))
 }
 
@@ -77,10 +80,11 @@ pub async fn replace(
     responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> ApiResult<StatusCode> {
     let job = resolve(&state, &key).await?;
-    state.engine.delete_job(job.id).await?;
+    state.engine.delete_job(job.id, &caller.ctx()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -88,12 +92,16 @@ pub async fn delete(
     responses((status = 200, body = JobView)))]
 pub async fn enable(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> ApiResult<Json<JobView>> {
     let job = resolve(&state, &key).await?;
     Ok(Json(view(
         &state,
-        state.engine.set_enabled(job.id, true).await?,
+        state
+            .engine
+            .set_enabled(job.id, true, &caller.ctx())
+            .await?,
     )))
 }
 
@@ -101,12 +109,16 @@ pub async fn enable(
     responses((status = 200, body = JobView)))]
 pub async fn disable(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> ApiResult<Json<JobView>> {
     let job = resolve(&state, &key).await?;
     Ok(Json(view(
         &state,
-        state.engine.set_enabled(job.id, false).await?,
+        state
+            .engine
+            .set_enabled(job.id, false, &caller.ctx())
+            .await?,
     )))
 }
 
@@ -114,9 +126,10 @@ pub async fn disable(
     responses((status = 202, body = RunView, description = "The run, queued (or skipped by the overlap policy)")))]
 pub async fn run_now(
     State(state): State<AppState>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
     let job = resolve(&state, &key).await?;
-    let run = state.engine.run_now(job.id).await?;
+    let run = state.engine.run_now(job.id, &caller.ctx()).await?;
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }

@@ -2,6 +2,7 @@
 //! (stored or live), following output as server-sent events, cancel.
 
 use super::views::{RunList, RunView};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
 use crate::AppState;
@@ -92,9 +93,13 @@ pub async fn show(
     responses((status = 202, body = RunView), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     Path(raw): Path<String>,
 ) -> ApiResult<(axum::http::StatusCode, Json<RunView>)> {
-    let run = state.engine.cancel_run(run_id(&raw)?).await?;
+    let run = state
+        .engine
+        .cancel_run(run_id(&raw)?, &caller.ctx())
+        .await?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(run.into())))
 }
 

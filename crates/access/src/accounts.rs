@@ -1,0 +1,634 @@
+//! Accounts: the first admin, sign-in and sign-out, sessions, password change
+//! and reset, and user management.
+
+use crate::identity::csrf_token_for;
+use crate::{Access, AccessError, ClientInfo, Identity, Via};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::json;
+use std::time::Instant;
+use steward_crypto::{BearerSecret, Verification};
+use steward_domain::access::check_password;
+use steward_domain::{Actor, ActorKind, AuditContext, RoleId, SessionId, UserId, Username};
+use steward_store::access::{Grantee, NewSession, NewUser, PasswordSet, Session, User, UserChange};
+
+/// What a successful sign-in hands back: the cookie value (shown once) and
+/// the session's CSRF token.
+pub struct SignedIn {
+    pub cookie: SecretString,
+    pub csrf_token: String,
+    pub session: SessionId,
+    pub user: User,
+}
+
+/// The password to give the first admin: from configuration, or generated.
+pub enum Bootstrap {
+    Given(SecretString),
+    Generate,
+}
+
+fn user_ctx(user: &User, client: &ClientInfo) -> AuditContext {
+    AuditContext {
+        actor: Actor {
+            kind: ActorKind::User,
+            id: Some(user.id.0),
+            name: user.username.to_string(),
+        },
+        address: client.address,
+        user_agent: client.user_agent.clone(),
+    }
+}
+
+fn bounded(s: Option<String>) -> Option<String> {
+    s.map(|s| s.chars().take(256).collect())
+}
+
+impl Access {
+    /// Creates `admin` on first start. Returns the generated password, which
+    /// the caller prints once; `None` when users exist or a password was given.
+    pub async fn bootstrap(&self, how: Bootstrap) -> Result<Option<SecretString>, AccessError> {
+        if self.store.count_users().await? > 0 {
+            return Ok(None);
+        }
+        let (password, generated) = match how {
+            Bootstrap::Given(p) => (p, false),
+            Bootstrap::Generate => (
+                SecretString::from(
+                    BearerSecret::generate("")
+                        .text
+                        .chars()
+                        .take(24)
+                        .collect::<String>(),
+                ),
+                true,
+            ),
+        };
+        let admin = self
+            .store
+            .find_role("admin")
+            .await?
+            .ok_or(AccessError::NotFound("role admin"))?;
+        let hash = self.hash(&password).await?;
+        let now = self.clock.now();
+        let username = Username::parse("admin")?;
+        let ctx = AuditContext::system("bootstrap");
+        self.store
+            .create_user(
+                &NewUser {
+                    username,
+                    email: None,
+                    password_hash: hash,
+                    must_change: true,
+                    roles: vec![admin.id],
+                },
+                now,
+                &ctx.record(now, "user.create", "user:admin", json!({"roles": {"from": null, "to": ["admin"]}, "must_change": {"from": null, "to": true}})),
+            )
+            .await?;
+        Ok(generated.then_some(password))
+    }
+
+    pub(crate) async fn hash(&self, password: &SecretString) -> Result<String, AccessError> {
+        self.hasher
+            .hash(password)
+            .await
+            .map_err(|e| AccessError::Internal(e.to_string()))
+    }
+
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: &SecretString,
+        client: &ClientInfo,
+    ) -> Result<SignedIn, AccessError> {
+        let started = Instant::now();
+        if let Some(wait) = self.limiter.check(username, client.address, started) {
+            return Err(AccessError::TooMany {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+        let user = if username.len() <= 64 {
+            self.store.find_user(username).await?
+        } else {
+            None
+        };
+        // Always one Argon2id verification, known user or not.
+        let verdict = self
+            .hasher
+            .verify(user.as_ref().map(|u| u.password_hash.as_str()), password)
+            .await;
+        let now = self.clock.now();
+        let user = match (user, verdict) {
+            (Some(u), Verification::Valid { needs_rehash }) if !u.disabled => {
+                if needs_rehash {
+                    let hash = self.hash(password).await?;
+                    self.store
+                        .set_password(
+                            u.id,
+                            &PasswordSet {
+                                hash: &hash,
+                                must_change: u.must_change,
+                                revoke_sessions: false,
+                                keep: None,
+                            },
+                            now,
+                            None,
+                        )
+                        .await?;
+                }
+                u
+            }
+            (user, _) => {
+                self.limiter.failed(username, client.address, started);
+                let anonymous = AuditContext {
+                    actor: Actor::anonymous(),
+                    address: client.address,
+                    user_agent: client.user_agent.clone(),
+                };
+                // Name the account only if it exists: a password typed into
+                // the user name field must not land in the log.
+                let target = user.map_or_else(
+                    || "user:(unknown)".to_owned(),
+                    |u| format!("user:{}", u.username),
+                );
+                self.audit
+                    .append_audit(&anonymous.record(now, "auth.sign_in_failed", target, json!({})))
+                    .await?;
+                return Err(AccessError::InvalidCredentials);
+            }
+        };
+        self.limiter.succeeded(username, client.address);
+        let secret = BearerSecret::generate("");
+        let session = self
+            .store
+            .create_session(&NewSession {
+                token_hash: secret.hash,
+                user_id: user.id,
+                now,
+                expires_at: now + self.settings.session_lifetime,
+                address: client.address.map(|a| a.to_string()),
+                user_agent: bounded(client.user_agent.clone()),
+            })
+            .await?;
+        self.audit
+            .append_audit(&user_ctx(&user, client).record(
+                now,
+                "auth.sign_in",
+                format!("user:{}", user.username),
+                json!({"session": session}),
+            ))
+            .await?;
+        Ok(SignedIn {
+            csrf_token: csrf_token_for(&secret.text),
+            cookie: SecretString::from(secret.text),
+            session,
+            user,
+        })
+    }
+
+    pub async fn sign_out(&self, who: &Identity, client: &ClientInfo) -> Result<(), AccessError> {
+        if let Via::Session { id, .. } = &who.via {
+            self.store.delete_session(who.user_id, *id).await?;
+            self.audit
+                .append_audit(&who.audit_context(client).record(
+                    self.clock.now(),
+                    "auth.sign_out",
+                    format!("user:{}", who.username),
+                    json!({"session": id}),
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every session of the caller (including this one). Returns how many.
+    pub async fn sign_out_everywhere(
+        &self,
+        who: &Identity,
+        client: &ClientInfo,
+    ) -> Result<u64, AccessError> {
+        let n = self.store.delete_sessions(who.user_id, None).await?;
+        self.audit
+            .append_audit(&who.audit_context(client).record(
+                self.clock.now(),
+                "auth.sign_out_everywhere",
+                format!("user:{}", who.username),
+                json!({"sessions": n}),
+            ))
+            .await?;
+        Ok(n)
+    }
+
+    pub async fn sessions(&self, who: &Identity) -> Result<Vec<Session>, AccessError> {
+        Ok(self.store.list_sessions(who.user_id).await?)
+    }
+
+    pub async fn revoke_session(
+        &self,
+        who: &Identity,
+        id: SessionId,
+        client: &ClientInfo,
+    ) -> Result<(), AccessError> {
+        if !self.store.delete_session(who.user_id, id).await? {
+            return Err(AccessError::NotFound("session"));
+        }
+        self.audit
+            .append_audit(&who.audit_context(client).record(
+                self.clock.now(),
+                "auth.session_revoke",
+                format!("user:{}", who.username),
+                json!({"session": id}),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Changes the caller's password; other sessions end, this one stays.
+    pub async fn change_password(
+        &self,
+        who: &Identity,
+        current: &SecretString,
+        new: &SecretString,
+        client: &ClientInfo,
+    ) -> Result<(), AccessError> {
+        let user = self.store.get_user(who.user_id).await?;
+        if let Some(wait) =
+            self.limiter
+                .check(user.username.as_str(), client.address, Instant::now())
+        {
+            return Err(AccessError::TooMany {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+        if self.hasher.verify(Some(&user.password_hash), current).await == Verification::Invalid {
+            self.limiter
+                .failed(user.username.as_str(), client.address, Instant::now());
+            return Err(AccessError::Invalid(steward_domain::ValidationError::new(
+                "current_password",
+                "is not your current password",
+            )));
+        }
+        if new.expose_secret() == current.expose_secret() {
+            return Err(steward_domain::ValidationError::new(
+                "new_password",
+                "must differ from the current password",
+            )
+            .into());
+        }
+        check_password(new.expose_secret(), &[user.username.as_str(), "steward"])?;
+        let hash = self.hash(new).await?;
+        let keep = match &who.via {
+            Via::Session { id, .. } => Some(*id),
+            Via::Token { .. } => None,
+        };
+        let now = self.clock.now();
+        let audit = who.audit_context(client).record(
+            now,
+            "auth.password_change",
+            format!("user:{}", user.username),
+            json!({"password": {"from": "[redacted]", "to": "[redacted]"}}),
+        );
+        self.store
+            .set_password(
+                user.id,
+                &PasswordSet {
+                    hash: &hash,
+                    must_change: false,
+                    revoke_sessions: true,
+                    keep,
+                },
+                now,
+                Some(&audit),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Starts a reset for a user name or e-mail address. Always succeeds from
+    /// the caller's point of view; the mail goes out in the background so the
+    /// answer takes the same time whether the account exists or not.
+    pub async fn request_reset(self: &std::sync::Arc<Self>, login: &str, client: &ClientInfo) {
+        let this = self.clone();
+        let login = login.chars().take(256).collect::<String>();
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.send_reset(&login, &client).await {
+                tracing::warn!(error = %e, "password reset mail not sent");
+            }
+        });
+    }
+
+    async fn send_reset(&self, login: &str, client: &ClientInfo) -> Result<(), AccessError> {
+        let user = match self.store.find_user(login).await? {
+            Some(u) => Some(u),
+            None => self.store.find_user_by_email(login).await?,
+        };
+        let Some(user) = user.filter(|u| !u.disabled) else {
+            return Ok(());
+        };
+        let Some(email) = user.email.clone() else {
+            tracing::info!(user = %user.username, "password reset requested for a user without an e-mail address");
+            return Ok(());
+        };
+        let secret = BearerSecret::generate("");
+        let now = self.clock.now();
+        self.store
+            .create_reset(&secret.hash, user.id, now, now + self.settings.reset_ttl)
+            .await?;
+        let ctx = AuditContext {
+            actor: Actor::anonymous(),
+            address: client.address,
+            user_agent: client.user_agent.clone(),
+        };
+        self.audit
+            .append_audit(&ctx.record(
+                now,
+                "auth.password_reset_request",
+                format!("user:{}", user.username),
+                json!({}),
+            ))
+            .await?;
+        let base = self
+            .settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| "http://localhost:8080".into());
+        let body = format!(
+            "Someone asked to reset the Steward password of {user}.\n\n\
+             To choose a new password, open this link within {mins} minutes:\n\n\
+             {base}/reset-password#token={token}\n\n\
+             or send the token to the API:\n\n\
+             POST {base}/api/v1/auth/password-reset/confirm\n{{\"token\": \"{token}\", \"new_password\": \"...\"}}\n\n\
+             If it was not you, ignore this message; the link works once and expires.\n",
+            user = user.username,
+            mins = self.settings.reset_ttl.num_minutes(),
+            base = base.trim_end_matches('/'),
+            token = secret.text,
+        );
+        self.vault
+            .send_mail(&email, "Reset your Steward password", &body)
+            .await
+    }
+
+    /// Sets a new password with a reset link's token; single use, 15 minutes.
+    pub async fn confirm_reset(
+        &self,
+        token: &str,
+        new: &SecretString,
+        client: &ClientInfo,
+    ) -> Result<(), AccessError> {
+        let now = self.clock.now();
+        let invalid = || {
+            AccessError::Invalid(steward_domain::ValidationError::new(
+                "token",
+                "the reset link is invalid, used or expired",
+            ))
+        };
+        // Checked before consuming, so a weak password does not burn the link.
+        if new.expose_secret().chars().count() < steward_domain::access::PASSWORD_MIN_CHARS {
+            check_password(new.expose_secret(), &[])?;
+        }
+        let user_id = self
+            .store
+            .consume_reset(&BearerSecret::hash_of(token), now)
+            .await?
+            .ok_or_else(invalid)?;
+        let user = self.store.get_user(user_id).await?;
+        check_password(new.expose_secret(), &[user.username.as_str(), "steward"])?;
+        let hash = self.hash(new).await?;
+        let ctx = AuditContext {
+            actor: Actor::anonymous(),
+            address: client.address,
+            user_agent: client.user_agent.clone(),
+        };
+        let audit = ctx.record(
+            now,
+            "auth.password_reset",
+            format!("user:{}", user.username),
+            json!({"password": {"from": "[redacted]", "to": "[redacted]"}}),
+        );
+        self.store
+            .set_password(
+                user.id,
+                &PasswordSet {
+                    hash: &hash,
+                    must_change: false,
+                    revoke_sessions: true,
+                    keep: None,
+                },
+                now,
+                Some(&audit),
+            )
+            .await?;
+        self.limiter.succeeded(user.username.as_str(), None);
+        Ok(())
+    }
+
+    /// `steward admin reset-password`: a new one-time password, must change,
+    /// every session ended. Runs with the server stopped.
+    pub async fn admin_reset_password(&self, username: &str) -> Result<SecretString, AccessError> {
+        let user = self
+            .store
+            .find_user(username)
+            .await?
+            .ok_or(AccessError::NotFound("user"))?;
+        let password = SecretString::from(
+            BearerSecret::generate("")
+                .text
+                .chars()
+                .take(24)
+                .collect::<String>(),
+        );
+        let hash = self.hash(&password).await?;
+        let now = self.clock.now();
+        let audit = AuditContext::system("cli admin reset-password").record(now, "auth.password_reset", format!("user:{}", user.username), json!({"password": {"from": "[redacted]", "to": "[redacted]"}, "must_change": {"from": user.must_change, "to": true}}));
+        self.store
+            .set_password(
+                user.id,
+                &PasswordSet {
+                    hash: &hash,
+                    must_change: true,
+                    revoke_sessions: true,
+                    keep: None,
+                },
+                now,
+                Some(&audit),
+            )
+            .await?;
+        Ok(password)
+    }
+
+    pub async fn users(&self) -> Result<Vec<(User, Vec<String>)>, AccessError> {
+        let mut out = vec![];
+        for u in self.store.list_users().await? {
+            let roles = self.store.granted_roles(Grantee::User(u.id)).await?;
+            out.push((u, roles.into_iter().map(|r| r.name).collect()));
+        }
+        Ok(out)
+    }
+
+    pub async fn user(&self, name: &str) -> Result<(User, Vec<String>), AccessError> {
+        let u = self
+            .store
+            .find_user(name)
+            .await?
+            .ok_or(AccessError::NotFound("user"))?;
+        let roles = self.store.granted_roles(Grantee::User(u.id)).await?;
+        Ok((u, roles.into_iter().map(|r| r.name).collect()))
+    }
+
+    pub(crate) async fn role_ids(&self, names: &[String]) -> Result<Vec<RoleId>, AccessError> {
+        let mut ids = vec![];
+        for (i, n) in names.iter().enumerate() {
+            let r = self.store.find_role(n).await?.ok_or_else(|| {
+                steward_domain::ValidationError::new(
+                    format!("roles[{i}]"),
+                    format!("no role named {n:?}"),
+                )
+            })?;
+            ids.push(r.id);
+        }
+        Ok(ids)
+    }
+
+    /// Creates a user with an initial password they must change at first sign-in.
+    pub async fn create_user(
+        &self,
+        who: &Identity,
+        username: Username,
+        email: Option<String>,
+        password: &SecretString,
+        roles: &[String],
+        client: &ClientInfo,
+    ) -> Result<User, AccessError> {
+        if let Some(e) = &email {
+            check_email(e)?;
+        }
+        check_password(password.expose_secret(), &[username.as_str(), "steward"])
+            .map_err(|e| steward_domain::ValidationError::new("password", e.message))?;
+        let role_ids = self.role_ids(roles).await?;
+        let hash = self.hash(password).await?;
+        let now = self.clock.now();
+        let audit = who.audit_context(client).record(
+            now,
+            "user.create",
+            format!("user:{username}"),
+            json!({"email": {"from": null, "to": email}, "roles": {"from": null, "to": roles}}),
+        );
+        let user = self
+            .store
+            .create_user(
+                &NewUser {
+                    username,
+                    email,
+                    password_hash: hash,
+                    must_change: true,
+                    roles: role_ids,
+                },
+                now,
+                &audit,
+            )
+            .await?;
+        self.cache.clear();
+        Ok(user)
+    }
+
+    pub async fn update_user(
+        &self,
+        who: &Identity,
+        name: &str,
+        change: UserChange,
+        client: &ClientInfo,
+    ) -> Result<User, AccessError> {
+        let user = self
+            .store
+            .find_user(name)
+            .await?
+            .ok_or(AccessError::NotFound("user"))?;
+        if let Some(Some(e)) = &change.email {
+            check_email(e)?;
+        }
+        if change.disabled == Some(true) && user.id == who.user_id {
+            return Err(AccessError::Conflict(
+                "you cannot disable your own account".into(),
+            ));
+        }
+        let mut diff = serde_json::Map::new();
+        if let Some(e) = &change.email {
+            diff.insert("email".into(), json!({"from": user.email, "to": e}));
+        }
+        if let Some(d) = change.disabled {
+            diff.insert("disabled".into(), json!({"from": user.disabled, "to": d}));
+        }
+        let audit = who.audit_context(client).record(
+            self.clock.now(),
+            "user.update",
+            format!("user:{}", user.username),
+            serde_json::Value::Object(diff),
+        );
+        let updated = self
+            .store
+            .update_user(user.id, &change, self.clock.now(), &audit)
+            .await?;
+        self.cache.clear();
+        Ok(updated)
+    }
+
+    pub async fn delete_user(
+        &self,
+        who: &Identity,
+        name: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AccessError> {
+        let user = self
+            .store
+            .find_user(name)
+            .await?
+            .ok_or(AccessError::NotFound("user"))?;
+        if user.id == who.user_id {
+            return Err(AccessError::Conflict(
+                "you cannot delete your own account".into(),
+            ));
+        }
+        let audit = who.audit_context(client).record(
+            self.clock.now(),
+            "user.delete",
+            format!("user:{}", user.username),
+            json!({}),
+        );
+        self.store.delete_user(user.id, &audit).await?;
+        self.cache.clear();
+        Ok(())
+    }
+
+    pub async fn get_user(&self, id: UserId) -> Result<User, AccessError> {
+        Ok(self.store.get_user(id).await?)
+    }
+}
+
+fn check_email(e: &str) -> Result<(), steward_domain::ValidationError> {
+    let ok = e.len() <= 254
+        && e.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'));
+    if ok {
+        Ok(())
+    } else {
+        Err(steward_domain::ValidationError::new(
+            "email",
+            "is not an e-mail address",
+        ))
+    }
+}
+
+impl Access {
+    /// Deletes sessions past their idle or absolute limit.
+    pub async fn sweep_sessions(&self) -> Result<u64, AccessError> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .delete_expired_sessions(now - self.settings.session_idle, now)
+            .await?)
+    }
+}

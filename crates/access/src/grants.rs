@@ -1,0 +1,231 @@
+//! Roles, groups and who holds what. Every change drops the permission cache.
+
+use crate::{Access, AccessError, ClientInfo, Identity};
+use serde_json::json;
+use steward_domain::{Permission, PermissionSet, UserId, Username, ValidationError};
+use steward_store::access::{Grantee, Group, Role};
+
+impl Access {
+    pub async fn roles(&self) -> Result<Vec<Role>, AccessError> {
+        Ok(self.store.list_roles().await?)
+    }
+
+    pub async fn create_role(
+        &self,
+        who: &Identity,
+        name: &str,
+        permissions: PermissionSet,
+        client: &ClientInfo,
+    ) -> Result<Role, AccessError> {
+        Username::parse(name).map_err(|e| e.within("name"))?;
+        if permissions.is_empty() {
+            return Err(ValidationError::new(
+                "permissions",
+                "a role needs at least one permission",
+            )
+            .into());
+        }
+        let now = self.clock.now();
+        let audit = who.audit_context(client).record(
+            now,
+            "role.create",
+            format!("role:{name}"),
+            json!({"permissions": {"from": null, "to": permissions}}),
+        );
+        Ok(self
+            .store
+            .create_role(name, permissions, now, &audit)
+            .await?)
+    }
+
+    pub async fn delete_role(
+        &self,
+        who: &Identity,
+        name: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AccessError> {
+        let role = self
+            .store
+            .find_role(name)
+            .await?
+            .ok_or(AccessError::NotFound("role"))?;
+        if role.builtin {
+            return Err(AccessError::Conflict(format!(
+                "role {name} is built in and cannot be deleted"
+            )));
+        }
+        let audit = who.audit_context(client).record(
+            self.clock.now(),
+            "role.delete",
+            format!("role:{name}"),
+            json!({"permissions": {"from": role.permissions, "to": null}}),
+        );
+        self.store.delete_role(role.id, &audit).await?;
+        self.cache.clear();
+        Ok(())
+    }
+
+    /// Replaces the roles granted directly to a user.
+    pub async fn set_user_roles(
+        &self,
+        who: &Identity,
+        user: &str,
+        roles: &[String],
+        client: &ClientInfo,
+    ) -> Result<Vec<String>, AccessError> {
+        let u = self
+            .store
+            .find_user(user)
+            .await?
+            .ok_or(AccessError::NotFound("user"))?;
+        let ids = self.role_ids(roles).await?;
+        let before: Vec<String> = self
+            .store
+            .granted_roles(Grantee::User(u.id))
+            .await?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        self.refuse_losing_last_admin(u.id, roles).await?;
+        let audit = who.audit_context(client).record(
+            self.clock.now(),
+            "grant.user",
+            format!("user:{}", u.username),
+            json!({"roles": {"from": before, "to": roles}}),
+        );
+        self.store
+            .set_grants(Grantee::User(u.id), &ids, &audit)
+            .await?;
+        self.cache.clear();
+        Ok(roles.to_vec())
+    }
+
+    /// Refuses to leave Steward without anyone who can manage users.
+    async fn refuse_losing_last_admin(
+        &self,
+        user: UserId,
+        new_roles: &[String],
+    ) -> Result<(), AccessError> {
+        let manage = Permission::write(steward_domain::Module::Users);
+        if !self.permissions_of(user).await?.allows(manage) {
+            return Ok(());
+        }
+        let roles = self.store.list_roles().await?;
+        let keeps = new_roles.iter().any(|n| {
+            roles
+                .iter()
+                .any(|r| r.name.eq_ignore_ascii_case(n) && r.permissions.allows(manage))
+        });
+        if keeps {
+            return Ok(());
+        }
+        for u in self.store.list_users().await? {
+            if u.id != user && !u.disabled && self.permissions_of(u.id).await?.allows(manage) {
+                return Ok(());
+            }
+        }
+        Err(AccessError::Conflict(
+            "this would leave no user who can manage users".into(),
+        ))
+    }
+
+    pub async fn groups(&self) -> Result<Vec<Group>, AccessError> {
+        Ok(self.store.list_groups().await?)
+    }
+
+    pub async fn create_group(
+        &self,
+        who: &Identity,
+        name: &str,
+        client: &ClientInfo,
+    ) -> Result<Group, AccessError> {
+        Username::parse(name).map_err(|e| e.within("name"))?;
+        let now = self.clock.now();
+        let audit = who.audit_context(client).record(
+            now,
+            "group.create",
+            format!("group:{name}"),
+            json!({}),
+        );
+        Ok(self.store.create_group(name, now, &audit).await?)
+    }
+
+    pub async fn delete_group(
+        &self,
+        who: &Identity,
+        name: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AccessError> {
+        let g = self
+            .store
+            .find_group(name)
+            .await?
+            .ok_or(AccessError::NotFound("group"))?;
+        let audit = who.audit_context(client).record(self.clock.now(), "group.delete", format!("group:{name}"), json!({"members": {"from": g.members, "to": null}, "roles": {"from": g.roles, "to": null}}));
+        self.store.delete_group(g.id, &audit).await?;
+        self.cache.clear();
+        Ok(())
+    }
+
+    pub async fn set_group_members(
+        &self,
+        who: &Identity,
+        name: &str,
+        members: &[String],
+        client: &ClientInfo,
+    ) -> Result<Group, AccessError> {
+        let g = self
+            .store
+            .find_group(name)
+            .await?
+            .ok_or(AccessError::NotFound("group"))?;
+        let mut ids = vec![];
+        for (i, m) in members.iter().enumerate() {
+            let u = self.store.find_user(m).await?.ok_or_else(|| {
+                ValidationError::new(format!("members[{i}]"), format!("no user named {m:?}"))
+            })?;
+            ids.push(u.id);
+        }
+        let audit = who.audit_context(client).record(
+            self.clock.now(),
+            "group.members",
+            format!("group:{name}"),
+            json!({"members": {"from": g.members, "to": members}}),
+        );
+        self.store.set_members(g.id, &ids, &audit).await?;
+        self.cache.clear();
+        self.store
+            .find_group(name)
+            .await?
+            .ok_or(AccessError::NotFound("group"))
+    }
+
+    pub async fn set_group_roles(
+        &self,
+        who: &Identity,
+        name: &str,
+        roles: &[String],
+        client: &ClientInfo,
+    ) -> Result<Group, AccessError> {
+        let g = self
+            .store
+            .find_group(name)
+            .await?
+            .ok_or(AccessError::NotFound("group"))?;
+        let ids = self.role_ids(roles).await?;
+        let audit = who.audit_context(client).record(
+            self.clock.now(),
+            "grant.group",
+            format!("group:{name}"),
+            json!({"roles": {"from": g.roles, "to": roles}}),
+        );
+        self.store
+            .set_grants(Grantee::Group(g.id), &ids, &audit)
+            .await?;
+        self.cache.clear();
+        self.store
+            .find_group(name)
+            .await?
+            .ok_or(AccessError::NotFound("group"))
+    }
+}

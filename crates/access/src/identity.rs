@@ -1,0 +1,200 @@
+//! Who is calling: resolving a session cookie or a bearer token into an
+//! [`Identity`] with its effective permissions. The permission cache lives
+//! here and is dropped whenever a grant, role, group or user changes.
+
+use crate::{Access, AccessError, ClientInfo};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::RwLock;
+use steward_crypto::token::{constant_time_eq, derive};
+use steward_crypto::BearerSecret;
+use steward_domain::{
+    Actor, ActorKind, AuditContext, BuiltinRole, Permission, PermissionSet, SessionId, TokenId,
+    UserId, Username,
+};
+
+/// API tokens start with this, so secret scanners can recognise them.
+pub const TOKEN_PREFIX: &str = "stw_";
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone)]
+pub enum Via {
+    Session { id: SessionId, csrf_token: String },
+    Token { id: TokenId },
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: UserId,
+    pub username: Username,
+    pub via: Via,
+    /// Effective permissions (a token's scopes already intersected).
+    pub permissions: PermissionSet,
+    pub must_change_password: bool,
+}
+
+impl Identity {
+    pub fn allows(&self, p: Permission) -> bool {
+        self.permissions.allows(p)
+    }
+
+    pub fn actor(&self) -> Actor {
+        match &self.via {
+            Via::Session { .. } => Actor {
+                kind: ActorKind::User,
+                id: Some(self.user_id.0),
+                name: self.username.to_string(),
+            },
+            Via::Token { id } => Actor {
+                kind: ActorKind::Token,
+                id: Some(id.0),
+                name: self.username.to_string(),
+            },
+        }
+    }
+
+    pub fn audit_context(&self, client: &ClientInfo) -> AuditContext {
+        AuditContext {
+            actor: self.actor(),
+            address: client.address,
+            user_agent: client.user_agent.clone(),
+        }
+    }
+
+    /// Whether the presented CSRF token is this session's. Tokens need none.
+    pub fn csrf_ok(&self, presented: Option<&str>) -> bool {
+        match &self.via {
+            Via::Token { .. } => true,
+            Via::Session { csrf_token, .. } => {
+                presented.is_some_and(|p| constant_time_eq(p.as_bytes(), csrf_token.as_bytes()))
+            }
+        }
+    }
+}
+
+/// user → effective permissions, computed from roles on first use.
+#[derive(Default)]
+pub struct PermissionCache {
+    map: RwLock<HashMap<UserId, PermissionSet>>,
+}
+
+impl PermissionCache {
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.map.write() {
+            m.clear();
+        }
+    }
+}
+
+/// Last-seen times are written at most this often per session or token, so a
+/// busy client does not turn every read into a write.
+const TOUCH_EVERY_SECS: i64 = 60;
+
+impl Access {
+    pub async fn permissions_of(&self, user: UserId) -> Result<PermissionSet, AccessError> {
+        if let Some(p) = self
+            .cache
+            .map
+            .read()
+            .ok()
+            .and_then(|m| m.get(&user).copied())
+        {
+            return Ok(p);
+        }
+        let roles = self.store.effective_roles(user).await?;
+        let set = roles.iter().fold(PermissionSet::EMPTY, |acc, r| {
+            let p = if r.builtin {
+                BuiltinRole::from_name(&r.name)
+                    .map_or(PermissionSet::EMPTY, BuiltinRole::permissions)
+            } else {
+                r.permissions
+            };
+            acc.union(p)
+        });
+        if let Ok(mut m) = self.cache.map.write() {
+            m.insert(user, set);
+        }
+        Ok(set)
+    }
+
+    /// The identity behind a session cookie value, if it is live.
+    pub async fn authenticate_session(
+        &self,
+        cookie: &str,
+    ) -> Result<Option<Identity>, AccessError> {
+        let hash = BearerSecret::hash_of(cookie);
+        let Some(session) = self.store.find_session(&hash).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        if session.expires_at <= now || session.last_seen_at + self.settings.session_idle <= now {
+            self.store
+                .delete_session(session.user_id, session.id)
+                .await?;
+            return Ok(None);
+        }
+        let user = self.store.get_user(session.user_id).await?;
+        if user.disabled {
+            return Ok(None);
+        }
+        if (now - session.last_seen_at).num_seconds() >= TOUCH_EVERY_SECS {
+            self.store.touch_session(session.id, now).await?;
+        }
+        Ok(Some(Identity {
+            user_id: user.id,
+            username: user.username,
+            via: Via::Session {
+                id: session.id,
+                csrf_token: csrf_token_for(cookie),
+            },
+            permissions: self.permissions_of(user.id).await?,
+            must_change_password: user.must_change,
+        }))
+    }
+
+    /// The identity behind a bearer token, if it is live.
+    pub async fn authenticate_token(
+        &self,
+        presented: &str,
+    ) -> Result<Option<Identity>, AccessError> {
+        if !presented.starts_with(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let Some(token) = self
+            .store
+            .find_token(&BearerSecret::hash_of(presented))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        if token.revoked_at.is_some() || token.expires_at.is_some_and(|e| e <= now) {
+            return Ok(None);
+        }
+        let user = self.store.get_user(token.user_id).await?;
+        if user.disabled {
+            return Ok(None);
+        }
+        if token
+            .last_used_at
+            .is_none_or(|t: DateTime<Utc>| (now - t).num_seconds() >= TOUCH_EVERY_SECS)
+        {
+            self.store.touch_token(token.id, now).await?;
+        }
+        let owner = self.permissions_of(user.id).await?;
+        Ok(Some(Identity {
+            user_id: user.id,
+            username: user.username,
+            via: Via::Token { id: token.id },
+            // Never wider than the owner has now, even if the owner lost a role.
+            permissions: token.scopes.intersection(owner),
+            must_change_password: user.must_change,
+        }))
+    }
+}
+
+/// The CSRF token of a session: derived from the cookie's secret, so it needs
+/// no storage and the stored session hash does not reveal it.
+pub fn csrf_token_for(cookie: &str) -> String {
+    derive("csrf", cookie)
+}

@@ -1,0 +1,130 @@
+//! Identity and access services: accounts and sign-in, sessions, API tokens,
+//! roles and groups with the permission cache, sealed secrets and settings
+//! ([`vault`]), and mail for password resets. The web layer and the CLI call
+//! these; the rules (permissions, password policy, audit records) come from
+//! `steward-domain`, persistence from `steward-store`.
+
+pub mod accounts;
+pub mod grants;
+pub mod identity;
+pub mod limiter;
+pub mod mail;
+pub mod tokens;
+pub mod vault;
+
+use chrono::Duration as ChronoDuration;
+use std::sync::Arc;
+use steward_crypto::PasswordHasher;
+use steward_domain::ValidationError;
+use steward_engine::clock::Clock;
+use steward_store::{AccessStore, AuditStore, StoreError};
+
+pub use identity::{Identity, Via};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// Wrong user name or password: one message for both, on purpose.
+    #[error("wrong user name or password")]
+    InvalidCredentials,
+    #[error("not signed in")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("too many attempts; try again in {retry_after_secs} s")]
+    TooMany { retry_after_secs: u64 },
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for AccessError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(w) => Self::NotFound(w),
+            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Backend(b) => Self::Internal(b.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessSettings {
+    /// A session unused this long ends.
+    pub session_idle: ChronoDuration,
+    /// A session ends this long after sign-in, used or not.
+    pub session_lifetime: ChronoDuration,
+    pub reset_ttl: ChronoDuration,
+    /// Base URL for links in mail, e.g. `https://steward.example.org`.
+    pub public_url: Option<String>,
+}
+
+impl Default for AccessSettings {
+    fn default() -> Self {
+        Self {
+            session_idle: ChronoDuration::hours(12),
+            session_lifetime: ChronoDuration::days(7),
+            reset_ttl: ChronoDuration::minutes(15),
+            public_url: None,
+        }
+    }
+}
+
+/// Client facts recorded with sessions and audit entries.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub address: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// The identity and access service.
+pub struct Access {
+    pub(crate) store: Arc<dyn AccessStore>,
+    pub(crate) audit: Arc<dyn AuditStore>,
+    pub(crate) hasher: PasswordHasher,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) settings: AccessSettings,
+    pub(crate) cache: identity::PermissionCache,
+    pub(crate) limiter: limiter::SignInLimiter,
+    pub(crate) vault: Arc<vault::Vault>,
+}
+
+impl Access {
+    pub fn new(
+        store: Arc<dyn AccessStore>,
+        audit: Arc<dyn AuditStore>,
+        hasher: PasswordHasher,
+        clock: Arc<dyn Clock>,
+        settings: AccessSettings,
+        vault: Arc<vault::Vault>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            audit,
+            hasher,
+            clock,
+            settings,
+            cache: identity::PermissionCache::default(),
+            limiter: limiter::SignInLimiter::default(),
+            vault,
+        })
+    }
+
+    pub fn vault(&self) -> &Arc<vault::Vault> {
+        &self.vault
+    }
+
+    pub fn settings(&self) -> &AccessSettings {
+        &self.settings
+    }
+
+    pub fn audit_store(&self) -> &Arc<dyn AuditStore> {
+        &self.audit
+    }
+}

@@ -1,0 +1,110 @@
+//! Outgoing mail over SMTP (lettre): the settings document and sending.
+
+use crate::AccessError;
+use lettre::message::{header::ContentType, Mailbox};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use steward_domain::ValidationError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587); refused if the server cannot.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host or a test server.
+    None,
+}
+
+/// The SMTP settings document (the password is sealed separately).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Sender, e.g. `Steward <steward@example.org>`.
+    pub from: String,
+}
+
+impl SmtpSettings {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.host.trim().is_empty()
+            || self.host.len() > 253
+            || self.host.contains(char::is_whitespace)
+        {
+            return Err(ValidationError::new(
+                "host",
+                "must be a host name or address",
+            ));
+        }
+        if self.port == 0 {
+            return Err(ValidationError::new("port", "must be 1 to 65535"));
+        }
+        self.from
+            .parse::<Mailbox>()
+            .map_err(|e| ValidationError::new("from", format!("is not a mail address: {e}")))?;
+        Ok(())
+    }
+}
+
+pub async fn send(
+    settings: &SmtpSettings,
+    password: Option<SecretString>,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(), AccessError> {
+    let from: Mailbox = settings
+        .from
+        .parse()
+        .map_err(|e| ValidationError::new("from", format!("is not a mail address: {e}")))?;
+    let to: Mailbox = to
+        .parse()
+        .map_err(|e| ValidationError::new("to", format!("is not a mail address: {e}")))?;
+    let message = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN)
+        .body(body.to_owned())
+        .map_err(|e| AccessError::Internal(e.to_string()))?;
+    let builder = match settings.security {
+        SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host),
+        SmtpSecurity::Starttls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)
+        }
+        SmtpSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            &settings.host,
+        )),
+    }
+    .map_err(|e| AccessError::Unavailable(format!("SMTP: {e}")))?;
+    let mut builder = builder
+        .port(settings.port)
+        .timeout(Some(Duration::from_secs(20)));
+    if let (Some(user), Some(pw)) = (&settings.username, password) {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            pw.expose_secret().to_owned(),
+        ));
+    }
+    builder
+        .build()
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            AccessError::Unavailable(format!(
+                "SMTP server {}:{} refused or failed: {e}",
+                settings.host, settings.port
+            ))
+        })
+}

@@ -1,0 +1,332 @@
+//! Sealed values: named secrets for jobs, sealed settings fields (the SMTP
+//! password), and key rotation. The keyring lives here and nowhere else;
+//! values leave only as run-time substitutions or outgoing SMTP logins.
+
+use crate::mail::{SmtpSecurity, SmtpSettings};
+use crate::AccessError;
+use async_trait::async_trait;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::json;
+use std::sync::{Arc, RwLock};
+use steward_crypto::{Aad, Keyring};
+use steward_domain::audit::REDACTED;
+use steward_domain::{AuditContext, SecretName, ValidationError};
+use steward_engine::clock::Clock;
+use steward_engine::secrets::SecretSource;
+use steward_store::secrets::{SecretMeta, SecretStore};
+use steward_store::AuditStore;
+
+const SMTP_KEY: &str = "smtp";
+/// A secret value's size limit: credentials and keys, not files.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+pub struct Vault {
+    keyring: RwLock<Keyring>,
+    store: Arc<dyn SecretStore>,
+    audit_sink: Arc<dyn AuditStore>,
+    clock: Arc<dyn Clock>,
+}
+
+fn secret_aad(name: &SecretName) -> Aad<'_> {
+    Aad {
+        table: "secrets",
+        column: "value",
+        row: name.as_str(),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> AccessError {
+    AccessError::Internal(e.to_string())
+}
+
+/// Progress of a key rotation.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Rotation {
+    pub new_version: u32,
+    pub resealed: u64,
+    pub retired: Vec<u32>,
+}
+
+impl Vault {
+    pub fn new(
+        keyring: Keyring,
+        store: Arc<dyn SecretStore>,
+        audit_sink: Arc<dyn AuditStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            keyring: RwLock::new(keyring),
+            store,
+            audit_sink,
+            clock,
+        })
+    }
+
+    fn ring(&self) -> Result<std::sync::RwLockReadGuard<'_, Keyring>, AccessError> {
+        self.keyring
+            .read()
+            .map_err(|_| internal("keyring lock poisoned"))
+    }
+
+    pub async fn list(&self) -> Result<Vec<SecretMeta>, AccessError> {
+        Ok(self.store.list_secrets().await?)
+    }
+
+    /// Creates or replaces a secret. The audit record says that the value
+    /// changed, never what it is.
+    pub async fn put(
+        &self,
+        name: &SecretName,
+        value: &SecretString,
+        description: &str,
+        ctx: &AuditContext,
+    ) -> Result<bool, AccessError> {
+        if value.expose_secret().is_empty() {
+            return Err(ValidationError::new("value", "must not be empty").into());
+        }
+        if value.expose_secret().len() > MAX_SECRET_BYTES {
+            return Err(ValidationError::new(
+                "value",
+                format!("is larger than {MAX_SECRET_BYTES} bytes"),
+            )
+            .into());
+        }
+        if description.chars().count() > 500 {
+            return Err(
+                ValidationError::new("description", "is longer than 500 characters").into(),
+            );
+        }
+        let (sealed, version) = {
+            let ring = self.ring()?;
+            (
+                ring.seal(value.expose_secret().as_bytes(), secret_aad(name)),
+                ring.current_version(),
+            )
+        };
+        let now = self.clock.now();
+        let audit = ctx.record(
+            now,
+            "secret.put",
+            format!("secret:{name}"),
+            json!({"value": {"from": REDACTED, "to": REDACTED}, "description": description}),
+        );
+        Ok(self
+            .store
+            .put_secret(name, description, &sealed, version, now, &audit)
+            .await?)
+    }
+
+    pub async fn delete(&self, name: &SecretName, ctx: &AuditContext) -> Result<(), AccessError> {
+        let audit = ctx.record(
+            self.clock.now(),
+            "secret.delete",
+            format!("secret:{name}"),
+            json!({}),
+        );
+        Ok(self.store.delete_secret(name, &audit).await?)
+    }
+
+    pub async fn smtp(&self) -> Result<Option<(SmtpSettings, bool)>, AccessError> {
+        let Some(s) = self.store.get_setting(SMTP_KEY).await? else {
+            return Ok(None);
+        };
+        let settings: SmtpSettings = serde_json::from_value(s.value).map_err(internal)?;
+        Ok(Some((settings, s.sealed.is_some())))
+    }
+
+    /// Saves SMTP settings. `password`: `None` keeps the stored one,
+    /// `Some("")` removes it, anything else replaces it.
+    pub async fn put_smtp(
+        &self,
+        settings: &SmtpSettings,
+        password: Option<SecretString>,
+        ctx: &AuditContext,
+    ) -> Result<(), AccessError> {
+        settings.validate()?;
+        let before = self.store.get_setting(SMTP_KEY).await?;
+        let sealed = match &password {
+            None => before.as_ref().and_then(|b| b.sealed.clone()),
+            Some(p) if p.expose_secret().is_empty() => None,
+            Some(p) => Some(self.ring()?.seal(
+                p.expose_secret().as_bytes(),
+                Aad {
+                    table: "settings",
+                    column: "sealed",
+                    row: SMTP_KEY,
+                },
+            )),
+        };
+        let version = sealed.as_deref().and_then(Keyring::version_of);
+        let after = serde_json::to_value(settings).map_err(internal)?;
+        let mut diff =
+            steward_domain::audit::json_diff(before.as_ref().map(|b| &b.value), Some(&after), &[]);
+        if password.is_some() {
+            if let Some(o) = diff.as_object_mut() {
+                o.insert("password".into(), json!({"from": REDACTED, "to": REDACTED}));
+            }
+        }
+        let audit = ctx.record(self.clock.now(), "settings.smtp", "settings:smtp", diff);
+        self.store
+            .put_setting(
+                SMTP_KEY,
+                &after,
+                sealed.as_deref().zip(version),
+                self.clock.now(),
+                &audit,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sends one message with the stored SMTP settings.
+    pub async fn send_mail(&self, to: &str, subject: &str, body: &str) -> Result<(), AccessError> {
+        let Some(s) = self.store.get_setting(SMTP_KEY).await? else {
+            return Err(AccessError::Unavailable(
+                "SMTP is not configured (PUT /api/v1/settings/smtp)".into(),
+            ));
+        };
+        let settings: SmtpSettings = serde_json::from_value(s.value).map_err(internal)?;
+        let password = match &s.sealed {
+            Some(sealed) => {
+                let opened = self
+                    .ring()?
+                    .open(
+                        sealed,
+                        Aad {
+                            table: "settings",
+                            column: "sealed",
+                            row: SMTP_KEY,
+                        },
+                    )
+                    .map_err(internal)?;
+                Some(SecretString::from(
+                    String::from_utf8_lossy(&opened).into_owned(),
+                ))
+            }
+            None => None,
+        };
+        crate::mail::send(&settings, password, to, subject, body).await
+    }
+
+    /// Adds a key, re-seals every value under it in batches while Steward keeps
+    /// serving, then retires keys nothing uses. `progress` hears each batch.
+    pub async fn rotate(
+        &self,
+        ctx: &AuditContext,
+        progress: &(dyn Fn(&Rotation) + Send + Sync),
+    ) -> Result<Rotation, AccessError> {
+        let new_version = {
+            let mut ring = self
+                .keyring
+                .write()
+                .map_err(|_| internal("keyring lock poisoned"))?;
+            ring.add_key()
+                .map_err(|e| AccessError::Unavailable(e.to_string()))?
+        };
+        let mut report = Rotation {
+            new_version,
+            ..Default::default()
+        };
+        loop {
+            let batch = self.store.stale_sealed(new_version, 100).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut progressed = false;
+            for cell in batch {
+                let aad = Aad {
+                    table: cell.table,
+                    column: cell.column,
+                    row: &cell.row,
+                };
+                let resealed = {
+                    let ring = self.ring()?;
+                    let plain = ring.open(&cell.sealed, aad).map_err(|e| {
+                        internal(format!(
+                            "{}.{} of {:?}: {e}",
+                            cell.table, cell.column, cell.row
+                        ))
+                    })?;
+                    ring.seal(&plain, aad)
+                };
+                // A concurrent edit already sealed it under the new key: fine.
+                if self.store.reseal(&cell, &resealed, new_version).await? {
+                    report.resealed += 1;
+                    progressed = true;
+                }
+            }
+            progress(&report);
+            if !progressed {
+                // Values changed under us; the next batch re-reads them.
+                tokio::task::yield_now().await;
+            }
+        }
+        let in_use = self.store.key_versions_in_use().await?;
+        report.retired = {
+            let mut ring = self
+                .keyring
+                .write()
+                .map_err(|_| internal("keyring lock poisoned"))?;
+            ring.retire_unused(&in_use)
+                .map_err(|e| AccessError::Unavailable(e.to_string()))?
+        };
+        let audit = ctx.record(self.clock.now(), "key.rotate", "keyring", json!({"version": {"from": new_version - 1, "to": new_version}, "resealed": report.resealed, "retired": report.retired}));
+        self.store_audit(&audit).await?;
+        Ok(report)
+    }
+
+    async fn store_audit(&self, record: &steward_domain::AuditRecord) -> Result<(), AccessError> {
+        self.audit_sink
+            .append_audit(record)
+            .await
+            .map(|_| ())
+            .map_err(AccessError::from)
+    }
+
+    pub fn key_versions(&self) -> Vec<u32> {
+        self.ring().map(|r| r.versions()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl SecretSource for Vault {
+    async fn exists(&self, name: &SecretName) -> Result<bool, String> {
+        self.store
+            .secret_exists(name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn open(&self, names: &[SecretName]) -> Result<Vec<(SecretName, SecretString)>, String> {
+        let sealed = self
+            .store
+            .sealed_secrets(names)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(missing) = names.iter().find(|n| !sealed.iter().any(|(s, _)| s == *n)) {
+            return Err(format!("secret {missing} does not exist"));
+        }
+        let ring = self.ring().map_err(|e| e.to_string())?;
+        sealed
+            .into_iter()
+            .map(|(name, value)| {
+                let plain = ring
+                    .open(&value, secret_aad(&name))
+                    .map_err(|e| format!("secret {name}: {e}"))?;
+                let text = String::from_utf8(plain.to_vec())
+                    .map_err(|_| format!("secret {name} is not text"))?;
+                Ok((name, SecretString::from(text)))
+            })
+            .collect()
+    }
+}
+
+impl SmtpSecurity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starttls => "starttls",
+            Self::Tls => "tls",
+            Self::None => "none",
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The API-client verbs (`steward jobs ...`, `steward runs logs --follow`, ...):
+//! thin calls to a running server with `STEWARD_URL` and `STEWARD_TOKEN`.
+//! Errors print the server's code and message; exit code 1.
+
+use crate::cli::{
+    AuditCommand, Connection, JobsCommand, KeysCommand, RunsCommand, TokensCommand, UsersCommand,
+};
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use reqwest::{Method, Response};
+use serde_json::{json, Value};
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// A path segment, percent-encoded.
+fn seg(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+impl Client {
+    pub fn new(conn: &Connection) -> anyhow::Result<Self> {
+        let token = conn.token.clone().filter(|t| !t.is_empty()).context(
+            "no API token: set STEWARD_TOKEN (or --token); create one with POST /api/v1/tokens",
+        )?;
+        #[allow(clippy::disallowed_methods)]
+        // the CLI talks to its own server, not to user-given URLs
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("steward-cli/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base: conn.url.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Response> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let code = body
+            .pointer("/error/code")
+            .and_then(Value::as_str)
+            .unwrap_or("error");
+        let message = body
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        anyhow::bail!("{} {code}: {message}", status.as_u16())
+    }
+
+    async fn json(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let r = self.send(method, path, body).await?;
+        if r.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        Ok(r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn print(v: &Value) {
+    if !v.is_null() {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    }
+}
+
+fn read_definition(path: &std::path::Path) -> anyhow::Result<Value> {
+    let text = if path == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    if let Ok(v) = serde_json::from_str(&text) {
+        return Ok(v);
+    }
+    let v: toml::Value = toml::from_str(&text)
+        .with_context(|| format!("{} is neither JSON nor TOML", path.display()))?;
+    Ok(serde_json::to_value(v)?)
+}
+
+pub async fn jobs(conn: &Connection, cmd: JobsCommand) -> anyhow::Result<()> {
+    let c = Client::new(conn)?;
+    let v = match cmd {
+        JobsCommand::List => {
+            let v = c.json(Method::GET, "/api/v1/jobs", None).await?;
+            for j in v["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>5}  {:<30} {:<8} {:<20} next {}",
+                    j["id"],
+                    j["name"].as_str().unwrap_or(""),
+                    if j["enabled"].as_bool() == Some(true) {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    },
+                    j["schedule"].as_str().unwrap_or("-"),
+                    j["next_run_at"].as_str().unwrap_or("-"),
+                );
+            }
+            return Ok(());
+        }
+        JobsCommand::Show { job } => {
+            c.json(Method::GET, &format!("/api/v1/jobs/{}", seg(&job)), None)
+                .await?
+        }
+        JobsCommand::Create { file } => {
+            c.json(Method::POST, "/api/v1/jobs", Some(read_definition(&file)?))
+                .await?
+        }
+        JobsCommand::Run { job } => {
+            c.json(
+                Method::POST,
+                &format!("/api/v1/jobs/{}/run", seg(&job)),
+                None,
+            )
+            .await?
+        }
+        JobsCommand::Enable { job } => {
+            c.json(
+                Method::POST,
+                &format!("/api/v1/jobs/{}/enable", seg(&job)),
+                None,
+            )
+            .await?
+        }
+        JobsCommand::Disable { job } => {
+            c.json(
+                Method::POST,
+                &format!("/api/v1/jobs/{}/disable", seg(&job)),
+                None,
+            )
+            .await?
+        }
+        JobsCommand::Delete { job } => {
+            c.json(Method::DELETE, &format!("/api/v1/jobs/{}", seg(&job)), None)
+                .await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+pub async fn runs(conn: &Connection, cmd: RunsCommand) -> anyhow::Result<()> {
+    let c = Client::new(conn)?;
+    match cmd {
+        RunsCommand::List { job, status, limit } => {
+            let mut q = format!("/api/v1/runs?limit={limit}");
+            if let Some(j) = job {
+                q.push_str(&format!("&job={}", seg(&j)));
+            }
+            if let Some(s) = status {
+                q.push_str(&format!("&status={}", seg(&s)));
+            }
+            let v = c.json(Method::GET, &q, None).await?;
+            for r in v["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>7}  {:<30} {:<10} {:<9} {}",
+                    r["id"],
+                    r["job_name"].as_str().unwrap_or(""),
+                    r["status"].as_str().unwrap_or(""),
+                    r["trigger"].as_str().unwrap_or(""),
+                    r["created_at"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        RunsCommand::Show { run } => print(
+            &c.json(Method::GET, &format!("/api/v1/runs/{run}"), None)
+                .await?,
+        ),
+        RunsCommand::Cancel { run } => print(
+            &c.json(Method::POST, &format!("/api/v1/runs/{run}/cancel"), None)
+                .await?,
+        ),
+        RunsCommand::Logs { run, follow: false } => {
+            let r = c
+                .send(Method::GET, &format!("/api/v1/runs/{run}/output"), None)
+                .await?;
+            print!("{}", r.text().await?);
+        }
+        RunsCommand::Logs { run, follow: true } => {
+            // Server-sent events: each `data:` line is one output line.
+            let r = c
+                .send(
+                    Method::GET,
+                    &format!("/api/v1/runs/{run}/output/follow"),
+                    None,
+                )
+                .await?;
+            let mut stream = r.bytes_stream();
+            let mut buf = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                buf.extend_from_slice(&chunk?);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let line = String::from_utf8_lossy(&line);
+                    if let Some(data) = line.strip_prefix("data:") {
+                        println!(
+                            "{}",
+                            data.trim_start_matches(' ').trim_end_matches(['\n', '\r'])
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn tokens(conn: &Connection, cmd: TokensCommand) -> anyhow::Result<()> {
+    let c = Client::new(conn)?;
+    let v = match cmd {
+        TokensCommand::List => c.json(Method::GET, "/api/v1/tokens", None).await?,
+        TokensCommand::Create {
+            name,
+            scopes,
+            expires_in,
+        } => {
+            let mut body = json!({"name": name});
+            if !scopes.is_empty() {
+                body["scopes"] = json!(scopes);
+            }
+            if let Some(d) = expires_in {
+                let d =
+                    humantime::parse_duration(&d).with_context(|| format!("--expires-in {d:?}"))?;
+                #[allow(clippy::disallowed_methods)] // the CLI's notion of "now" is the wall clock
+                let at = chrono::Utc::now() + chrono::Duration::from_std(d)?;
+                body["expires_at"] = json!(at);
+            }
+            let v = c.json(Method::POST, "/api/v1/tokens", Some(body)).await?;
+            eprintln!("Store this token now; it is not shown again.");
+            v
+        }
+        TokensCommand::Revoke { id } => {
+            c.json(Method::DELETE, &format!("/api/v1/tokens/{id}"), None)
+                .await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+pub async fn users(conn: &Connection, cmd: UsersCommand) -> anyhow::Result<()> {
+    let c = Client::new(conn)?;
+    let v = match cmd {
+        UsersCommand::List => c.json(Method::GET, "/api/v1/users", None).await?,
+        UsersCommand::Show { user } => {
+            c.json(Method::GET, &format!("/api/v1/users/{}", seg(&user)), None)
+                .await?
+        }
+        UsersCommand::Create {
+            username,
+            email,
+            roles,
+            password_file,
+        } => {
+            let password = match password_file {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            let password = password.trim_end_matches(['\n', '\r']);
+            c.json(
+                Method::POST,
+                "/api/v1/users",
+                Some(json!({"username": username, "email": email, "roles": roles, "password": password})),
+            )
+            .await?
+        }
+        UsersCommand::Delete { user } => {
+            c.json(
+                Method::DELETE,
+                &format!("/api/v1/users/{}", seg(&user)),
+                None,
+            )
+            .await?
+        }
+    };
+    print(&v);
+    Ok(())
+}
+
+/// Returns false when `verify` found the chain broken.
+pub async fn audit(conn: &Connection, cmd: AuditCommand) -> anyhow::Result<bool> {
+    let c = Client::new(conn)?;
+    match cmd {
+        AuditCommand::List {
+            actor,
+            event,
+            target,
+            limit,
+        } => {
+            let mut q = format!("/api/v1/audit?limit={limit}");
+            for (k, v) in [("actor", actor), ("event", event), ("target", target)] {
+                if let Some(v) = v {
+                    q.push_str(&format!("&{k}={}", seg(&v)));
+                }
+            }
+            let v = c.json(Method::GET, &q, None).await?;
+            for e in v["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>6}  {}  {:<28} {:<24} {} {}",
+                    e["id"],
+                    e["at"].as_str().unwrap_or(""),
+                    e["event"].as_str().unwrap_or(""),
+                    e["target"].as_str().unwrap_or(""),
+                    e.pointer("/actor/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                    e["diff"],
+                );
+            }
+            Ok(true)
+        }
+        AuditCommand::Export => {
+            let r = c.send(Method::GET, "/api/v1/audit/export", None).await?;
+            print!("{}", r.text().await?);
+            Ok(true)
+        }
+        AuditCommand::Verify => {
+            let v = c.json(Method::GET, "/api/v1/audit/verify", None).await?;
+            match v["problem"].as_str() {
+                None => {
+                    println!("audit log intact: {} entries", v["entries"]);
+                    Ok(true)
+                }
+                Some(p) => {
+                    println!("audit log TAMPERED: {p}");
+                    Ok(false)
+                }
+            }
+        }
+    }
+}
+
+pub async fn keys(conn: &Connection, cmd: KeysCommand) -> anyhow::Result<()> {
+    let c = Client::new(conn)?;
+    match cmd {
+        KeysCommand::Rotate => print(&c.json(Method::POST, "/api/v1/keys/rotate", None).await?),
+    }
+    Ok(())
+}

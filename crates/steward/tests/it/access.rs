@@ -1,0 +1,342 @@
+//! Who may call what: the route table against every built-in role and no
+//! identity, the pending password change, token scopes.
+
+use crate::helpers::{session_client, sign_in, TestApp};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// Expected outcome per caller: P passes authorisation (any status but 401 /
+/// 403), U is 401, F is 403.
+const P: char = 'P';
+const U: char = 'U';
+const F: char = 'F';
+
+/// Every API route and what [no identity, viewer, operator, admin] get.
+/// Written by hand on purpose: it is the specification the policy table in
+/// steward-web must meet, and a route missing here fails the test.
+const EXPECTED: &[(&str, &str, [char; 4])] = &[
+    ("POST", "/api/v1/auth/sign-in", [P, P, P, P]),
+    ("POST", "/api/v1/auth/password-reset", [P, P, P, P]),
+    ("POST", "/api/v1/auth/password-reset/confirm", [P, P, P, P]),
+    ("GET", "/api/v1/auth/me", [U, P, P, P]),
+    ("POST", "/api/v1/auth/password", [U, P, P, P]),
+    ("GET", "/api/v1/auth/sessions", [U, P, P, P]),
+    ("DELETE", "/api/v1/auth/sessions/{session}", [U, P, P, P]),
+    ("GET", "/api/v1/tokens", [U, P, P, P]),
+    ("POST", "/api/v1/tokens", [U, P, P, P]),
+    ("DELETE", "/api/v1/tokens/{token}", [U, P, P, P]),
+    ("GET", "/api/v1/jobs", [U, P, P, P]),
+    ("POST", "/api/v1/jobs", [U, F, P, P]),
+    ("GET", "/api/v1/jobs/{job}", [U, P, P, P]),
+    ("PUT", "/api/v1/jobs/{job}", [U, F, P, P]),
+    ("DELETE", "/api/v1/jobs/{job}", [U, F, P, P]),
+    ("POST", "/api/v1/jobs/{job}/enable", [U, F, P, P]),
+    ("POST", "/api/v1/jobs/{job}/disable", [U, F, P, P]),
+    ("POST", "/api/v1/jobs/{job}/run", [U, F, P, P]),
+    ("GET", "/api/v1/runs", [U, P, P, P]),
+    ("GET", "/api/v1/runs/{run}", [U, P, P, P]),
+    ("POST", "/api/v1/runs/{run}/cancel", [U, F, P, P]),
+    ("GET", "/api/v1/runs/{run}/output", [U, P, P, P]),
+    ("GET", "/api/v1/runs/{run}/output/follow", [U, P, P, P]),
+    ("POST", "/api/v1/schedules/preview", [U, P, P, P]),
+    ("GET", "/api/v1/secrets", [U, F, P, P]),
+    ("PUT", "/api/v1/secrets/{name}", [U, F, F, P]),
+    ("DELETE", "/api/v1/secrets/{name}", [U, F, F, P]),
+    ("GET", "/api/v1/users", [U, F, F, P]),
+    ("POST", "/api/v1/users", [U, F, F, P]),
+    ("GET", "/api/v1/users/{user}", [U, F, F, P]),
+    ("PATCH", "/api/v1/users/{user}", [U, F, F, P]),
+    ("DELETE", "/api/v1/users/{user}", [U, F, F, P]),
+    ("PUT", "/api/v1/users/{user}/roles", [U, F, F, P]),
+    ("GET", "/api/v1/roles", [U, F, F, P]),
+    ("POST", "/api/v1/roles", [U, F, F, P]),
+    ("DELETE", "/api/v1/roles/{role}", [U, F, F, P]),
+    ("GET", "/api/v1/groups", [U, F, F, P]),
+    ("POST", "/api/v1/groups", [U, F, F, P]),
+    ("DELETE", "/api/v1/groups/{group}", [U, F, F, P]),
+    ("PUT", "/api/v1/groups/{group}/members", [U, F, F, P]),
+    ("PUT", "/api/v1/groups/{group}/roles", [U, F, F, P]),
+    ("GET", "/api/v1/audit", [U, F, F, P]),
+    ("GET", "/api/v1/audit/export", [U, F, F, P]),
+    ("GET", "/api/v1/audit/verify", [U, F, F, P]),
+    ("GET", "/api/v1/settings/smtp", [U, F, F, P]),
+    ("PUT", "/api/v1/settings/smtp", [U, F, F, P]),
+    ("POST", "/api/v1/settings/smtp/test", [U, F, F, P]),
+    ("POST", "/api/v1/keys/rotate", [U, F, F, P]),
+    // Last: they end the caller's sessions.
+    ("POST", "/api/v1/auth/sign-out", [U, P, P, P]),
+    ("POST", "/api/v1/auth/sign-out-everywhere", [U, P, P, P]),
+];
+
+/// A concrete path: every parameter names something that does not exist, so
+/// a call that passes authorisation changes nothing (404 / 422).
+fn concrete(path: &str) -> String {
+    path.replace("{job}", "no-such-job")
+        .replace("{run}", "999999")
+        .replace("{session}", "999999")
+        .replace("{token}", "999999")
+        .replace("{user}", "no-such-user")
+        .replace("{role}", "no-such-role")
+        .replace("{group}", "no-such-group")
+        .replace("{name}", "NO_SUCH_SECRET")
+}
+
+fn openapi_routes(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            out.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_route_for_every_role_and_no_identity() {
+    let t = TestApp::start().await;
+    let viewer = t.account("vera", &["viewer"]).await;
+    let operator = t.account("otto", &["operator"]).await;
+
+    // The table covers the documented API exactly, and so does the server's policy table.
+    let (_, doc) = t.get("/api/v1/openapi.json").await;
+    let documented = openapi_routes(&doc);
+    let expected: BTreeSet<(String, String)> = EXPECTED
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        documented, expected,
+        "routes documented but without an expectation here, or the reverse"
+    );
+    let policies: BTreeSet<(String, String)> = steward_web::policy::ROUTES
+        .iter()
+        .filter(|(_, p, _)| p.starts_with("/api/v1/") && *p != "/api/v1/openapi.json")
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        policies, expected,
+        "the server's policy table and the documented routes differ"
+    );
+
+    let anonymous = reqwest::Client::new();
+    let callers = [
+        ("no identity", anonymous, None),
+        ("viewer", viewer.token_client(), None),
+        ("operator", operator.token_client(), None),
+        ("admin", t.client.clone(), None::<()>),
+    ];
+    let mut failures = vec![];
+    for (method, path, want) in EXPECTED {
+        for (i, (who, client, _)) in callers.iter().enumerate() {
+            let body = (*method != "GET").then(|| json!({}));
+            let (status, resp) = t.call(client, method, &concrete(path), body).await;
+            let ok = match want[i] {
+                'U' => status == 401,
+                'F' => status == 403 && resp["error"]["code"] == "forbidden",
+                _ => status != 401 && status != 403,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{method} {path} as {who}: got {status} {resp}, want {}",
+                    want[i]
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn until_the_first_password_change_only_the_auth_routes_answer() {
+    let t = TestApp::start().await;
+    let (s, body) = t
+        .post("/api/v1/users", json!({"username": "newbie", "password": "a first password for newbie", "roles": ["admin"]}))
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let (s, cookie, me) = sign_in(&t.base, "newbie", "a first password for newbie").await;
+    assert_eq!(s, 200);
+    assert_eq!(me["must_change_password"], true);
+    let c = session_client(
+        cookie.as_deref().unwrap(),
+        me["csrf_token"].as_str().unwrap(),
+    );
+    let open: BTreeSet<&str> = [
+        "/api/v1/auth/sign-in",
+        "/api/v1/auth/password-reset",
+        "/api/v1/auth/password-reset/confirm",
+        "/api/v1/auth/me",
+        "/api/v1/auth/password",
+        "/api/v1/auth/sign-out",
+        "/api/v1/auth/sign-out-everywhere",
+    ]
+    .into();
+    for (method, path, _) in EXPECTED {
+        if path.contains("sign-out") {
+            continue;
+        }
+        let body = (*method != "GET").then(|| json!({}));
+        let (status, resp) = t.call(&c, method, &concrete(path), body).await;
+        if open.contains(path) {
+            assert!(
+                status != 401 && status != 403,
+                "{method} {path}: {status} {resp}"
+            );
+        } else {
+            assert_eq!(
+                (status, resp["error"]["code"].as_str()),
+                (403, Some("password_change_required")),
+                "{method} {path}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn token_scopes_bound_what_a_token_can_do() {
+    let t = TestApp::start().await;
+    assert!(
+        t.token.starts_with("stw_"),
+        "recognisable prefix for secret scanners"
+    );
+    let op = t.account("olga", &["operator"]).await;
+    let c = op.token_client();
+    // Wider than the owner: refused, naming the extra permission.
+    let (s, body) = t
+        .call(
+            &c,
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "x", "scopes": ["users:write"]})),
+        )
+        .await;
+    assert_eq!(s, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("users:write"),
+        "{body}"
+    );
+    // A read-only token of an operator cannot write.
+    let (s, body) = t
+        .call(
+            &c,
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "ro", "scopes": ["jobs:read"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["scopes"], json!(["jobs:read"]));
+    assert!(body["secret"].as_str().unwrap().starts_with("stw_"));
+    let ro = crate::helpers::token_client(body["secret"].as_str().unwrap());
+    let job = json!({"name": "nope", "spec": {"kind": "command", "argv": ["true"]}});
+    let (s, _) = t.call(&ro, "POST", "/api/v1/jobs", Some(job.clone())).await;
+    assert_eq!(s, 403);
+    let (s, _) = t.call(&ro, "GET", "/api/v1/runs", None).await;
+    assert_eq!(s, 403);
+    let (s, _) = t.call(&ro, "GET", "/api/v1/jobs", None).await;
+    assert_eq!(s, 200);
+    // The owner losing a role narrows the token at once (decision cache dropped).
+    let (s, _) = t.call(&c, "POST", "/api/v1/jobs", Some(job.clone())).await;
+    assert_eq!(s, 201);
+    let (s, body) = t
+        .call(
+            &t.client,
+            "PUT",
+            "/api/v1/users/olga/roles",
+            Some(json!({"roles": ["viewer"]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = t.call(&c, "DELETE", "/api/v1/jobs/nope", None).await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn custom_roles_and_groups_grant_permissions() {
+    let t = TestApp::start().await;
+    let (s, body) = t
+        .post(
+            "/api/v1/roles",
+            json!({"name": "auditor", "permissions": ["audit:read", "jobs:read"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = t
+        .post(
+            "/api/v1/roles",
+            json!({"name": "bad", "permissions": ["audit:delete"]}),
+        )
+        .await;
+    assert_eq!(s, 422, "{body}");
+    assert_eq!(body["error"]["field"], "permissions");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("audit:delete"),
+        "{body}"
+    );
+    let u = t.account("ursula", &[]).await;
+    assert!(
+        u.token.is_empty(),
+        "a token with no permissions cannot be made"
+    );
+    let s = u.session_client();
+    let (st, _) = t.call(&s, "GET", "/api/v1/audit", None).await;
+    assert_eq!(st, 403);
+    let (st, body) = t
+        .post("/api/v1/groups", json!({"name": "compliance"}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = t
+        .call(
+            &t.client,
+            "PUT",
+            "/api/v1/groups/compliance/roles",
+            Some(json!({"roles": ["auditor"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = t
+        .call(
+            &t.client,
+            "PUT",
+            "/api/v1/groups/compliance/members",
+            Some(json!({"members": ["ursula"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["members"], json!(["ursula"]));
+    let (st, _) = t.call(&s, "GET", "/api/v1/audit", None).await;
+    assert_eq!(st, 200, "granted through the group");
+    let (st, _) = t.call(&s, "GET", "/api/v1/runs", None).await;
+    assert_eq!(st, 403);
+    // Out of the group: refused again at once.
+    let (st, _) = t
+        .call(
+            &t.client,
+            "PUT",
+            "/api/v1/groups/compliance/members",
+            Some(json!({"members": []})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = t.call(&s, "GET", "/api/v1/audit", None).await;
+    assert_eq!(st, 403);
+    // Built-in roles cannot be deleted; the last user manager cannot be demoted.
+    let (st, _) = t
+        .call(&t.client, "DELETE", "/api/v1/roles/admin", None)
+        .await;
+    assert_eq!(st, 409);
+    let (st, body) = t
+        .call(
+            &t.client,
+            "PUT",
+            "/api/v1/users/admin/roles",
+            Some(json!({"roles": ["viewer"]})),
+        )
+        .await;
+    assert_eq!(st, 409, "{body}");
+}
