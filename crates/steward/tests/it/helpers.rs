@@ -44,6 +44,7 @@ pub fn session_client(cookie: &str, csrf: &str) -> reqwest::Client {
     h.insert("x-csrf-token", csrf.parse().unwrap());
     reqwest::Client::builder()
         .default_headers(h)
+        .user_agent("steward-tests")
         .build()
         .unwrap()
 }
@@ -53,6 +54,7 @@ pub fn token_client(token: &str) -> reqwest::Client {
     h.insert("authorization", format!("Bearer {token}").parse().unwrap());
     reqwest::Client::builder()
         .default_headers(h)
+        .user_agent("steward-tests")
         .build()
         .unwrap()
 }

@@ -11,8 +11,11 @@
 mod access;
 mod api;
 mod attacks;
+mod audit;
 mod bad_input;
 mod executor;
 mod helpers;
+mod mail;
 mod process;
 mod scheduler;
+mod vault;

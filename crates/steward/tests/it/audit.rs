@@ -1,0 +1,376 @@
+//! The audit log: what is recorded, filters and export, and tampering found
+//! by `steward admin verify-audit`. Also the other offline admin commands and
+//! the first start.
+
+use crate::helpers::{session_client, sign_in, TestApp, ADMIN_PASSWORD};
+use serde_json::{json, Value};
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn steward(args: &[&str], data: &std::path::Path) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn every_change_is_recorded_with_actor_target_and_diff() {
+    let t = TestApp::start().await;
+    let a = t.account("aud", &["operator"]).await;
+    let c = a.token_client();
+    let job = json!({"name": "audited", "spec": {"kind": "command", "argv": ["sleep", "5"]}, "schedule": "0 3 * * *"});
+    assert_eq!(t.call(&c, "POST", "/api/v1/jobs", Some(job)).await.0, 201);
+    let changed = json!({"name": "audited", "spec": {"kind": "command", "argv": ["sleep", "5"]}, "schedule": "0 4 * * *"});
+    assert_eq!(
+        t.call(&c, "PUT", "/api/v1/jobs/audited", Some(changed))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        t.call(&c, "POST", "/api/v1/jobs/audited/disable", Some(json!({})))
+            .await
+            .0,
+        200
+    );
+    let (_, run) = t
+        .call(&c, "POST", "/api/v1/jobs/audited/run", Some(json!({})))
+        .await;
+    assert_eq!(
+        t.call(
+            &c,
+            "POST",
+            &format!("/api/v1/runs/{}/cancel", run["id"]),
+            Some(json!({}))
+        )
+        .await
+        .0,
+        202
+    );
+    t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        t.call(&c, "DELETE", "/api/v1/jobs/audited", None).await.0,
+        204
+    );
+    assert_eq!(
+        t.call(
+            &t.client,
+            "PUT",
+            "/api/v1/secrets/S1",
+            Some(json!({"value": "do-not-log-me"}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        t.call(&t.client, "DELETE", "/api/v1/secrets/S1", None)
+            .await
+            .0,
+        204
+    );
+    let (_, tok) = t.post("/api/v1/tokens", json!({"name": "temp"})).await;
+    assert_eq!(
+        t.call(
+            &t.client,
+            "DELETE",
+            &format!("/api/v1/tokens/{}", tok["id"]),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        t.call(
+            &t.client,
+            "PUT",
+            "/api/v1/users/aud/roles",
+            Some(json!({"roles": ["viewer"]}))
+        )
+        .await
+        .0,
+        200
+    );
+    let _ = sign_in(&t.base, "aud", "wrong password entirely").await;
+
+    let (_, page) = t.get("/api/v1/audit?limit=1000").await;
+    let items = page["items"].as_array().unwrap();
+    let events: Vec<&str> = items
+        .iter()
+        .rev()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for want in [
+        "user.create",
+        "auth.sign_in",
+        "auth.password_change",
+        "token.create",
+        "job.create",
+        "job.update",
+        "job.disable",
+        "run.manual",
+        "run.cancel",
+        "job.delete",
+        "secret.put",
+        "secret.delete",
+        "token.revoke",
+        "grant.user",
+        "auth.sign_in_failed",
+    ] {
+        assert!(events.contains(&want), "{want} missing from {events:?}");
+    }
+    let find = |ev: &str| items.iter().find(|e| e["event"] == ev).unwrap().clone();
+    let update = find("job.update");
+    assert_eq!(
+        update["actor"],
+        json!({"kind": "token", "id": update["actor"]["id"], "name": "aud"})
+    );
+    assert_eq!(update["target"], "job:audited");
+    assert_eq!(
+        update["diff"],
+        json!({"schedule": {"from": "0 3 * * *", "to": "0 4 * * *"}})
+    );
+    assert_eq!(update["address"], "127.0.0.1");
+    assert_eq!(update["user_agent"], "steward-tests");
+    assert_eq!(
+        find("grant.user")["diff"],
+        json!({"roles": {"from": ["operator"], "to": ["viewer"]}})
+    );
+    assert_eq!(find("secret.put")["diff"]["value"]["to"], "[redacted]");
+    assert!(!page.to_string().contains("do-not-log-me"));
+    assert!(!page.to_string().contains("wrong password entirely"));
+
+    // Filters.
+    let (_, by_actor) = t.get("/api/v1/audit?actor=aud&event=job").await;
+    let evs: Vec<&str> = by_actor["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        evs,
+        vec!["job.delete", "job.disable", "job.update", "job.create"]
+    );
+    let (_, by_target) = t.get("/api/v1/audit?target=user:aud").await;
+    assert!(by_target["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["target"] == "user:aud"));
+    let (_, none) = t.get("/api/v1/audit?since=2999-01-01T00:00:00Z").await;
+    assert!(none["items"].as_array().unwrap().is_empty());
+    let (_, two) = t.get("/api/v1/audit?limit=2").await;
+    let next = two["next_before"].as_i64().unwrap();
+    let (_, older) = t.get(&format!("/api/v1/audit?limit=2&before={next}")).await;
+    assert!(older["items"][0]["id"].as_i64().unwrap() < next);
+
+    // Export: JSON lines, oldest first, each linked to the one before.
+    let export = t.text("/api/v1/audit/export").await;
+    let lines: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), items.len());
+    for w in lines.windows(2) {
+        assert_eq!(w[1]["prev_hash"], w[0]["hash"]);
+    }
+    let (_, verify) = t.get("/api/v1/audit/verify").await;
+    assert_eq!(verify, json!({"entries": items.len(), "problem": null}));
+}
+
+#[tokio::test]
+async fn editing_the_database_behind_stewards_back_is_found() {
+    let t = TestApp::start().await;
+    for i in 0..3 {
+        t.command_job(&format!("j{i}"), &["true"], json!({})).await;
+    }
+    let dir = t.stop().await;
+    let data = dir.path().join("data");
+    let (code, out, err) = steward(&["admin", "verify-audit"], &data);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("intact"), "{out}");
+    let (code, export, _) = steward(&["admin", "export-audit"], &data);
+    assert_eq!(code, 0);
+    let n = export.lines().count();
+    assert!(n >= 6, "{export}");
+
+    let url = format!("sqlite://{}", data.join("steward.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    // The database itself refuses.
+    let e = sqlx::query("UPDATE audit_log SET actor_name = 'someone-else' WHERE id = 4")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("append-only"), "{e}");
+    assert!(sqlx::query("DELETE FROM audit_log WHERE id = 4")
+        .execute(&pool)
+        .await
+        .is_err());
+    // Someone who drops the triggers first: an edit...
+    sqlx::raw_sql("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET actor_name = 'someone-else' WHERE id = 4")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (code, out, _) = steward(&["admin", "verify-audit"], &data);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("entry 4 was edited"), "{out}");
+
+    // ...or a deletion that relinks the chain by hand is found too.
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE id = 4")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (code, out, _) = steward(&["admin", "verify-audit"], &data);
+    assert_eq!(code, 1);
+    assert!(out.contains("entry 4 is missing"), "{out}");
+}
+
+#[tokio::test]
+async fn admin_reset_password_works_offline_for_a_locked_out_admin() {
+    let t = TestApp::start().await;
+    let (_, cookie, me) = sign_in(&t.base, "admin", ADMIN_PASSWORD).await;
+    let old_session = session_client(
+        cookie.as_deref().unwrap(),
+        me["csrf_token"].as_str().unwrap(),
+    );
+    // While the server runs the data directory is locked.
+    let data = t.dir.path().join("data");
+    let (code, _, err) = steward(&["admin", "reset-password", "admin"], &data);
+    assert_ne!(code, 0);
+    assert!(err.contains("already using the data directory"), "{err}");
+    let dir = t.stop().await;
+    let data = dir.path().join("data");
+    let (code, out, err) = steward(&["admin", "reset-password", "nobody"], &data);
+    assert_ne!(code, 0);
+    assert!(err.contains("nobody") && err.contains("not found"), "{err}");
+    let (code, out2, err) = steward(&["admin", "reset-password", "admin"], &data);
+    assert_eq!(code, 0, "{out}{err}");
+    let password = out2
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(password.len() >= 20);
+    let app = steward::Application::build(crate::helpers::config(dir.path()))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let probe = reqwest::Client::new();
+    let r = probe
+        .get(format!("{base}/api/v1/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = old_session
+        .get(format!("{base}/api/v1/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "old sessions ended");
+    let (s, cookie, me) = sign_in(&base, "admin", &password).await;
+    assert_eq!(s, 200);
+    assert_eq!(me["must_change_password"], true);
+    let c = session_client(
+        cookie.as_deref().unwrap(),
+        me["csrf_token"].as_str().unwrap(),
+    );
+    let r = c.get(format!("{base}/api/v1/audit")).send().await.unwrap();
+    assert_eq!(r.status(), 403, "must change first");
+    let r = c
+        .post(format!("{base}/api/v1/auth/password"))
+        .json(
+            &json!({"current_password": password, "new_password": "a brand new admin passphrase"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let log: Value = c
+        .get(format!("{base}/api/v1/audit?event=auth.password_reset"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(log["items"][0]["actor"]["name"], "cli admin reset-password");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn first_start_prints_a_one_time_admin_password_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("STEWARD_LOG_FORMAT", "json")
+            .env_remove("STEWARD_BOOTSTRAP_ADMIN_PASSWORD")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut password = None;
+        let addr = loop {
+            let v: Value =
+                serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap_or(Value::Null);
+            if let Some(p) = v["fields"]["password"].as_str() {
+                password = Some(p.to_owned());
+            }
+            if v["fields"]["message"] == "steward is serving" {
+                break v["fields"]["addr"].as_str().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        (child, format!("http://{addr}"), password)
+    };
+    let (mut child, base, password) = start();
+    let password = password.expect("the first start logs the generated password");
+    let (s, _, me) = sign_in(&base, "admin", &password).await;
+    assert_eq!(s, 200);
+    assert_eq!(me["must_change_password"], true);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data.join("steward.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    let (mut child, _, again) = start();
+    assert!(
+        again.is_none(),
+        "the password is printed on the first start only"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
