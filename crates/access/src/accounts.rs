@@ -8,7 +8,7 @@ use serde_json::json;
 use std::time::Instant;
 use steward_crypto::{BearerSecret, Verification};
 use steward_domain::access::check_password;
-use steward_domain::{Actor, ActorKind, AuditContext, RoleId, SessionId, UserId, Username};
+use steward_domain::{Actor, ActorKind, AuditContext, SessionId, UserId, Username};
 use steward_store::access::{Grantee, NewSession, NewUser, PasswordSet, Session, User, UserChange};
 
 /// What a successful sign-in hands back: the cookie value (shown once) and
@@ -101,7 +101,7 @@ impl Access {
         client: &ClientInfo,
     ) -> Result<SignedIn, AccessError> {
         let started = Instant::now();
-        if let Some(wait) = self.limiter.check(username, client.address, started) {
+        if let Err(wait) = self.limiter.begin(username, client.address, started) {
             return Err(AccessError::TooMany {
                 retry_after_secs: wait.as_secs().max(1),
             });
@@ -129,6 +129,7 @@ impl Access {
                                 must_change: u.must_change,
                                 revoke_sessions: false,
                                 keep: None,
+                                revoke_tokens: false,
                             },
                             now,
                             None,
@@ -138,7 +139,7 @@ impl Access {
                 u
             }
             (user, _) => {
-                self.limiter.failed(username, client.address, started);
+                // Already counted when the attempt began.
                 let anonymous = AuditContext {
                     actor: Actor::anonymous(),
                     address: client.address,
@@ -251,17 +252,15 @@ impl Access {
         client: &ClientInfo,
     ) -> Result<(), AccessError> {
         let user = self.store.get_user(who.user_id).await?;
-        if let Some(wait) =
+        if let Err(wait) =
             self.limiter
-                .check(user.username.as_str(), client.address, Instant::now())
+                .begin(user.username.as_str(), client.address, Instant::now())
         {
             return Err(AccessError::TooMany {
                 retry_after_secs: wait.as_secs().max(1),
             });
         }
         if self.hasher.verify(Some(&user.password_hash), current).await == Verification::Invalid {
-            self.limiter
-                .failed(user.username.as_str(), client.address, Instant::now());
             return Err(AccessError::Invalid(steward_domain::ValidationError::new(
                 "current_password",
                 "is not your current password",
@@ -274,6 +273,8 @@ impl Access {
             )
             .into());
         }
+        self.limiter
+            .succeeded(user.username.as_str(), client.address);
         check_password(new.expose_secret(), &[user.username.as_str(), "steward"])?;
         let hash = self.hash(new).await?;
         let keep = match &who.via {
@@ -295,6 +296,7 @@ impl Access {
                     must_change: false,
                     revoke_sessions: true,
                     keep,
+                    revoke_tokens: false,
                 },
                 now,
                 Some(&audit),
@@ -307,10 +309,25 @@ impl Access {
     /// the caller's point of view; the mail goes out in the background so the
     /// answer takes the same time whether the account exists or not.
     pub async fn request_reset(self: &std::sync::Arc<Self>, login: &str, client: &ClientInfo) {
-        let this = self.clone();
         let login = login.chars().take(256).collect::<String>();
+        // Bounded: a flood of requests neither mails a victim without end nor
+        // piles up background work. The caller's answer is the same either way.
+        if self
+            .reset_limiter
+            .begin(&login, client.address, Instant::now())
+            .is_err()
+        {
+            tracing::info!("password reset request ignored: too many for this login or address");
+            return;
+        }
+        let Ok(permit) = self.reset_slots.clone().try_acquire_owned() else {
+            tracing::warn!("password reset request ignored: mail sending is saturated");
+            return;
+        };
+        let this = self.clone();
         let client = client.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = this.send_reset(&login, &client).await {
                 tracing::warn!(error = %e, "password reset mail not sent");
             }
@@ -383,17 +400,19 @@ impl Access {
                 "the reset link is invalid, used or expired",
             ))
         };
-        // Checked before consuming, so a weak password does not burn the link.
-        if new.expose_secret().chars().count() < steward_domain::access::PASSWORD_MIN_CHARS {
-            check_password(new.expose_secret(), &[])?;
-        }
+        // The link is looked at first and used up only once the new password
+        // passes the policy, so a refused password does not burn it.
+        let hash_of_token = BearerSecret::hash_of(token);
         let user_id = self
             .store
-            .consume_reset(&BearerSecret::hash_of(token), now)
+            .reset_user(&hash_of_token, now)
             .await?
             .ok_or_else(invalid)?;
         let user = self.store.get_user(user_id).await?;
         check_password(new.expose_secret(), &[user.username.as_str(), "steward"])?;
+        if self.store.consume_reset(&hash_of_token, now).await? != Some(user_id) {
+            return Err(invalid());
+        }
         let hash = self.hash(new).await?;
         let ctx = AuditContext {
             actor: Actor::anonymous(),
@@ -414,6 +433,7 @@ impl Access {
                     must_change: false,
                     revoke_sessions: true,
                     keep: None,
+                    revoke_tokens: true,
                 },
                 now,
                 Some(&audit),
@@ -449,6 +469,7 @@ impl Access {
                     must_change: true,
                     revoke_sessions: true,
                     keep: None,
+                    revoke_tokens: true,
                 },
                 now,
                 Some(&audit),
@@ -476,8 +497,12 @@ impl Access {
         Ok((u, roles.into_iter().map(|r| r.name).collect()))
     }
 
-    pub(crate) async fn role_ids(&self, names: &[String]) -> Result<Vec<RoleId>, AccessError> {
-        let mut ids = vec![];
+    /// The roles named, or a validation error naming the first unknown one.
+    pub(crate) async fn resolve_roles(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<steward_store::access::Role>, AccessError> {
+        let mut roles = vec![];
         for (i, n) in names.iter().enumerate() {
             let r = self.store.find_role(n).await?.ok_or_else(|| {
                 steward_domain::ValidationError::new(
@@ -485,9 +510,9 @@ impl Access {
                     format!("no role named {n:?}"),
                 )
             })?;
-            ids.push(r.id);
+            roles.push(r);
         }
-        Ok(ids)
+        Ok(roles)
     }
 
     /// Creates a user with an initial password they must change at first sign-in.
@@ -505,7 +530,9 @@ impl Access {
         }
         check_password(password.expose_secret(), &[username.as_str(), "steward"])
             .map_err(|e| steward_domain::ValidationError::new("password", e.message))?;
-        let role_ids = self.role_ids(roles).await?;
+        let granted = self.resolve_roles(roles).await?;
+        crate::grants::within(who, crate::grants::union(&granted), "the new user's roles")?;
+        let role_ids = granted.iter().map(|r| r.id).collect();
         let hash = self.hash(password).await?;
         let now = self.clock.now();
         let audit = who.audit_context(client).record(
@@ -547,6 +574,7 @@ impl Access {
         if let Some(Some(e)) = &change.email {
             check_email(e)?;
         }
+        self.not_above(who, user.id, "this user").await?;
         if change.disabled == Some(true) && user.id == who.user_id {
             return Err(AccessError::Conflict(
                 "you cannot disable your own account".into(),
@@ -589,6 +617,7 @@ impl Access {
                 "you cannot delete your own account".into(),
             ));
         }
+        self.not_above(who, user.id, "this user").await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "user.delete",
@@ -630,5 +659,112 @@ impl Access {
             .store
             .delete_expired_sessions(now - self.settings.session_idle, now)
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AccessSettings;
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    use std::sync::Arc;
+    use steward_engine::clock::SystemClock;
+    use steward_store::{AccessStore as _, SqliteStore};
+
+    async fn access() -> (tempfile::TempDir, SqliteStore, Arc<Access>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let ring = steward_crypto::Keyring::load_or_create(&dir.path().join("key"), true).unwrap();
+        let clock: Arc<dyn steward_engine::clock::Clock> = Arc::new(SystemClock);
+        let vault = crate::vault::Vault::new(
+            ring,
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            clock.clone(),
+        );
+        let a = Access::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            steward_crypto::PasswordHasher::new(2).unwrap(),
+            clock,
+            AccessSettings::default(),
+            vault,
+        );
+        (dir, store, a)
+    }
+
+    #[tokio::test]
+    async fn sign_in_rehashes_a_password_stored_with_old_parameters() {
+        let (_d, store, a) = access().await;
+        let pw = SecretString::from("a perfectly fine old password");
+        assert!(a
+            .bootstrap(Bootstrap::Given(pw.clone()))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(
+            a.bootstrap(Bootstrap::Generate).await.unwrap().is_none(),
+            "only once"
+        );
+        let admin = store.find_user("admin").await.unwrap().unwrap();
+        assert!(admin.must_change);
+        // As an older Steward (or another tool) would have stored it.
+        let weak = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8 * 1024, 1, 1, Some(32)).unwrap(),
+        )
+        .hash_password(
+            pw.expose_secret().as_bytes(),
+            &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
+        )
+        .unwrap()
+        .to_string();
+        let set = PasswordSet {
+            hash: &weak,
+            must_change: true,
+            revoke_sessions: false,
+            keep: None,
+            revoke_tokens: false,
+        };
+        store
+            .set_password(admin.id, &set, chrono::DateTime::UNIX_EPOCH, None)
+            .await
+            .unwrap();
+        let signed = a
+            .sign_in("admin", &pw, &ClientInfo::default())
+            .await
+            .unwrap();
+        assert!(signed.user.must_change, "the flag survives the rehash");
+        let after = store
+            .find_user("admin")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash;
+        assert!(
+            after.starts_with("$argon2id$v=19$m=65536,t=3,p=1$"),
+            "{after}"
+        );
+        assert!(a
+            .sign_in("admin", &pw, &ClientInfo::default())
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn generated_bootstrap_password_is_long_and_works() {
+        let (_d, _store, a) = access().await;
+        let pw = a.bootstrap(Bootstrap::Generate).await.unwrap().unwrap();
+        assert!(pw.expose_secret().len() >= 24);
+        assert!(a
+            .sign_in("admin", &pw, &ClientInfo::default())
+            .await
+            .is_ok());
+        assert!(matches!(
+            a.sign_in("admin", &SecretString::from("nope"), &ClientInfo::default())
+                .await,
+            Err(AccessError::InvalidCredentials)
+        ));
     }
 }

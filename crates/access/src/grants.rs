@@ -5,7 +5,48 @@ use serde_json::json;
 use steward_domain::{Permission, PermissionSet, UserId, Username, ValidationError};
 use steward_store::access::{Grantee, Group, Role};
 
+/// The permissions of a set of roles together.
+pub(crate) fn union(roles: &[Role]) -> PermissionSet {
+    roles
+        .iter()
+        .fold(PermissionSet::EMPTY, |acc, r| acc.union(r.permissions))
+}
+
+/// The no-escalation rule: nobody hands out, or takes away, permissions they
+/// do not hold themselves. Without it `users:write` alone would be admin.
+pub(crate) fn within(who: &Identity, wanted: PermissionSet, what: &str) -> Result<(), AccessError> {
+    if wanted.is_subset_of(who.permissions) {
+        return Ok(());
+    }
+    let extra: Vec<String> = wanted
+        .to_strings()
+        .into_iter()
+        .filter(|p| p.parse::<Permission>().is_ok_and(|p| !who.allows(p)))
+        .collect();
+    Err(AccessError::Forbidden(format!(
+        "{what} carry permissions you do not hold: {}",
+        extra.join(", ")
+    )))
+}
+
 impl Access {
+    /// Refuses changes to a user who holds more than the caller.
+    pub(crate) async fn not_above(
+        &self,
+        who: &Identity,
+        target: UserId,
+        what: &str,
+    ) -> Result<(), AccessError> {
+        let theirs = self.permissions_of(target).await?;
+        within(who, theirs, &format!("{what}'s roles"))
+    }
+
+    async fn group_permissions(&self, group: &Group) -> Result<PermissionSet, AccessError> {
+        Ok(union(
+            &self.store.granted_roles(Grantee::Group(group.id)).await?,
+        ))
+    }
+
     pub async fn roles(&self) -> Result<Vec<Role>, AccessError> {
         Ok(self.store.list_roles().await?)
     }
@@ -25,6 +66,7 @@ impl Access {
             )
             .into());
         }
+        within(who, permissions, "the new role's permissions")?;
         let now = self.clock.now();
         let audit = who.audit_context(client).record(
             now,
@@ -54,6 +96,7 @@ impl Access {
                 "role {name} is built in and cannot be deleted"
             )));
         }
+        within(who, role.permissions, "the role's permissions")?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "role.delete",
@@ -78,7 +121,10 @@ impl Access {
             .find_user(user)
             .await?
             .ok_or(AccessError::NotFound("user"))?;
-        let ids = self.role_ids(roles).await?;
+        self.not_above(who, u.id, "this user").await?;
+        let granted = self.resolve_roles(roles).await?;
+        within(who, union(&granted), "these roles")?;
+        let ids: Vec<_> = granted.iter().map(|r| r.id).collect();
         let before: Vec<String> = self
             .store
             .granted_roles(Grantee::User(u.id))
@@ -161,6 +207,7 @@ impl Access {
             .find_group(name)
             .await?
             .ok_or(AccessError::NotFound("group"))?;
+        within(who, self.group_permissions(&g).await?, "the group's roles")?;
         let audit = who.audit_context(client).record(self.clock.now(), "group.delete", format!("group:{name}"), json!({"members": {"from": g.members, "to": null}, "roles": {"from": g.roles, "to": null}}));
         self.store.delete_group(g.id, &audit).await?;
         self.cache.clear();
@@ -179,6 +226,7 @@ impl Access {
             .find_group(name)
             .await?
             .ok_or(AccessError::NotFound("group"))?;
+        within(who, self.group_permissions(&g).await?, "the group's roles")?;
         let mut ids = vec![];
         for (i, m) in members.iter().enumerate() {
             let u = self.store.find_user(m).await?.ok_or_else(|| {
@@ -212,7 +260,14 @@ impl Access {
             .find_group(name)
             .await?
             .ok_or(AccessError::NotFound("group"))?;
-        let ids = self.role_ids(roles).await?;
+        within(
+            who,
+            self.group_permissions(&g).await?,
+            "the group's current roles",
+        )?;
+        let granted = self.resolve_roles(roles).await?;
+        within(who, union(&granted), "these roles")?;
+        let ids: Vec<_> = granted.iter().map(|r| r.id).collect();
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "grant.group",

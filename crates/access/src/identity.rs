@@ -19,8 +19,15 @@ pub const TOKEN_PREFIX: &str = "stw_";
 /// How the caller proved who they are.
 #[derive(Debug, Clone)]
 pub enum Via {
-    Session { id: SessionId, csrf_token: String },
-    Token { id: TokenId },
+    Session {
+        id: SessionId,
+        csrf_token: String,
+    },
+    Token {
+        id: TokenId,
+        /// A token never makes a token that outlives it.
+        expires_at: Option<DateTime<Utc>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -45,7 +52,7 @@ impl Identity {
                 id: Some(self.user_id.0),
                 name: self.username.to_string(),
             },
-            Via::Token { id } => Actor {
+            Via::Token { id, .. } => Actor {
                 kind: ActorKind::Token,
                 id: Some(id.0),
                 name: self.username.to_string(),
@@ -73,16 +80,26 @@ impl Identity {
 }
 
 /// user → effective permissions, computed from roles on first use.
+///
+/// The generation counter closes a race: a lookup that read the roles before
+/// a grant changed must not put its stale answer in the cache after the clear.
 #[derive(Default)]
 pub struct PermissionCache {
     map: RwLock<HashMap<UserId, PermissionSet>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl PermissionCache {
     pub fn clear(&self) {
         if let Ok(mut m) = self.map.write() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             m.clear();
         }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -101,6 +118,7 @@ impl Access {
         {
             return Ok(p);
         }
+        let generation = self.cache.generation();
         let roles = self.store.effective_roles(user).await?;
         let set = roles.iter().fold(PermissionSet::EMPTY, |acc, r| {
             let p = if r.builtin {
@@ -112,7 +130,9 @@ impl Access {
             acc.union(p)
         });
         if let Ok(mut m) = self.cache.map.write() {
-            m.insert(user, set);
+            if self.cache.generation() == generation {
+                m.insert(user, set);
+            }
         }
         Ok(set)
     }
@@ -185,7 +205,10 @@ impl Access {
         Ok(Some(Identity {
             user_id: user.id,
             username: user.username,
-            via: Via::Token { id: token.id },
+            via: Via::Token {
+                id: token.id,
+                expires_at: token.expires_at,
+            },
             // Never wider than the owner has now, even if the owner lost a role.
             permissions: token.scopes.intersection(owner),
             must_change_password: user.must_change,

@@ -92,6 +92,10 @@ pub struct Access {
     pub(crate) settings: AccessSettings,
     pub(crate) cache: identity::PermissionCache,
     pub(crate) limiter: limiter::SignInLimiter,
+    /// Reset requests per login and address, with the same growing back-off.
+    pub(crate) reset_limiter: limiter::SignInLimiter,
+    /// Reset mails being sent at once, at most.
+    pub(crate) reset_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) vault: Arc<vault::Vault>,
 }
 
@@ -112,6 +116,8 @@ impl Access {
             settings,
             cache: identity::PermissionCache::default(),
             limiter: limiter::SignInLimiter::default(),
+            reset_limiter: limiter::SignInLimiter::default(),
+            reset_slots: Arc::new(tokio::sync::Semaphore::new(4)),
             vault,
         })
     }

@@ -2,7 +2,9 @@
 //!
 //! Each key may fail a few times freely; after that every further failure
 //! doubles the wait (1 s, 2 s, 4 s ... up to 15 min) before the next attempt is
-//! even checked. A success clears the account's and the address's record.
+//! even checked. An attempt is counted as a failure when it begins (so a burst
+//! of parallel guesses cannot all slip through before the first is judged);
+//! a success clears the account's and the address's record.
 //! Failures are forgotten an hour after the last one. In memory: a restart
 //! forgives, which is acceptable for one node (the audit log keeps the record).
 
@@ -45,32 +47,44 @@ fn wait_for(failures: u32, free: u32) -> Duration {
 
 impl SignInLimiter {
     fn keys(account: &str, address: Option<IpAddr>) -> Vec<(Key, u32)> {
-        let mut k = vec![(Key::Account(account.to_lowercase()), ACCOUNT_FREE)];
+        // User names are at most 64 characters; a longer "name" must not cost more memory.
+        let account: String = account.chars().take(64).collect::<String>().to_lowercase();
+        let mut k = vec![(Key::Account(account), ACCOUNT_FREE)];
         if let Some(a) = address {
             k.push((Key::Address(a), ADDRESS_FREE));
         }
         k
     }
 
-    /// How long the caller must still wait, if at all.
-    pub fn check(&self, account: &str, address: Option<IpAddr>, now: Instant) -> Option<Duration> {
-        let recs = self.records.lock().ok()?;
-        Self::keys(account, address)
+    /// Starts an attempt: `Err(wait)` while a key is blocked, else the
+    /// attempt is recorded as a failure until [`Self::succeeded`] clears it.
+    pub fn begin(
+        &self,
+        account: &str,
+        address: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let Ok(mut recs) = self.records.lock() else {
+            return Ok(());
+        };
+        let keys = Self::keys(account, address);
+        let wait = keys
             .iter()
             .filter_map(|(k, _)| recs.get(k))
             .filter(|r| r.blocked_until > now)
             .map(|r| r.blocked_until - now)
-            .max()
-    }
-
-    pub fn failed(&self, account: &str, address: Option<IpAddr>, now: Instant) {
-        let Ok(mut recs) = self.records.lock() else {
-            return;
-        };
+            .max();
+        if let Some(w) = wait {
+            return Err(w);
+        }
         if recs.len() > MAX_KEYS {
             recs.retain(|_, r| now.duration_since(r.last) < FORGET_AFTER);
+            if recs.len() > MAX_KEYS {
+                // Still full (a flood of fresh keys): keep only live blocks.
+                recs.retain(|_, r| r.blocked_until > now);
+            }
         }
-        for (key, free) in Self::keys(account, address) {
+        for (key, free) in keys {
             let r = recs.entry(key).or_insert(Record {
                 failures: 0,
                 last: now,
@@ -83,6 +97,7 @@ impl SignInLimiter {
             r.last = now;
             r.blocked_until = now + wait_for(r.failures, free);
         }
+        Ok(())
     }
 
     pub fn succeeded(&self, account: &str, address: Option<IpAddr>) {
@@ -104,17 +119,30 @@ mod tests {
         let t = Instant::now();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..ACCOUNT_FREE - 1 {
-            l.failed("alice", Some(ip), t);
+            l.begin("alice", Some(ip), t).unwrap();
         }
-        assert_eq!(l.check("alice", Some(ip), t), None);
-        l.failed("alice", Some(ip), t);
-        assert_eq!(l.check("Alice", None, t), Some(Duration::from_secs(1)));
-        l.failed("alice", Some(ip), t);
-        assert_eq!(l.check("alice", None, t), Some(Duration::from_secs(2)));
+        l.begin("alice", Some(ip), t).unwrap();
+        // The fifth failure blocks the next attempt for a second, then two.
+        assert_eq!(l.begin("Alice", None, t), Err(Duration::from_secs(1)));
+        let later = t + Duration::from_secs(1);
+        l.begin("alice", Some(ip), later).unwrap();
+        assert_eq!(l.begin("alice", None, later), Err(Duration::from_secs(2)));
         // Another account from another address is not affected.
-        assert_eq!(l.check("bob", Some("192.0.2.2".parse().unwrap()), t), None);
+        assert!(l
+            .begin("bob", Some("192.0.2.2".parse().unwrap()), t)
+            .is_ok());
         l.succeeded("alice", Some(ip));
-        assert_eq!(l.check("alice", Some(ip), t), None);
+        assert!(l.begin("alice", Some(ip), later).is_ok());
+    }
+
+    #[test]
+    fn parallel_attempts_are_counted_as_they_begin() {
+        let l = SignInLimiter::default();
+        let t = Instant::now();
+        let admitted = (0..30)
+            .filter(|_| l.begin("carol", None, t).is_ok())
+            .count();
+        assert_eq!(admitted as u32, ACCOUNT_FREE);
     }
 
     #[test]
@@ -123,9 +151,16 @@ mod tests {
         let t = Instant::now();
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         for i in 0..ADDRESS_FREE {
-            l.failed(&format!("user{i}"), Some(ip), t);
+            l.begin(&format!("user{i}"), Some(ip), t).unwrap();
         }
-        assert!(l.check("fresh-name", Some(ip), t).is_some());
-        assert_eq!(l.check("fresh-name", None, t), None);
+        assert!(l.begin("fresh-name", Some(ip), t).is_err());
+        assert!(l.begin("fresh-name", None, t).is_ok());
+        // A huge "user name" is stored as at most 64 characters.
+        l.begin(&"x".repeat(100_000), None, t).unwrap();
+        let recs = l.records.lock().unwrap();
+        assert!(recs.keys().all(|k| match k {
+            Key::Account(a) => a.len() <= 64,
+            Key::Address(_) => true,
+        }));
     }
 }

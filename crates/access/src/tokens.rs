@@ -41,6 +41,24 @@ impl Access {
             );
         }
         let now = self.clock.now();
+        let mut expires_at = expires_at;
+        if let crate::Via::Token {
+            expires_at: Some(parent),
+            ..
+        } = &who.via
+        {
+            match expires_at {
+                None => expires_at = Some(*parent),
+                Some(e) if e > *parent => {
+                    return Err(ValidationError::new(
+                        "expires_at",
+                        "is later than the expiry of the token making it",
+                    )
+                    .into());
+                }
+                Some(_) => {}
+            }
+        }
         if expires_at.is_some_and(|e| e <= now) {
             return Err(ValidationError::new("expires_at", "is in the past").into());
         }
@@ -86,8 +104,12 @@ impl Access {
         client: &ClientInfo,
     ) -> Result<(), AccessError> {
         let token = self.store.get_token(id).await?;
-        if token.user_id != who.user_id && !who.allows(Permission::write(Module::Users)) {
-            return Err(AccessError::NotFound("token"));
+        if token.user_id != who.user_id {
+            if !who.allows(Permission::write(Module::Users)) {
+                return Err(AccessError::NotFound("token"));
+            }
+            self.not_above(who, token.user_id, "the token owner")
+                .await?;
         }
         let audit = who.audit_context(client).record(
             self.clock.now(),

@@ -25,6 +25,9 @@ pub struct Vault {
     store: Arc<dyn SecretStore>,
     audit_sink: Arc<dyn AuditStore>,
     clock: Arc<dyn Clock>,
+    /// Held (shared) by every seal-and-write, (exclusively) by the end of a rotation.
+    gate: tokio::sync::RwLock<()>,
+    rotating: tokio::sync::Mutex<()>,
 }
 
 fn secret_aad(name: &SecretName) -> Aad<'_> {
@@ -59,6 +62,8 @@ impl Vault {
             store,
             audit_sink,
             clock,
+            gate: tokio::sync::RwLock::new(()),
+            rotating: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -96,6 +101,7 @@ impl Vault {
                 ValidationError::new("description", "is longer than 500 characters").into(),
             );
         }
+        let _sealing = self.gate.read().await;
         let (sealed, version) = {
             let ring = self.ring()?;
             (
@@ -143,7 +149,31 @@ impl Vault {
         ctx: &AuditContext,
     ) -> Result<(), AccessError> {
         settings.validate()?;
+        let _sealing = self.gate.read().await;
         let before = self.store.get_setting(SMTP_KEY).await?;
+        if password.is_none() {
+            // Keeping the stored password while pointing it elsewhere would hand
+            // it to the new server: it must be given again.
+            let old: Option<SmtpSettings> = before
+                .as_ref()
+                .and_then(|b| serde_json::from_value(b.value.clone()).ok());
+            let moved = old.as_ref().is_some_and(|o| {
+                (o.host.as_str(), o.port, o.security, o.username.as_deref())
+                    != (
+                        settings.host.as_str(),
+                        settings.port,
+                        settings.security,
+                        settings.username.as_deref(),
+                    )
+            });
+            if moved && before.as_ref().is_some_and(|b| b.sealed.is_some()) {
+                return Err(ValidationError::new(
+                    "password",
+                    "send the password again when host, port, security or username change (or \"\" to remove it)",
+                )
+                .into());
+            }
+        }
         let sealed = match &password {
             None => before.as_ref().and_then(|b| b.sealed.clone()),
             Some(p) if p.expose_secret().is_empty() => None,
@@ -215,6 +245,8 @@ impl Vault {
         ctx: &AuditContext,
         progress: &(dyn Fn(&Rotation) + Send + Sync),
     ) -> Result<Rotation, AccessError> {
+        // One rotation at a time: two would relabel each other's rows.
+        let _one = self.rotating.lock().await;
         let new_version = {
             let mut ring = self
                 .keyring
@@ -227,12 +259,38 @@ impl Vault {
             new_version,
             ..Default::default()
         };
+        // While serving: edits go on and seal under the new key already.
+        self.reseal_stale(&mut report, progress).await?;
+        // Then with edits held for a moment, so a value sealed under an old key
+        // just before the new one was added is not missed, and no old key is
+        // retired while something still needs it.
+        let _quiet = self.gate.write().await;
+        self.reseal_stale(&mut report, progress).await?;
+        let in_use = self.store.key_versions_in_use().await?;
+        report.retired = {
+            let mut ring = self
+                .keyring
+                .write()
+                .map_err(|_| internal("keyring lock poisoned"))?;
+            ring.retire_unused(&in_use)
+                .map_err(|e| AccessError::Unavailable(e.to_string()))?
+        };
+        let audit = ctx.record(self.clock.now(), "key.rotate", "keyring", json!({"version": {"from": new_version - 1, "to": new_version}, "resealed": report.resealed, "retired": report.retired}));
+        self.store_audit(&audit).await?;
+        Ok(report)
+    }
+
+    /// Re-seals, batch by batch, every value not under `report.new_version`.
+    async fn reseal_stale(
+        &self,
+        report: &mut Rotation,
+        progress: &(dyn Fn(&Rotation) + Send + Sync),
+    ) -> Result<(), AccessError> {
         loop {
-            let batch = self.store.stale_sealed(new_version, 100).await?;
+            let batch = self.store.stale_sealed(report.new_version, 100).await?;
             if batch.is_empty() {
-                break;
+                return Ok(());
             }
-            let mut progressed = false;
             for cell in batch {
                 let aad = Aad {
                     table: cell.table,
@@ -249,30 +307,18 @@ impl Vault {
                     })?;
                     ring.seal(&plain, aad)
                 };
-                // A concurrent edit already sealed it under the new key: fine.
-                if self.store.reseal(&cell, &resealed, new_version).await? {
+                // False when an edit replaced it meanwhile; the next batch re-reads it.
+                if self
+                    .store
+                    .reseal(&cell, &resealed, report.new_version)
+                    .await?
+                {
                     report.resealed += 1;
-                    progressed = true;
                 }
             }
-            progress(&report);
-            if !progressed {
-                // Values changed under us; the next batch re-reads them.
-                tokio::task::yield_now().await;
-            }
+            progress(report);
+            tokio::task::yield_now().await;
         }
-        let in_use = self.store.key_versions_in_use().await?;
-        report.retired = {
-            let mut ring = self
-                .keyring
-                .write()
-                .map_err(|_| internal("keyring lock poisoned"))?;
-            ring.retire_unused(&in_use)
-                .map_err(|e| AccessError::Unavailable(e.to_string()))?
-        };
-        let audit = ctx.record(self.clock.now(), "key.rotate", "keyring", json!({"version": {"from": new_version - 1, "to": new_version}, "resealed": report.resealed, "retired": report.retired}));
-        self.store_audit(&audit).await?;
-        Ok(report)
     }
 
     async fn store_audit(&self, record: &steward_domain::AuditRecord) -> Result<(), AccessError> {

@@ -48,7 +48,8 @@ pub async fn run(config: Config, task: AdminTask) -> anyhow::Result<u8> {
                 "New one-time password for {user}: {}",
                 password.expose_secret()
             );
-            println!("All of {user}'s sessions were ended; the password must be changed at the next sign-in.");
+            println!("All of {user}'s sessions and API tokens were ended; the password must be changed at the next sign-in.");
+            store.anchor_audit_head().await?;
             store.close().await;
             Ok(0)
         }
@@ -73,6 +74,7 @@ pub async fn run(config: Config, task: AdminTask) -> anyhow::Result<u8> {
                 "Now sealing with key v{}; {} values re-sealed; retired keys: {:?}",
                 report.new_version, report.resealed, report.retired
             );
+            store.anchor_audit_head().await?;
             store.close().await;
             Ok(0)
         }

@@ -150,6 +150,11 @@ impl Application {
                 },
                 max_body_bytes: config.api.max_body_bytes,
                 allowed_hosts: config.allowed_hosts(),
+                public_origin: config
+                    .server
+                    .public_url
+                    .as_ref()
+                    .map(|u| u.origin().ascii_serialization()),
                 metrics_token: config.metrics_token()?,
             },
         );
@@ -164,7 +169,7 @@ impl Application {
             .await
         });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "steward is serving");
-        let sweeper = spawn_session_sweeper(access.clone(), stop_http.clone());
+        let sweeper = spawn_housekeeping(access.clone(), store.clone(), stop_http.clone());
         Ok(Self {
             addr,
             engine,
@@ -206,6 +211,9 @@ impl Application {
             .is_err()
         {
             server.abort();
+        }
+        if let Err(e) = steward_store::AuditStore::anchor_audit_head(&self.store).await {
+            tracing::warn!(error = %e, "could not write the audit head anchor");
         }
         self.store.close().await;
         tracing::info!("stopped");
@@ -257,18 +265,27 @@ pub fn build_access(
     ))
 }
 
-/// Deletes expired sessions every 10 minutes (expired ones are already refused;
-/// this keeps the table small).
-fn spawn_session_sweeper(
+/// Background upkeep: writes the audit head anchor every 5 s (so cutting off
+/// the newest audit rows shows in `verify-audit`) and deletes expired sessions
+/// every 10 minutes (expired ones are already refused; this keeps the table small).
+fn spawn_housekeeping(
     access: Arc<Access>,
+    store: SqliteStore,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    use steward_store::AuditStore as _;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        let mut anchor = tokio::time::interval(std::time::Duration::from_secs(5));
+        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(600));
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                _ = tick.tick() => {
+                _ = anchor.tick() => {
+                    if let Err(e) = store.anchor_audit_head().await {
+                        tracing::warn!(error = %e, "could not write the audit head anchor");
+                    }
+                }
+                _ = sweep.tick() => {
                     if let Err(e) = access.sweep_sessions().await {
                         tracing::warn!(error = %e, "could not delete expired sessions");
                     }

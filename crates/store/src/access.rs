@@ -106,6 +106,9 @@ pub struct PasswordSet<'a> {
     /// End the user's sessions, except `keep`.
     pub revoke_sessions: bool,
     pub keep: Option<SessionId>,
+    /// Revoke the user's API tokens too (account recovery: a token minted
+    /// from a stolen session must not survive the reset).
+    pub revoke_tokens: bool,
 }
 
 /// Who a role is granted to.
@@ -137,8 +140,9 @@ pub trait AccessStore: Send + Sync + 'static {
     ) -> Result<User>;
     async fn delete_user(&self, id: UserId, audit: &AuditRecord) -> Result<()>;
     /// Sets the password hash and must-change flag; deletes the user's sessions
-    /// except `keep` when `revoke_sessions`; audits when a record is given
-    /// (a transparent rehash is not an event).
+    /// except `keep` when `revoke_sessions`, revokes tokens when asked, and
+    /// always deletes the user's open reset links; audits when a record is
+    /// given (a transparent rehash is not an event).
     async fn set_password(
         &self,
         id: UserId,
@@ -213,6 +217,9 @@ pub trait AccessStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<()>;
+    /// The user of a live (unused, unexpired) link, without using it up.
+    async fn reset_user(&self, token_hash: &[u8; 32], now: DateTime<Utc>)
+        -> Result<Option<UserId>>;
     /// Marks the link used and returns its user, if it exists, is unused and
     /// has not expired: single use, atomically.
     async fn consume_reset(

@@ -46,6 +46,9 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Oldest first, from `after` (exclusive), for export and verification.
     async fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>>;
     /// Recomputes every hash and link; reports the first edited, deleted or
-    /// reordered row.
+    /// reordered row, and newest rows cut off behind the head anchor.
     async fn verify_audit(&self) -> Result<ChainReport>;
+    /// Writes the head anchor (last id and hash) if it moved. Called
+    /// periodically and at shutdown; a no-op for stores without one.
+    async fn anchor_audit_head(&self) -> Result<()>;
 }

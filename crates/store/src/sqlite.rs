@@ -26,6 +26,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// `audit.head` beside the database: the last audit entry's id and hash,
+    /// kept outside the database so cutting off its newest rows shows.
+    audit_anchor: Option<std::path::PathBuf>,
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -77,7 +80,11 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            audit_anchor: Some(path.with_file_name("audit.head")),
+        })
     }
 
     /// In-memory database for unit tests of services.
@@ -96,6 +103,7 @@ impl SqliteStore {
         Ok(Self {
             writer: pool.clone(),
             reader: pool,
+            audit_anchor: None,
         })
     }
 

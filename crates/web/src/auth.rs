@@ -123,11 +123,12 @@ pub fn client_address(
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    // When every hop is a trusted proxy the leftmost one could be anything the
+    // client wrote; the peer is the last address known to be true.
     Some(
         hops.iter()
             .rev()
             .find(|ip| !is_trusted(ip))
-            .or(hops.first())
             .copied()
             .unwrap_or(peer),
     )
@@ -178,8 +179,14 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let identity = if let Some(token) = bearer(headers) {
         match state.access.authenticate_token(token).await {
             Ok(Some(id)) => Some(id),
-            // A presented token that does not work is an error, not anonymity.
-            Ok(None) => return unauthenticated("the bearer token is invalid, expired or revoked"),
+            // A presented token that does not work is an error, not anonymity;
+            // guesses count against the address's rate like any anonymous call.
+            Ok(None) => {
+                if let Err(wait) = state.limiter.check(address_key(&client)) {
+                    return too_many(wait, "API rate limit exceeded");
+                }
+                return unauthenticated("the bearer token is invalid, expired or revoked");
+            }
             Err(e) => return ApiError::from(e).into_response(),
         }
     } else if let Some(cookie) = cookie_value(headers, state.auth.cookie_name()) {
@@ -192,7 +199,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     };
     {
         let key = match identity.as_ref().map(|i| &i.via) {
-            Some(Via::Token { id }) => format!("token:{id}"),
+            Some(Via::Token { id, .. }) => format!("token:{id}"),
             Some(Via::Session { id, .. }) => format!("session:{id}"),
             None => format!(
                 "address:{}",
@@ -208,6 +215,13 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         req.extensions_mut().insert(id);
     }
     next.run(req).await
+}
+
+fn address_key(client: &ClientInfo) -> String {
+    format!(
+        "address:{}",
+        client.address.map_or_else(String::new, |a| a.to_string())
+    )
 }
 
 pub fn too_many(retry_after_secs: u64, message: &str) -> Response {
@@ -246,7 +260,18 @@ pub async fn authorize(req: Request, next: Next) -> Response {
     let Some(identity) = req.extensions().get::<Identity>() else {
         return unauthenticated("sign in or send a bearer token");
     };
-    if identity.must_change_password && policy != Policy::Authenticated {
+    let by_session = matches!(identity.via, Via::Session { .. });
+    if matches!(policy, Policy::OwnSession | Policy::SessionOnly) && !by_session {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "session_required",
+            "this needs a signed-in session, not an API token",
+        )
+        .into_response();
+    }
+    if identity.must_change_password
+        && !matches!(policy, Policy::Authenticated | Policy::OwnSession)
+    {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "password_change_required",

@@ -17,23 +17,47 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 #[derive(Clone)]
-pub struct AllowedHosts(pub Arc<Vec<String>>);
+pub struct AllowedHosts {
+    /// Host names served (`*` for any).
+    pub names: Arc<Vec<String>>,
+    /// `scheme://host[:port]` of the public URL: an Origin that may differ
+    /// from Host when a proxy rewrites Host.
+    pub public_origin: Option<Arc<str>>,
+}
 
 impl AllowedHosts {
     pub fn loopback() -> Self {
-        Self(Arc::new(vec![
-            "localhost".into(),
-            "127.0.0.1".into(),
-            "[::1]".into(),
-        ]))
+        Self {
+            names: Arc::new(vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]),
+            public_origin: None,
+        }
     }
 
     /// `host[:port]` → is `host` one of ours?
     fn allows(&self, authority: &str) -> bool {
         let host = strip_port(authority).to_ascii_lowercase();
-        self.0
+        self.names
             .iter()
             .any(|h| h == "*" || h.eq_ignore_ascii_case(&host))
+    }
+
+    /// Same origin: the Origin's host and port are the request's Host, or it
+    /// is the configured public origin. Another port on the same host (another
+    /// app on localhost) is another origin.
+    fn same_origin(&self, origin: &str, host: &str) -> bool {
+        if origin == "null" {
+            return false;
+        }
+        if self
+            .public_origin
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case(origin.trim_end_matches('/')))
+        {
+            return true;
+        }
+        origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
     }
 }
 
@@ -76,13 +100,7 @@ pub async fn guard(State(hosts): State<AllowedHosts>, req: Request, next: Next) 
             .headers()
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|o| {
-                let authority = o.split_once("://").map_or("", |(_, rest)| rest);
-                // Same origin as the request's Host, or a configured name.
-                o == "null"
-                    || (!authority.eq_ignore_ascii_case(host) && !hosts.allows(authority))
-                    || (hosts.0.iter().any(|h| h == "*") && !authority.eq_ignore_ascii_case(host))
-            });
+            .is_some_and(|o| !hosts.same_origin(o, host));
         if cross_site || foreign_origin {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -98,6 +116,25 @@ pub async fn guard(State(hosts): State<AllowedHosts>, req: Request, next: Next) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_must_match_host_and_port() {
+        let h = AllowedHosts {
+            public_origin: Some("https://steward.example.org".into()),
+            ..AllowedHosts::loopback()
+        };
+        assert!(h.same_origin("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(
+            !h.same_origin("http://127.0.0.1:3000", "127.0.0.1:8080"),
+            "another app on another port"
+        );
+        assert!(!h.same_origin("null", "127.0.0.1:8080"));
+        assert!(!h.same_origin("https://evil.example", "127.0.0.1:8080"));
+        assert!(
+            h.same_origin("https://steward.example.org", "10.0.0.5:8080"),
+            "behind a proxy that rewrites Host"
+        );
+    }
 
     #[test]
     fn host_matching() {

@@ -35,6 +35,8 @@ pub struct WebSettings {
     pub max_body_bytes: usize,
     /// Host names requests may be addressed to (DNS-rebinding defence).
     pub allowed_hosts: Vec<String>,
+    /// `scheme://host[:port]` of the public URL, if configured.
+    pub public_origin: Option<String>,
     pub metrics_token: Option<SecretString>,
 }
 
@@ -82,7 +84,10 @@ pub fn router(
         .with_state(state)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
-            guard::AllowedHosts(Arc::new(settings.allowed_hosts)),
+            guard::AllowedHosts {
+                names: Arc::new(settings.allowed_hosts),
+                public_origin: settings.public_origin.map(Into::into),
+            },
             guard::guard,
         ))
         .layer(SetResponseHeaderLayer::overriding(

@@ -15,6 +15,12 @@ pub enum Policy {
     Authenticated,
     /// Any signed-in identity whose password is not pending a change.
     SignedIn,
+    /// A session cookie, not an API token, even with a pending password
+    /// change: account recovery decisions (change password, sign out
+    /// everywhere) are not for tokens.
+    OwnSession,
+    /// A session cookie whose password is not pending a change.
+    SessionOnly,
     /// A permission.
     Needs(Permission),
 }
@@ -40,11 +46,11 @@ pub const ROUTES: &[(&str, &str, Policy)] = &[
     ("POST", "/api/v1/auth/password-reset", Public),
     ("POST", "/api/v1/auth/password-reset/confirm", Public),
     ("POST", "/api/v1/auth/sign-out", Authenticated),
-    ("POST", "/api/v1/auth/sign-out-everywhere", Authenticated),
+    ("POST", "/api/v1/auth/sign-out-everywhere", OwnSession),
     ("GET", "/api/v1/auth/me", Authenticated),
-    ("POST", "/api/v1/auth/password", Authenticated),
-    ("GET", "/api/v1/auth/sessions", SignedIn),
-    ("DELETE", "/api/v1/auth/sessions/{session}", SignedIn),
+    ("POST", "/api/v1/auth/password", OwnSession),
+    ("GET", "/api/v1/auth/sessions", SessionOnly),
+    ("DELETE", "/api/v1/auth/sessions/{session}", SessionOnly),
     ("GET", "/api/v1/tokens", SignedIn),
     ("POST", "/api/v1/tokens", SignedIn),
     ("DELETE", "/api/v1/tokens/{token}", SignedIn),

@@ -5,11 +5,14 @@ use crate::helpers::{session_client, sign_in, TestApp};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
-/// Expected outcome per caller: P passes authorisation (any status but 401 /
-/// 403), U is 401, F is 403.
+/// Expected outcome per caller (the roles call with API tokens): P passes
+/// authorisation (any status but 401 / 403), U is 401, F is 403 forbidden,
+/// S is 403 session_required.
 const P: char = 'P';
 const U: char = 'U';
 const F: char = 'F';
+/// 403 because the route needs a session cookie, not a token.
+const S: char = 'S';
 
 /// Every API route and what [no identity, viewer, operator, admin] get.
 /// Written by hand on purpose: it is the specification the policy table in
@@ -19,9 +22,9 @@ const EXPECTED: &[(&str, &str, [char; 4])] = &[
     ("POST", "/api/v1/auth/password-reset", [P, P, P, P]),
     ("POST", "/api/v1/auth/password-reset/confirm", [P, P, P, P]),
     ("GET", "/api/v1/auth/me", [U, P, P, P]),
-    ("POST", "/api/v1/auth/password", [U, P, P, P]),
-    ("GET", "/api/v1/auth/sessions", [U, P, P, P]),
-    ("DELETE", "/api/v1/auth/sessions/{session}", [U, P, P, P]),
+    ("POST", "/api/v1/auth/password", [U, S, S, S]),
+    ("GET", "/api/v1/auth/sessions", [U, S, S, S]),
+    ("DELETE", "/api/v1/auth/sessions/{session}", [U, S, S, S]),
     ("GET", "/api/v1/tokens", [U, P, P, P]),
     ("POST", "/api/v1/tokens", [U, P, P, P]),
     ("DELETE", "/api/v1/tokens/{token}", [U, P, P, P]),
@@ -65,7 +68,7 @@ const EXPECTED: &[(&str, &str, [char; 4])] = &[
     ("POST", "/api/v1/keys/rotate", [U, F, F, P]),
     // Last: they end the caller's sessions.
     ("POST", "/api/v1/auth/sign-out", [U, P, P, P]),
-    ("POST", "/api/v1/auth/sign-out-everywhere", [U, P, P, P]),
+    ("POST", "/api/v1/auth/sign-out-everywhere", [U, S, S, S]),
 ];
 
 /// A concrete path: every parameter names something that does not exist, so
@@ -133,6 +136,7 @@ async fn every_route_for_every_role_and_no_identity() {
             let ok = match want[i] {
                 'U' => status == 401,
                 'F' => status == 403 && resp["error"]["code"] == "forbidden",
+                'S' => status == 403 && resp["error"]["code"] == "session_required",
                 _ => status != 401 && status != 403,
             };
             if !ok {
@@ -141,6 +145,17 @@ async fn every_route_for_every_role_and_no_identity() {
                     want[i]
                 ));
             }
+        }
+    }
+    // The session-only routes answer a session (sign-outs last: they end it).
+    let session = viewer.session_client();
+    for (method, path, want) in EXPECTED.iter().filter(|(_, _, w)| w[1] == S) {
+        let body = (*method != "GET").then(|| json!({}));
+        let (status, resp) = t.call(&session, method, &concrete(path), body).await;
+        if status == 401 || status == 403 {
+            failures.push(format!(
+                "{method} {path} as viewer's session: got {status} {resp}, want pass ({want:?})"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -339,4 +354,191 @@ async fn custom_roles_and_groups_grant_permissions() {
         )
         .await;
     assert_eq!(st, 409, "{body}");
+}
+
+/// `users:write` alone must not be a way to become admin.
+#[tokio::test]
+async fn managing_users_never_grants_more_than_the_manager_holds() {
+    let t = TestApp::start().await;
+    let (s, _) = t
+        .post(
+            "/api/v1/roles",
+            json!({"name": "usermgr", "permissions": ["users:write", "jobs:read"]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, _) = t.post("/api/v1/groups", json!({"name": "admins"})).await;
+    assert_eq!(s, 201);
+    assert_eq!(
+        t.call(
+            &t.client,
+            "PUT",
+            "/api/v1/groups/admins/roles",
+            Some(json!({"roles": ["admin"]}))
+        )
+        .await
+        .0,
+        200
+    );
+    let m = t.account("manny", &["usermgr"]).await;
+    let c = m.token_client();
+    let attempts = [
+        (
+            "PUT",
+            "/api/v1/users/manny/roles",
+            json!({"roles": ["admin"]}),
+        ),
+        (
+            "PUT",
+            "/api/v1/users/manny/roles",
+            json!({"roles": ["usermgr", "operator"]}),
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            json!({"username": "sock", "password": "a password for the sock puppet", "roles": ["admin"]}),
+        ),
+        (
+            "POST",
+            "/api/v1/roles",
+            json!({"name": "sneaky", "permissions": ["jobs:write"]}),
+        ),
+        (
+            "PUT",
+            "/api/v1/groups/admins/members",
+            json!({"members": ["manny"]}),
+        ),
+        (
+            "PUT",
+            "/api/v1/users/admin/roles",
+            json!({"roles": ["viewer"]}),
+        ),
+        ("PATCH", "/api/v1/users/admin", json!({"disabled": true})),
+        ("DELETE", "/api/v1/users/admin", json!({})),
+        ("DELETE", "/api/v1/groups/admins", json!({})),
+    ];
+    for (method, path, body) in attempts {
+        let (s, resp) = t.call(&c, method, path, Some(body.clone())).await;
+        assert_eq!(s, 403, "{method} {path} {body}: {resp}");
+    }
+    // Within its own permissions it works: a viewer-free user with jobs:read.
+    let (s, resp) = t
+        .call(
+            &c,
+            "POST",
+            "/api/v1/roles",
+            Some(json!({"name": "reader", "permissions": ["jobs:read"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{resp}");
+    let (s, resp) = t
+        .call(&c, "POST", "/api/v1/users", Some(json!({"username": "rob", "password": "a password for rob the reader", "roles": ["reader"]})))
+        .await;
+    assert_eq!(s, 201, "{resp}");
+    // Nothing was escalated.
+    let (_, me) = t.call(&c, "GET", "/api/v1/auth/me", None).await;
+    assert_eq!(me["permissions"], json!(["jobs:read", "users:write"]));
+    let (_, admins) = t.get("/api/v1/groups").await;
+    assert_eq!(admins[0]["members"], json!([]));
+}
+
+/// A job that refers to a secret hands its value to whatever the job runs.
+#[tokio::test]
+async fn referring_to_secrets_needs_the_right_to_use_them() {
+    let t = TestApp::start().await;
+    assert_eq!(
+        t.call(
+            &t.client,
+            "PUT",
+            "/api/v1/secrets/DBPASS",
+            Some(json!({"value": "s3cret-db"}))
+        )
+        .await
+        .0,
+        201
+    );
+    let (s, _) = t
+        .post(
+            "/api/v1/roles",
+            json!({"name": "jobwriter", "permissions": ["jobs:write", "runs:write"]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let d = t.account("dave", &["jobwriter"]).await;
+    let leak = json!({"name": "leak", "spec": {"kind": "command", "argv": ["sh", "-c", "echo \"$PW\" | rev"], "env": {"PW": "${secret:DBPASS}"}}});
+    let (s, body) = t
+        .call(
+            &d.token_client(),
+            "POST",
+            "/api/v1/jobs",
+            Some(leak.clone()),
+        )
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("secrets:read"));
+    // Nor by editing a job someone else made with a secret.
+    t.command_job(
+        "uses-secret",
+        &["true"],
+        json!({"spec": {"kind": "command", "argv": ["true"], "env": {"PW": "${secret:DBPASS}"}}}),
+    )
+    .await;
+    let edit = json!({"name": "uses-secret", "spec": {"kind": "command", "argv": ["sh", "-c", "echo $PW | rev"], "env": {"PW": "${secret:DBPASS}"}}});
+    assert_eq!(
+        t.call(
+            &d.token_client(),
+            "PUT",
+            "/api/v1/jobs/uses-secret",
+            Some(edit)
+        )
+        .await
+        .0,
+        403
+    );
+    // An operator holds secrets:read and may.
+    let o = t.account("opal", &["operator"]).await;
+    assert_eq!(
+        t.call(&o.token_client(), "POST", "/api/v1/jobs", Some(leak))
+            .await
+            .0,
+        201
+    );
+}
+
+#[tokio::test]
+async fn tokens_made_by_tokens_do_not_outlive_them() {
+    let t = TestApp::start().await;
+    let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+    let (s, parent) = t
+        .post(
+            "/api/v1/tokens",
+            json!({"name": "parent", "expires_at": expires}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let p = crate::helpers::token_client(parent["secret"].as_str().unwrap());
+    let (s, child) = t
+        .call(&p, "POST", "/api/v1/tokens", Some(json!({"name": "child"})))
+        .await;
+    assert_eq!(s, 201, "{child}");
+    assert_eq!(
+        child["expires_at"], parent["expires_at"],
+        "inherits the parent's expiry"
+    );
+    let later = chrono::Utc::now() + chrono::Duration::days(30);
+    let (s, body) = t
+        .call(
+            &p,
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "forever", "expires_at": later})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["field"].as_str()),
+        (422, Some("expires_at"))
+    );
 }

@@ -363,6 +363,35 @@ async fn brute_force_is_slowed_and_spoofed_forwarded_for_does_not_help() {
 }
 
 #[tokio::test]
+async fn parallel_guesses_do_not_slip_past_the_back_off() {
+    let t = TestApp::start().await;
+    t.account("pat", &["viewer"]).await;
+    let mut tasks = vec![];
+    for i in 0..20 {
+        let url = t.url("/api/v1/auth/sign-in");
+        tasks.push(tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"username": "pat", "password": format!("parallel guess {i}")}))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }));
+    }
+    let mut statuses = vec![];
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    let judged = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        judged <= 5,
+        "at most the free attempts are judged: {statuses:?}"
+    );
+    assert_eq!(judged + statuses.iter().filter(|s| **s == 429).count(), 20);
+}
+
+#[tokio::test]
 async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
     let t = TestApp::start_with(
         |c| c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()],
@@ -572,20 +601,21 @@ async fn oversized_and_malformed_auth_bodies_are_refused_cleanly() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    // A 2000-character password is hashed only up to the policy's limits.
+    // A 2000-character password is refused by the policy, not hashed.
+    let (_, cookie, me) = sign_in(&t.base, "admin", ADMIN_PASSWORD).await;
+    let sc = session_client(
+        cookie.as_deref().unwrap(),
+        me["csrf_token"].as_str().unwrap(),
+    );
+    let long = json!({"current_password": ADMIN_PASSWORD, "new_password": "y".repeat(2000)});
     let (s, body) = t
-        .post(
-            "/api/v1/auth/password",
-            json!({"current_password": ADMIN_PASSWORD, "new_password": "y".repeat(2000)}),
-        )
+        .call(&sc, "POST", "/api/v1/auth/password", Some(long))
         .await;
     assert_eq!(s, 422, "{body}");
     assert_eq!(body["error"]["field"], "new_password");
+    let weak = json!({"current_password": ADMIN_PASSWORD, "new_password": "password1234"});
     let (s, body) = t
-        .post(
-            "/api/v1/auth/password",
-            json!({"current_password": ADMIN_PASSWORD, "new_password": "password1234"}),
-        )
+        .call(&sc, "POST", "/api/v1/auth/password", Some(weak))
         .await;
     assert_eq!(s, 422);
     assert!(
@@ -599,4 +629,111 @@ async fn oversized_and_malformed_auth_bodies_are_refused_cleanly() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422, "unknown fields are refused");
+}
+
+#[tokio::test]
+async fn strict_security_headers_and_hsts_over_https() {
+    let t = TestApp::start().await;
+    for path in ["/healthz", "/api/v1/jobs", "/api/v1/nope"] {
+        let r = t.client.get(t.url(path)).send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(
+            h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'",
+            "{path}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert!(h["permissions-policy"]
+            .to_str()
+            .unwrap()
+            .contains("camera=()"));
+        assert_eq!(h["cache-control"], "no-store");
+        assert!(
+            h.get("strict-transport-security").is_none(),
+            "no HSTS over plain HTTP"
+        );
+    }
+    let https = TestApp::start_with(
+        |c| c.server.public_url = Some("https://steward.example.test".parse().unwrap()),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let r = https
+        .client
+        .get(https.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["strict-transport-security"]
+        .to_str()
+        .unwrap()
+        .starts_with("max-age="));
+    // Over HTTPS the cookie is Secure and host-bound.
+    let r = reqwest::Client::new()
+        .post(https.url("/api/v1/auth/sign-in"))
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        set.starts_with("__Host-steward_session=") && set.contains("; Secure"),
+        "{set}"
+    );
+    // The public URL's host is served; others are not.
+    let r = reqwest::Client::new()
+        .get(https.url("/healthz"))
+        .header("host", "steward.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::new()
+        .get(https.url("/healthz"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+}
+
+#[tokio::test]
+async fn listening_on_all_interfaces_serves_only_authenticated_callers() {
+    let t = TestApp::start_with(
+        |c| c.listen = "0.0.0.0:0".parse().unwrap(),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let port = t.base.rsplit(':').next().unwrap().to_owned();
+    let base = format!("http://127.0.0.1:{port}");
+    let anon = reqwest::Client::new();
+    // Any Host is accepted when no public URL or host list is configured...
+    let r = anon
+        .get(format!("{base}/api/v1/jobs"))
+        .header("host", "steward.lan")
+        .send()
+        .await
+        .unwrap();
+    // ...but nothing is served without an identity.
+    assert_eq!(r.status(), 401);
+    let r = t
+        .client
+        .get(format!("{base}/api/v1/jobs"))
+        .header("host", "steward.lan")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Cross-site posts are still refused with a foreign Origin.
+    let r = t
+        .client
+        .post(format!("{base}/api/v1/jobs"))
+        .header("host", "steward.lan")
+        .header("origin", "http://evil.example")
+        .json(&job("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
 }

@@ -245,6 +245,38 @@ async fn editing_the_database_behind_stewards_back_is_found() {
 }
 
 #[tokio::test]
+async fn cutting_off_the_newest_entries_is_found_by_the_head_anchor() {
+    let t = TestApp::start().await;
+    for i in 0..3 {
+        t.command_job(&format!("k{i}"), &["true"], json!({})).await;
+    }
+    let dir = t.stop().await;
+    let data = dir.path().join("data");
+    assert!(data.join("audit.head").exists(), "written at shutdown");
+    let (code, out, _) = steward(&["admin", "verify-audit"], &data);
+    assert_eq!(code, 0, "{out}");
+    let last: i64 = out.split_whitespace().find_map(|w| w.parse().ok()).unwrap();
+    let url = format!("sqlite://{}", data.join("steward.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::raw_sql("DROP TRIGGER audit_log_no_delete;")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE id > ?")
+        .bind(last - 2)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (code, out, _) = steward(&["admin", "verify-audit"], &data);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("entries after {} were removed", last - 2)),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn admin_reset_password_works_offline_for_a_locked_out_admin() {
     let t = TestApp::start().await;
     let (_, cookie, me) = sign_in(&t.base, "admin", ADMIN_PASSWORD).await;

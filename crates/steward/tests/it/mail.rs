@@ -161,6 +161,20 @@ async fn test_mail_arrives_and_a_dead_server_is_reported() {
     assert!(!body.to_string().contains("smtp-password-1"));
     let (_, view) = t.get("/api/v1/settings/smtp").await;
     assert_eq!(view["password_set"], true);
+    assert_eq!(view["host"], "127.0.0.1");
+    // settings:write alone cannot redirect the mail that carries reset links.
+    let (s, _) = t
+        .post(
+            "/api/v1/roles",
+            json!({"name": "settings-only", "permissions": ["settings:write"]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let so = t.account("sol", &["settings-only"]).await;
+    let (s, body) = t
+        .call(&so.token_client(), "PUT", "/api/v1/settings/smtp", Some(json!({"host": "evil.example", "port": 25, "from": "s@example.test", "password": ""})))
+        .await;
+    assert_eq!(s, 403, "{body}");
     assert!(!view.to_string().contains("smtp-password-1"));
 }
 

@@ -13,6 +13,7 @@ mod api;
 mod attacks;
 mod audit;
 mod bad_input;
+mod cli;
 mod executor;
 mod helpers;
 mod mail;

@@ -258,6 +258,7 @@ impl AccessStore for SqliteStore {
             must_change,
             revoke_sessions,
             keep,
+            revoke_tokens,
         } = *change;
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let done = sqlx::query(
@@ -279,6 +280,22 @@ impl AccessStore for SqliteStore {
                 .await
                 .map_err(backend)?;
         }
+        if revoke_tokens {
+            sqlx::query(
+                "UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+            )
+            .bind(ms(now))
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        // A link sent before this change must not undo it.
+        sqlx::query("DELETE FROM password_resets WHERE user_id = ? AND used_at IS NULL")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         if let Some(a) = audit {
             append(&mut tx, a).await?;
         }
@@ -654,6 +671,22 @@ impl AccessStore for SqliteStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn reset_user(
+        &self,
+        token_hash: &[u8; 32],
+        now: DateTime<Utc>,
+    ) -> Result<Option<UserId>> {
+        let user: Option<i64> = sqlx::query_scalar(
+            "SELECT user_id FROM password_resets WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
+        )
+        .bind(&token_hash[..])
+        .bind(ms(now))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(user.map(UserId))
     }
 
     async fn consume_reset(

@@ -66,8 +66,69 @@ fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry> {
     })
 }
 
+/// The anchor file's content: `<id> <hash>`.
+fn read_anchor(path: &std::path::Path) -> Option<(i64, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut parts = text.split_whitespace();
+    Some((parts.next()?.parse().ok()?, parts.next()?.to_owned()))
+}
+
+impl SqliteStore {
+    /// After a clean walk of `entries` rows ending in `last_hash`: does the
+    /// anchor agree? It may lag (written every few seconds) but never lead.
+    fn check_anchor(&self, entries: u64, last_hash: &str) -> Option<String> {
+        let (id, hash) = read_anchor(self.audit_anchor.as_deref()?)?;
+        let entries = i64::try_from(entries).unwrap_or(i64::MAX);
+        if id > entries {
+            return Some(format!(
+                "entries after {entries} were removed: the head anchor (audit.head) names entry {id}"
+            ));
+        }
+        if id == entries && hash != last_hash {
+            return Some(format!(
+                "entry {id} differs from the head anchor (audit.head)"
+            ));
+        }
+        None
+    }
+
+    /// An anchor behind the head must name a row that still has its hash.
+    async fn lagging_anchor_problem(&self) -> Result<Option<String>> {
+        let Some((id, hash)) = self.audit_anchor.as_deref().and_then(read_anchor) else {
+            return Ok(None);
+        };
+        let stored: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok((stored.as_deref() != Some(hash.as_str()))
+            .then(|| format!("entry {id} differs from the head anchor (audit.head)")))
+    }
+}
+
 #[async_trait]
 impl AuditStore for SqliteStore {
+    async fn anchor_audit_head(&self) -> Result<()> {
+        let Some(path) = &self.audit_anchor else {
+            return Ok(());
+        };
+        let head: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend)?;
+        let Some((id, hash)) = head else {
+            return Ok(());
+        };
+        if read_anchor(path).is_some_and(|(i, h)| i == id && h == hash) {
+            return Ok(());
+        }
+        let tmp = path.with_extension("head.new");
+        std::fs::write(&tmp, format!("{id} {hash}\n")).map_err(backend)?;
+        std::fs::rename(&tmp, path).map_err(backend)
+    }
+
     async fn append_audit(&self, record: &AuditRecord) -> Result<i64> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let id = append(&mut tx, record).await?;
@@ -124,10 +185,12 @@ impl AuditStore for SqliteStore {
         loop {
             let page = self.audit_page(expected_id - 1, 1000).await?;
             if page.is_empty() {
-                return Ok(ChainReport {
-                    entries,
-                    problem: None,
-                });
+                let problem = match self.check_anchor(entries, &prev) {
+                    // A lagging anchor must still match the row it names.
+                    None => self.lagging_anchor_problem().await?,
+                    p => p,
+                };
+                return Ok(ChainReport { entries, problem });
             }
             for e in page {
                 let problem = if e.id != expected_id {

@@ -2,7 +2,7 @@
 //! a test mail, and key rotation.
 
 use crate::auth::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::AppState;
 use axum::extract::State;
@@ -11,6 +11,7 @@ use axum::Json;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use steward_access::mail::SmtpSettings;
+use steward_domain::{Module, Permission};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SmtpView {
@@ -56,6 +57,15 @@ pub async fn put_smtp(
     caller: Caller,
     ApiJson(req): ApiJson<SmtpPut>,
 ) -> ApiResult<StatusCode> {
+    // Reset links travel by this mail server: whoever can redirect it can take
+    // over accounts, so changing it also needs users:write.
+    if !caller.identity.allows(Permission::write(Module::Users)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "changing the mail server also needs users:write: password reset links are sent through it",
+        ));
+    }
     state
         .access
         .vault()
