@@ -10,6 +10,15 @@ Needs: gcc, Python packages apscheduler<4 and psutil. Runs, in one go:
             instant to the probe process start, CPU and RSS
   idle      10,000 jobs none of which is due: CPU over 30 s
   throughput 1,000 manual runs of `true` at once vs a shell loop spawning `true`
+  signin    50 concurrent sign-ins (p50/p99, peak RSS) vs 50 raw Argon2id
+            verifications (argon2-cffi, same parameters) on a pool as wide as the
+            machine
+  api       authenticated GET /api/v1/jobs vs unauthenticated /healthz on the
+            same server, wrk, requests per second
+  audit     audit appends per second with the hash chain vs plain SQLite inserts
+            (cargo bench -p steward-store --bench audit_append)
+
+Also needs: wrk (Debian package), argon2-cffi (PyPI).
 """
 import argparse, http.client, json, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 from datetime import datetime
@@ -28,10 +37,15 @@ def free_port():
     return p
 
 
+BOOTSTRAP = "bootstrap only, change me at once"
+ADMIN_PASSWORD = "violet tractor forgets seven lanterns"
+
+
 class Api:
     def __init__(self, port):
         self.port = port
         self.local = threading.local()
+        self.headers = {}
 
     def conn(self):
         c = getattr(self.local, "c", None)
@@ -44,7 +58,10 @@ class Api:
             try:
                 c = self.conn()
                 data = json.dumps(body) if body is not None else None
-                c.request(method, path, body=data, headers={"content-type": "application/json"} if data else {})
+                headers = dict(self.headers)
+                if data:
+                    headers["content-type"] = "application/json"
+                c.request(method, path, body=data, headers=headers)
                 r = c.getresponse()
                 raw = r.read()
                 return r.status, (json.loads(raw) if raw and raw[:1] in b"{[" else raw)
@@ -67,8 +84,36 @@ import atexit
 atexit.register(_cleanup)
 
 
+def sign_in(port, user, password, forwarded_for=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"content-type": "application/json"}
+    if forwarded_for:
+        headers["x-forwarded-for"] = forwarded_for
+    c.request("POST", "/api/v1/auth/sign-in", body=json.dumps({"username": user, "password": password}), headers=headers)
+    r = c.getresponse()
+    body = json.loads(r.read() or b"null")
+    cookie = (r.getheader("set-cookie") or "").split(";")[0]
+    c.close()
+    return r.status, cookie, body
+
+
+def authorize(api):
+    """First admin: sign in, change the bootstrap password, make an API token."""
+    st, cookie, me = sign_in(api.port, "admin", BOOTSTRAP)
+    assert st == 200, me
+    api.headers = {"cookie": cookie, "x-csrf-token": me["csrf_token"]}
+    st, body = api.call("POST", "/api/v1/auth/password", {"current_password": BOOTSTRAP, "new_password": ADMIN_PASSWORD})
+    assert st == 204, body
+    st, body = api.call("POST", "/api/v1/tokens", {"name": "bench"})
+    assert st == 201, body
+    api.headers = {"authorization": "Bearer " + body["secret"]}
+    return body["secret"]
+
+
 def start_steward(binary, data, port, extra_env=None):
-    env = dict(os.environ, STEWARD_LOG_LEVEL="warn", STEWARD_RUN_AS_USER="root")
+    # The API rate limit would throttle the load generators themselves.
+    env = dict(os.environ, STEWARD_LOG_LEVEL="warn", STEWARD_RUN_AS_USER="root",
+               STEWARD_BOOTSTRAP_ADMIN_PASSWORD=BOOTSTRAP, STEWARD_API_RATE_LIMIT="0")
     env.update(extra_env or {})
     t0 = time.perf_counter()
     proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
@@ -85,7 +130,9 @@ def start_steward(binary, data, port, extra_env=None):
         if proc.poll() is not None:
             sys.exit("steward exited during start-up")
         time.sleep(0.002)
-    return proc, api, time.perf_counter() - t0
+    ready = time.perf_counter() - t0
+    authorize(api)
+    return proc, api, ready
 
 
 def stop(proc):
@@ -351,6 +398,125 @@ def bench_throughput(binary, results):
                              "ratio_steward_to_shell": round((n / steward_s) / (n / shell_s), 3)}
 
 
+def bench_signin(binary, results):
+    """50 people signing in at once, each from their own address behind a
+    trusted proxy: latency per sign-in and the server's peak RSS, which the
+    hashing semaphore bounds (cores x 64 MiB), not the crowd."""
+    import concurrent.futures
+    from argon2 import PasswordHasher, Type
+    data = tempfile.mkdtemp(prefix="stw-signin-")
+    port = free_port()
+    proc, api, _ = start_steward(binary, os.path.join(data, "d"), port, {"STEWARD_TRUSTED_PROXIES": "127.0.0.1"})
+    n = 50
+    pw = "a sign-in benchmark passphrase"
+    for i in range(n):
+        st, body = api.call("POST", "/api/v1/users", {"username": f"user{i}", "password": pw, "roles": ["viewer"]})
+        assert st == 201, body
+    ps = psutil.Process(proc.pid)
+    time.sleep(0.5)
+    idle = ps.memory_info().rss / 2**20
+    peak = [idle]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], ps.memory_info().rss / 2**20)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    barrier = threading.Barrier(n)
+    lat = [None] * n
+
+    def one(i):
+        barrier.wait()
+        t0 = time.perf_counter()
+        st, _, body = sign_in(port, f"user{i}", pw, forwarded_for=f"10.9.{i // 200}.{i % 200 + 1}")
+        lat[i] = (time.perf_counter() - t0) * 1000
+        assert st == 200, body
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    done.set()
+    sampler.join()
+    stop(proc)
+    shutil.rmtree(data, ignore_errors=True)
+
+    # The raw tool: the same Argon2id parameters, the same crowd, a pool as wide as the machine.
+    cores = os.cpu_count()
+    ph = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=1, hash_len=32, type=Type.ID)
+    h = ph.hash(pw)
+    raw = [None] * n
+    with concurrent.futures.ThreadPoolExecutor(max_workers=cores) as pool:
+        t0 = time.perf_counter()
+
+        def verify(i):
+            ph.verify(h, pw)
+            raw[i] = (time.perf_counter() - t0) * 1000
+
+        list(pool.map(verify, range(n)))
+    s50, s99 = pct(lat, 50), pct(lat, 99)
+    r50, r99 = pct(raw, 50), pct(raw, 99)
+    results["signin_50_concurrent"] = {
+        "steward_ms_p50": round(s50, 1), "steward_ms_p99": round(s99, 1), "steward_ms_max": round(max(lat), 1),
+        "raw_argon2_ms_p50": round(r50, 1), "raw_argon2_ms_p99": round(r99, 1),
+        "ratio_steward_to_raw_p50": round(s50 / r50, 3), "ratio_steward_to_raw_p99": round(s99 / r99, 3),
+        "rss_mib_before": round(idle, 1), "rss_mib_peak": round(peak[0], 1),
+        "rss_bound_mib": round(idle + cores * 64, 1), "hashing_permits": cores,
+    }
+
+
+def wrk(url, seconds, headers=()):
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [url], check=True, capture_output=True, text=True).stdout
+    rps = float([l for l in out.splitlines() if l.startswith("Requests/sec:")][0].split()[1])
+    p99 = [l.split()[1] for l in out.splitlines() if l.strip().startswith("99%")]
+    non2xx = [l for l in out.splitlines() if "Non-2xx" in l]
+    assert not non2xx, out
+    return rps, (p99[0] if p99 else None)
+
+
+def bench_api(binary, results, rounds=5, seconds=4):
+    """Alternating windows of /healthz and authenticated /api/v1/jobs on the same
+    server, so drift on a shared machine hits both alike; the ratio is taken per
+    pair and the median reported."""
+    data = tempfile.mkdtemp(prefix="stw-api-")
+    port = free_port()
+    proc, api, _ = start_steward(binary, os.path.join(data, "d"), port)
+    for i in range(10):
+        st, _ = api.call("POST", "/api/v1/jobs", {"name": f"job{i}", "schedule": "0 3 * * *",
+                                                 "spec": {"kind": "command", "argv": ["true"]}})
+        assert st == 201
+    token = api.headers["authorization"]
+    base = f"http://127.0.0.1:{port}"
+    wrk(base + "/healthz", 2)  # warm-up
+    pairs = []
+    for _ in range(rounds):
+        h_rps, h_p99 = wrk(base + "/healthz", seconds)
+        j_rps, j_p99 = wrk(base + "/api/v1/jobs", seconds, [f"Authorization: {token}"])
+        pairs.append((h_rps, j_rps, h_p99, j_p99))
+    stop(proc)
+    shutil.rmtree(data, ignore_errors=True)
+    ratios = sorted(j / h for h, j, _, _ in pairs)
+    results["api_rps"] = {"rounds": rounds, "seconds_per_window": seconds, "jobs_listed": 10,
+                          "healthz_rps": [round(p[0]) for p in pairs],
+                          "jobs_authenticated_rps": [round(p[1]) for p in pairs],
+                          "healthz_p99": [p[2] for p in pairs], "jobs_authenticated_p99": [p[3] for p in pairs],
+                          "ratio_jobs_to_healthz_per_round": [round(r, 3) for r in ratios],
+                          "ratio_jobs_to_healthz_median": round(statistics.median(ratios), 3)}
+
+
+def bench_audit(results):
+    out = subprocess.run(["cargo", "bench", "-q", "-p", "steward-store", "--bench", "audit_append"],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    results["audit_append"] = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steward", default=os.path.join(ROOT, "target/release/steward"))
@@ -363,13 +529,19 @@ def main():
     stamp = os.path.join(tempfile.gettempdir(), "steward-bench-stamp")
     subprocess.run(["gcc", "-O2", "-o", stamp, os.path.join(HERE, "stamp.c")], check=True)
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
-    todo = a.only or ["startup", "throughput", "idle", "precision"]
+    todo = a.only or ["startup", "throughput", "idle", "signin", "api", "audit", "precision"]
     if "startup" in todo:
         bench_startup(a.steward, results)
     if "throughput" in todo:
         bench_throughput(a.steward, results)
     if "idle" in todo:
         bench_idle(a.steward, results)
+    if "signin" in todo:
+        bench_signin(a.steward, results)
+    if "api" in todo:
+        bench_api(a.steward, results)
+    if "audit" in todo:
+        bench_audit(results)
     if "precision" in todo:
         for per_second in a.per_second:
             bench_precision_steward(a.steward, stamp, a.window, per_second, results)

@@ -139,7 +139,8 @@ impl Access {
                 u
             }
             (user, _) => {
-                // Already counted when the attempt began.
+                // The account was counted when the attempt began; now the address.
+                self.limiter.failed(client.address, started);
                 let anonymous = AuditContext {
                     actor: Actor::anonymous(),
                     address: client.address,
@@ -157,7 +158,7 @@ impl Access {
                 return Err(AccessError::InvalidCredentials);
             }
         };
-        self.limiter.succeeded(username, client.address);
+        self.limiter.succeeded(username);
         let secret = BearerSecret::generate("");
         let session = self
             .store
@@ -189,6 +190,7 @@ impl Access {
     pub async fn sign_out(&self, who: &Identity, client: &ClientInfo) -> Result<(), AccessError> {
         if let Via::Session { id, .. } = &who.via {
             self.store.delete_session(who.user_id, *id).await?;
+            self.invalidate();
             self.audit
                 .append_audit(&who.audit_context(client).record(
                     self.clock.now(),
@@ -208,6 +210,7 @@ impl Access {
         client: &ClientInfo,
     ) -> Result<u64, AccessError> {
         let n = self.store.delete_sessions(who.user_id, None).await?;
+        self.invalidate();
         self.audit
             .append_audit(&who.audit_context(client).record(
                 self.clock.now(),
@@ -232,6 +235,7 @@ impl Access {
         if !self.store.delete_session(who.user_id, id).await? {
             return Err(AccessError::NotFound("session"));
         }
+        self.invalidate();
         self.audit
             .append_audit(&who.audit_context(client).record(
                 self.clock.now(),
@@ -261,6 +265,7 @@ impl Access {
             });
         }
         if self.hasher.verify(Some(&user.password_hash), current).await == Verification::Invalid {
+            self.limiter.failed(client.address, Instant::now());
             return Err(AccessError::Invalid(steward_domain::ValidationError::new(
                 "current_password",
                 "is not your current password",
@@ -273,8 +278,7 @@ impl Access {
             )
             .into());
         }
-        self.limiter
-            .succeeded(user.username.as_str(), client.address);
+        self.limiter.succeeded(user.username.as_str());
         check_password(new.expose_secret(), &[user.username.as_str(), "steward"])?;
         let hash = self.hash(new).await?;
         let keep = match &who.via {
@@ -302,6 +306,7 @@ impl Access {
                 Some(&audit),
             )
             .await?;
+        self.invalidate();
         Ok(())
     }
 
@@ -439,7 +444,8 @@ impl Access {
                 Some(&audit),
             )
             .await?;
-        self.limiter.succeeded(user.username.as_str(), None);
+        self.invalidate();
+        self.limiter.succeeded(user.username.as_str());
         Ok(())
     }
 
@@ -475,6 +481,7 @@ impl Access {
                 Some(&audit),
             )
             .await?;
+        self.invalidate();
         Ok(password)
     }
 
@@ -555,7 +562,7 @@ impl Access {
                 &audit,
             )
             .await?;
-        self.cache.clear();
+        self.invalidate();
         Ok(user)
     }
 
@@ -597,7 +604,7 @@ impl Access {
             .store
             .update_user(user.id, &change, self.clock.now(), &audit)
             .await?;
-        self.cache.clear();
+        self.invalidate();
         Ok(updated)
     }
 
@@ -625,7 +632,7 @@ impl Access {
             json!({}),
         );
         self.store.delete_user(user.id, &audit).await?;
-        self.cache.clear();
+        self.invalidate();
         Ok(())
     }
 

@@ -104,7 +104,7 @@ impl Access {
             json!({"permissions": {"from": role.permissions, "to": null}}),
         );
         self.store.delete_role(role.id, &audit).await?;
-        self.cache.clear();
+        self.invalidate();
         Ok(())
     }
 
@@ -142,7 +142,7 @@ impl Access {
         self.store
             .set_grants(Grantee::User(u.id), &ids, &audit)
             .await?;
-        self.cache.clear();
+        self.invalidate();
         Ok(roles.to_vec())
     }
 
@@ -210,7 +210,7 @@ impl Access {
         within(who, self.group_permissions(&g).await?, "the group's roles")?;
         let audit = who.audit_context(client).record(self.clock.now(), "group.delete", format!("group:{name}"), json!({"members": {"from": g.members, "to": null}, "roles": {"from": g.roles, "to": null}}));
         self.store.delete_group(g.id, &audit).await?;
-        self.cache.clear();
+        self.invalidate();
         Ok(())
     }
 
@@ -241,7 +241,7 @@ impl Access {
             json!({"members": {"from": g.members, "to": members}}),
         );
         self.store.set_members(g.id, &ids, &audit).await?;
-        self.cache.clear();
+        self.invalidate();
         self.store
             .find_group(name)
             .await?
@@ -277,7 +277,7 @@ impl Access {
         self.store
             .set_grants(Grantee::Group(g.id), &ids, &audit)
             .await?;
-        self.cache.clear();
+        self.invalidate();
         self.store
             .find_group(name)
             .await?

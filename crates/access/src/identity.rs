@@ -107,6 +107,84 @@ impl PermissionCache {
 /// busy client does not turn every read into a write.
 const TOUCH_EVERY_SECS: i64 = 60;
 
+/// Resolved identities by credential hash, so an authenticated request costs
+/// no database round trip. Every change to sessions, tokens, users or grants
+/// clears it (all such changes go through [`Access`] in this process), and an
+/// entry is re-read from the database after a minute in any case. Expiry and
+/// the idle limit are checked on every hit.
+#[derive(Default)]
+pub struct IdentityCache {
+    map: std::sync::Mutex<HashMap<[u8; 32], Cached>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone)]
+struct Cached {
+    identity: Identity,
+    /// Token expiry or the session's absolute end.
+    expires_at: Option<DateTime<Utc>>,
+    /// Sessions only: the sliding idle limit applies.
+    idle_limited: bool,
+    last_seen: DateTime<Utc>,
+    /// When last_seen was last written to the database.
+    touched: DateTime<Utc>,
+    loaded: DateTime<Utc>,
+}
+
+const CACHE_REFRESH_SECS: i64 = 60;
+const CACHE_MAX: usize = 10_000;
+
+impl IdentityCache {
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.map.lock() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            m.clear();
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A live cached identity, and whether its last-seen time is due to be written.
+    fn hit(
+        &self,
+        key: &[u8; 32],
+        now: DateTime<Utc>,
+        idle: chrono::Duration,
+    ) -> Option<(Identity, bool)> {
+        let mut m = self.map.lock().ok()?;
+        let c = m.get_mut(key)?;
+        let stale = (now - c.loaded).num_seconds() >= CACHE_REFRESH_SECS
+            || c.expires_at.is_some_and(|e| e <= now)
+            || (c.idle_limited && c.last_seen + idle <= now);
+        if stale {
+            // The slow path decides (and deletes what has expired).
+            m.remove(key);
+            return None;
+        }
+        c.last_seen = now;
+        let touch = (now - c.touched).num_seconds() >= TOUCH_EVERY_SECS;
+        if touch {
+            c.touched = now;
+        }
+        Some((c.identity.clone(), touch))
+    }
+
+    fn put(&self, key: [u8; 32], entry: Cached, generation: u64) {
+        if let Ok(mut m) = self.map.lock() {
+            if self.generation() != generation {
+                return;
+            }
+            if m.len() >= CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key, entry);
+        }
+    }
+}
+
 impl Access {
     pub async fn permissions_of(&self, user: UserId) -> Result<PermissionSet, AccessError> {
         if let Some(p) = self
@@ -143,10 +221,18 @@ impl Access {
         cookie: &str,
     ) -> Result<Option<Identity>, AccessError> {
         let hash = BearerSecret::hash_of(cookie);
+        let now = self.clock.now();
+        if let Some((identity, touch)) = self.identities.hit(&hash, now, self.settings.session_idle)
+        {
+            if let (true, Via::Session { id, .. }) = (touch, &identity.via) {
+                self.store.touch_session(*id, now).await?;
+            }
+            return Ok(Some(identity));
+        }
+        let generation = self.identities.generation();
         let Some(session) = self.store.find_session(&hash).await? else {
             return Ok(None);
         };
-        let now = self.clock.now();
         if session.expires_at <= now || session.last_seen_at + self.settings.session_idle <= now {
             self.store
                 .delete_session(session.user_id, session.id)
@@ -160,7 +246,7 @@ impl Access {
         if (now - session.last_seen_at).num_seconds() >= TOUCH_EVERY_SECS {
             self.store.touch_session(session.id, now).await?;
         }
-        Ok(Some(Identity {
+        let identity = Identity {
             user_id: user.id,
             username: user.username,
             via: Via::Session {
@@ -169,7 +255,20 @@ impl Access {
             },
             permissions: self.permissions_of(user.id).await?,
             must_change_password: user.must_change,
-        }))
+        };
+        self.identities.put(
+            hash,
+            Cached {
+                identity: identity.clone(),
+                expires_at: Some(session.expires_at),
+                idle_limited: true,
+                last_seen: now,
+                touched: now,
+                loaded: now,
+            },
+            generation,
+        );
+        Ok(Some(identity))
     }
 
     /// The identity behind a bearer token, if it is live.
@@ -180,14 +279,19 @@ impl Access {
         if !presented.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
-        let Some(token) = self
-            .store
-            .find_token(&BearerSecret::hash_of(presented))
-            .await?
-        else {
+        let hash = BearerSecret::hash_of(presented);
+        let now = self.clock.now();
+        if let Some((identity, touch)) = self.identities.hit(&hash, now, self.settings.session_idle)
+        {
+            if let (true, Via::Token { id, .. }) = (touch, &identity.via) {
+                self.store.touch_token(*id, now).await?;
+            }
+            return Ok(Some(identity));
+        }
+        let generation = self.identities.generation();
+        let Some(token) = self.store.find_token(&hash).await? else {
             return Ok(None);
         };
-        let now = self.clock.now();
         if token.revoked_at.is_some() || token.expires_at.is_some_and(|e| e <= now) {
             return Ok(None);
         }
@@ -202,7 +306,7 @@ impl Access {
             self.store.touch_token(token.id, now).await?;
         }
         let owner = self.permissions_of(user.id).await?;
-        Ok(Some(Identity {
+        let identity = Identity {
             user_id: user.id,
             username: user.username,
             via: Via::Token {
@@ -212,7 +316,20 @@ impl Access {
             // Never wider than the owner has now, even if the owner lost a role.
             permissions: token.scopes.intersection(owner),
             must_change_password: user.must_change,
-        }))
+        };
+        self.identities.put(
+            hash,
+            Cached {
+                identity: identity.clone(),
+                expires_at: token.expires_at,
+                idle_limited: false,
+                last_seen: now,
+                touched: now,
+                loaded: now,
+            },
+            generation,
+        );
+        Ok(Some(identity))
     }
 }
 

@@ -91,6 +91,7 @@ pub struct Access {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: AccessSettings,
     pub(crate) cache: identity::PermissionCache,
+    pub(crate) identities: identity::IdentityCache,
     pub(crate) limiter: limiter::SignInLimiter,
     /// Reset requests per login and address, with the same growing back-off.
     pub(crate) reset_limiter: limiter::SignInLimiter,
@@ -115,11 +116,19 @@ impl Access {
             clock,
             settings,
             cache: identity::PermissionCache::default(),
+            identities: identity::IdentityCache::default(),
             limiter: limiter::SignInLimiter::default(),
             reset_limiter: limiter::SignInLimiter::default(),
             reset_slots: Arc::new(tokio::sync::Semaphore::new(4)),
             vault,
         })
+    }
+
+    /// Forgets cached permissions and identities: called by every change to
+    /// users, grants, sessions or tokens.
+    pub(crate) fn invalidate(&self) {
+        self.cache.clear();
+        self.identities.clear();
     }
 
     pub fn vault(&self) -> &Arc<vault::Vault> {

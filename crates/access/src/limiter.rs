@@ -2,9 +2,13 @@
 //!
 //! Each key may fail a few times freely; after that every further failure
 //! doubles the wait (1 s, 2 s, 4 s ... up to 15 min) before the next attempt is
-//! even checked. An attempt is counted as a failure when it begins (so a burst
-//! of parallel guesses cannot all slip through before the first is judged);
-//! a success clears the account's and the address's record.
+//! even checked. Against an account, an attempt counts as a failure when it
+//! begins, so a burst of parallel guesses cannot all slip through before the
+//! first is judged; a success clears the account's record. Against an
+//! address, only judged failures count: fifty colleagues behind one NAT
+//! signing in at nine o'clock are not a burst of guesses (put Steward behind
+//! a trusted proxy to tell them apart), while one address trying many
+//! accounts still slows down.
 //! Failures are forgotten an hour after the last one. In memory: a restart
 //! forgives, which is acceptable for one node (the audit log keeps the record).
 
@@ -56,8 +60,9 @@ impl SignInLimiter {
         k
     }
 
-    /// Starts an attempt: `Err(wait)` while a key is blocked, else the
-    /// attempt is recorded as a failure until [`Self::succeeded`] clears it.
+    /// Starts an attempt: `Err(wait)` while the account or the address is
+    /// blocked; else the attempt is counted against the account until
+    /// [`Self::succeeded`] clears it.
     pub fn begin(
         &self,
         account: &str,
@@ -77,6 +82,38 @@ impl SignInLimiter {
         if let Some(w) = wait {
             return Err(w);
         }
+        Self::prune(&mut recs, now);
+        if let Some((key, free)) = keys.into_iter().next() {
+            Self::count(&mut recs, key, free, now);
+        }
+        Ok(())
+    }
+
+    /// A judged failure: counts against the address (the account was counted
+    /// when the attempt began).
+    pub fn failed(&self, address: Option<IpAddr>, now: Instant) {
+        let (Ok(mut recs), Some(a)) = (self.records.lock(), address) else {
+            return;
+        };
+        Self::prune(&mut recs, now);
+        Self::count(&mut recs, Key::Address(a), ADDRESS_FREE, now);
+    }
+
+    fn count(recs: &mut HashMap<Key, Record>, key: Key, free: u32, now: Instant) {
+        let r = recs.entry(key).or_insert(Record {
+            failures: 0,
+            last: now,
+            blocked_until: now,
+        });
+        if now.duration_since(r.last) > FORGET_AFTER {
+            r.failures = 0;
+        }
+        r.failures += 1;
+        r.last = now;
+        r.blocked_until = now + wait_for(r.failures, free);
+    }
+
+    fn prune(recs: &mut HashMap<Key, Record>, now: Instant) {
         if recs.len() > MAX_KEYS {
             recs.retain(|_, r| now.duration_since(r.last) < FORGET_AFTER);
             if recs.len() > MAX_KEYS {
@@ -84,25 +121,12 @@ impl SignInLimiter {
                 recs.retain(|_, r| r.blocked_until > now);
             }
         }
-        for (key, free) in keys {
-            let r = recs.entry(key).or_insert(Record {
-                failures: 0,
-                last: now,
-                blocked_until: now,
-            });
-            if now.duration_since(r.last) > FORGET_AFTER {
-                r.failures = 0;
-            }
-            r.failures += 1;
-            r.last = now;
-            r.blocked_until = now + wait_for(r.failures, free);
-        }
-        Ok(())
     }
 
-    pub fn succeeded(&self, account: &str, address: Option<IpAddr>) {
+    /// Clears the account's record after a successful sign-in.
+    pub fn succeeded(&self, account: &str) {
         if let Ok(mut recs) = self.records.lock() {
-            for (k, _) in Self::keys(account, address) {
+            if let Some((k, _)) = Self::keys(account, None).into_iter().next() {
                 recs.remove(&k);
             }
         }
@@ -131,7 +155,7 @@ mod tests {
         assert!(l
             .begin("bob", Some("192.0.2.2".parse().unwrap()), t)
             .is_ok());
-        l.succeeded("alice", Some(ip));
+        l.succeeded("alice");
         assert!(l.begin("alice", Some(ip), later).is_ok());
     }
 
@@ -150,10 +174,16 @@ mod tests {
         let l = SignInLimiter::default();
         let t = Instant::now();
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        // Concurrent attempts on many accounts are not failures yet...
         for i in 0..ADDRESS_FREE {
             l.begin(&format!("user{i}"), Some(ip), t).unwrap();
         }
-        assert!(l.begin("fresh-name", Some(ip), t).is_err());
+        assert!(l.begin("fresh-name", Some(ip), t).is_ok());
+        // ...judged failures are.
+        for _ in 0..ADDRESS_FREE {
+            l.failed(Some(ip), t);
+        }
+        assert!(l.begin("another-name", Some(ip), t).is_err());
         assert!(l.begin("fresh-name", None, t).is_ok());
         // A huge "user name" is stored as at most 64 characters.
         l.begin(&"x".repeat(100_000), None, t).unwrap();

@@ -126,6 +126,7 @@ impl Access {
                 "token {id} is already revoked"
             )));
         }
+        self.invalidate();
         Ok(())
     }
 }

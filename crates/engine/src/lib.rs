@@ -114,6 +114,7 @@ pub struct Engine {
     metrics: Metrics,
     stop_scheduler: CancellationToken,
     scheduler_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    catalog: std::sync::RwLock<Arc<Vec<Arc<Job>>>>,
 }
 
 impl Engine {
@@ -177,6 +178,7 @@ impl Engine {
             metrics,
             stop_scheduler: stop,
             scheduler_task: std::sync::Mutex::new(Some(task)),
+            catalog: std::sync::RwLock::default(),
         });
         for job in jobs {
             let job = Arc::new(job);
@@ -236,11 +238,33 @@ impl Engine {
             .unwrap_or(false)
     }
 
+    /// After any job change: reloads the job catalog (one query) and the job gauges.
     async fn refresh_job_gauges(&self) {
-        if let Ok((all, enabled)) = self.store.count_jobs().await {
-            self.metrics.jobs.set(all);
-            self.metrics.jobs_enabled.set(enabled);
+        match self.store.list_jobs().await {
+            Ok(jobs) => {
+                let enabled = jobs.iter().filter(|j| j.definition.enabled).count();
+                self.metrics
+                    .jobs
+                    .set(i64::try_from(jobs.len()).unwrap_or(i64::MAX));
+                self.metrics
+                    .jobs_enabled
+                    .set(i64::try_from(enabled).unwrap_or(i64::MAX));
+                let jobs: Vec<Arc<Job>> = jobs.into_iter().map(Arc::new).collect();
+                if let Ok(mut c) = self.catalog.write() {
+                    *c = Arc::new(jobs);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not reload the job catalog"),
         }
+    }
+
+    /// Every job, by name, as of the last change made through this engine:
+    /// listing jobs costs no database round trip. Definitions and timestamps
+    /// are current; `schedule_cursor` is not kept up to date here (read a job
+    /// from the store for it). One node owns its jobs; replicas (PostgreSQL)
+    /// will need to refresh this on another node's change.
+    pub fn jobs(&self) -> Arc<Vec<Arc<Job>>> {
+        self.catalog.read().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Rules that need the store or the network: chained jobs exist, HTTP targets

@@ -572,6 +572,45 @@ mod tests {
     }
 
     #[test]
+    fn identity_settings_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("admin-pw");
+        std::fs::write(&p, "from a mounted secret\n").unwrap();
+        let mut c = Config::default();
+        let env = |k: &str| match k {
+            "STEWARD_BOOTSTRAP_ADMIN_PASSWORD_FILE" => Some(p.display().to_string()),
+            "STEWARD_PUBLIC_URL" => Some("https://steward.example.org".into()),
+            "STEWARD_TRUSTED_PROXIES" => Some("10.0.0.1, 10.1.0.0/16".into()),
+            "STEWARD_SESSION_IDLE" => Some("30m".into()),
+            "STEWARD_MASTER_KEY_FILE" => Some("/run/secrets/key".into()),
+            "STEWARD_LISTEN" => Some("0.0.0.0:8080".into()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        use secrecy::ExposeSecret as _;
+        assert_eq!(
+            c.bootstrap_password().unwrap().unwrap().expose_secret(),
+            "from a mounted secret"
+        );
+        assert!(c.secure_cookies());
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        assert_eq!(
+            c.auth.session_idle.get(),
+            std::time::Duration::from_secs(1800)
+        );
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        // The public URL's host is served; no wildcard once a host is known.
+        assert!(c
+            .allowed_hosts()
+            .contains(&"steward.example.org".to_owned()));
+        assert!(!c.allowed_hosts().contains(&"*".to_owned()));
+        let e = c
+            .apply_env(|k| (k == "STEWARD_TRUSTED_PROXIES").then(|| "not-an-ip".into()))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("STEWARD_TRUSTED_PROXIES:"), "{e}");
+    }
+
+    #[test]
     fn metrics_token_from_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tok");

@@ -87,6 +87,10 @@ impl ApiLimiter {
         }
     }
 
+    pub fn enabled(&self) -> bool {
+        self.limiter.is_some()
+    }
+
     /// `Err(seconds to wait)` when `key` is over its rate.
     fn check(&self, key: String) -> Result<(), u64> {
         let Some(l) = &self.limiter else {
@@ -197,7 +201,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     } else {
         None
     };
-    {
+    if state.limiter.enabled() {
         let key = match identity.as_ref().map(|i| &i.via) {
             Some(Via::Token { id, .. }) => format!("token:{id}"),
             Some(Via::Session { id, .. }) => format!("session:{id}"),
@@ -238,15 +242,11 @@ pub fn too_many(retry_after_secs: u64, message: &str) -> Response {
 }
 
 pub async fn authorize(req: Request, next: Next) -> Response {
-    let Some(path) = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-    else {
+    let Some(path) = req.extensions().get::<MatchedPath>() else {
         return next.run(req).await;
     };
-    let Some(policy) = lookup(req.method(), &path) else {
-        tracing::error!(method = %req.method(), path, "route has no access policy; refused");
+    let Some(policy) = lookup(req.method(), path.as_str()) else {
+        tracing::error!(method = %req.method(), path = path.as_str(), "route has no access policy; refused");
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "no_policy",

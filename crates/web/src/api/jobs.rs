@@ -42,7 +42,7 @@ fn may_use_secrets(caller: &Caller, def: &JobDefinition) -> ApiResult<()> {
     Ok(())
 }
 
-fn view(state: &AppState, job: Job) -> JobView {
+fn view(state: &AppState, job: Job) -> JobView<'static> {
     JobView::new(
         job,
         state.engine.default_timezone(),
@@ -51,11 +51,14 @@ fn view(state: &AppState, job: Job) -> JobView {
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", responses((status = 200, body = JobList)))]
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<JobList>> {
-    let jobs = state.engine.store().list_jobs().await?;
-    Ok(Json(JobList {
-        items: jobs.into_iter().map(|j| view(&state, j)).collect(),
-    }))
+pub async fn list(State(state): State<AppState>) -> ApiResult<axum::response::Response> {
+    let jobs = state.engine.jobs();
+    let (tz, now) = (state.engine.default_timezone(), state.engine.clock().now());
+    let list = JobList {
+        items: jobs.iter().map(|j| JobView::of(j, tz, now)).collect(),
+    };
+    // Serialised here, while the views borrow the catalog snapshot.
+    Ok(axum::response::IntoResponse::into_response(Json(list)))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobDefinition,
@@ -64,7 +67,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(def): ApiJson<JobDefinition>,
-) -> ApiResult<(StatusCode, Json<JobView>)> {
+) -> ApiResult<(StatusCode, Json<JobView<'static>>)> {
     may_use_secrets(&caller, &def)?;
     let job = state.engine.create_job(def, &caller.ctx()).await?;
     Ok((StatusCode::CREATED, Json(view(&state, job))))
@@ -75,7 +78,7 @@ pub async fn create(
 pub async fn show(
     State(state): State<AppState>,
     Path(key): Path<String>,
-) -> ApiResult<Json<JobView>> {
+) -> ApiResult<Json<JobView<'static>>> {
     let job = resolve(&state, &key).await?;
     Ok(Json(view(&state, job)))
 }
@@ -88,7 +91,7 @@ pub async fn replace(
     caller: Caller,
     Path(key): Path<String>,
     ApiJson(def): ApiJson<JobDefinition>,
-) -> ApiResult<Json<JobView>> {
+) -> ApiResult<Json<JobView<'static>>> {
     may_use_secrets(&caller, &def)?;
     let job = resolve(&state, &key).await?;
     let job = state.engine.update_job(job.id, def, &caller.ctx()).await?;
@@ -113,7 +116,7 @@ pub async fn enable(
     State(state): State<AppState>,
     caller: Caller,
     Path(key): Path<String>,
-) -> ApiResult<Json<JobView>> {
+) -> ApiResult<Json<JobView<'static>>> {
     let job = resolve(&state, &key).await?;
     Ok(Json(view(
         &state,
@@ -130,7 +133,7 @@ pub async fn disable(
     State(state): State<AppState>,
     caller: Caller,
     Path(key): Path<String>,
-) -> ApiResult<Json<JobView>> {
+) -> ApiResult<Json<JobView<'static>>> {
     let job = resolve(&state, &key).await?;
     Ok(Json(view(
         &state,

@@ -6,11 +6,13 @@ use serde::Serialize;
 use steward_domain::{JobDefinition, JobId, RunId, RunStatus, TimeZone, Trigger};
 use steward_store::{Job, Run};
 
+/// A job as the API shows it. Borrows the definition when it can: listing
+/// jobs then copies nothing but the bytes it writes.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct JobView {
+pub struct JobView<'a> {
     pub id: JobId,
     #[serde(flatten)]
-    pub definition: JobDefinition,
+    pub definition: std::borrow::Cow<'a, JobDefinition>,
     /// The zone the schedule is evaluated in (the job's own or the server default).
     #[schema(value_type = String)]
     pub effective_timezone: TimeZone,
@@ -20,21 +22,46 @@ pub struct JobView {
     pub updated_at: DateTime<Utc>,
 }
 
-impl JobView {
+/// The zone a job's schedule is read in and its next occurrence after `now`.
+fn schedule_of(
+    job: &Job,
+    default_tz: TimeZone,
+    now: DateTime<Utc>,
+) -> (TimeZone, Option<DateTime<Utc>>) {
+    let tz = job.definition.timezone.unwrap_or(default_tz);
+    let next = if job.definition.enabled {
+        job.definition
+            .schedule
+            .as_ref()
+            .and_then(|s| s.next_after(now, &tz))
+    } else {
+        None
+    };
+    (tz, next)
+}
+
+impl JobView<'static> {
     pub fn new(job: Job, default_tz: TimeZone, now: DateTime<Utc>) -> Self {
-        let tz = job.definition.timezone.unwrap_or(default_tz);
-        let next_run_at = if job.definition.enabled {
-            job.definition
-                .schedule
-                .as_ref()
-                .and_then(|s| s.next_after(now, &tz))
-        } else {
-            None
-        };
+        let (effective_timezone, next_run_at) = schedule_of(&job, default_tz, now);
         Self {
             id: job.id,
-            definition: job.definition,
-            effective_timezone: tz,
+            effective_timezone,
+            next_run_at,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            definition: std::borrow::Cow::Owned(job.definition),
+        }
+    }
+}
+
+impl<'a> JobView<'a> {
+    /// A view borrowing `job`'s definition.
+    pub fn of(job: &'a Job, default_tz: TimeZone, now: DateTime<Utc>) -> Self {
+        let (effective_timezone, next_run_at) = schedule_of(job, default_tz, now);
+        Self {
+            id: job.id,
+            definition: std::borrow::Cow::Borrowed(&job.definition),
+            effective_timezone,
             next_run_at,
             created_at: job.created_at,
             updated_at: job.updated_at,
@@ -43,8 +70,8 @@ impl JobView {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct JobList {
-    pub items: Vec<JobView>,
+pub struct JobList<'a> {
+    pub items: Vec<JobView<'a>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
