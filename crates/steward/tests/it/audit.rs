@@ -406,3 +406,97 @@ async fn first_start_prints_a_one_time_admin_password_once() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The server's own log, at debug level, never carries a secret value, a
+/// token or a password: the operator reads logs, and logs get shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_tokens_and_passwords_stay_out_of_the_server_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("STEWARD_LOG_FORMAT", "json")
+        .env("STEWARD_LOG_LEVEL", "debug")
+        .env("STEWARD_RUN_AS_USER", "root")
+        .env(
+            "STEWARD_BOOTSTRAP_ADMIN_PASSWORD",
+            crate::helpers::BOOTSTRAP_PASSWORD,
+        )
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("steward is serving")) {
+            let v: Value = serde_json::from_str(line).unwrap();
+            break v["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let base = format!("http://{addr}");
+    let token = crate::helpers::admin_token(&base).await;
+    let c = crate::helpers::token_client(&token);
+    let secret = "log-leak-canary-7d1f";
+    let r = c
+        .put(format!("{base}/api/v1/secrets/CANARY"))
+        .json(&json!({"value": secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let job = json!({"name": "noisy", "spec": {"kind": "command", "argv": ["sh", "-c", "echo $C; echo $C >&2; exit 1"], "env": {"C": "${secret:CANARY}"}}});
+    assert_eq!(
+        c.post(format!("{base}/api/v1/jobs"))
+            .json(&job)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let run: Value = c
+        .post(format!("{base}/api/v1/jobs/noisy/run"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let r: Value = c
+            .get(format!("{base}/api/v1/runs/{}", run["id"]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // A failed sign-in with a password typed into the user name field.
+    let _ = sign_in(&base, "typed-my-password-here", "and a wrong password").await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("run started"), "the log was captured");
+    for leak in [
+        secret,
+        token.as_str(),
+        ADMIN_PASSWORD,
+        "and a wrong password",
+        "typed-my-password-here",
+    ] {
+        assert!(!text.contains(leak), "{leak:?} appears in the server log");
+    }
+}
