@@ -110,7 +110,7 @@ def authorize(api):
     return body["secret"]
 
 
-def start_steward(binary, data, port, extra_env=None):
+def start_steward(binary, data, port, extra_env=None, authorized=True):
     # The API rate limit would throttle the load generators themselves.
     env = dict(os.environ, STEWARD_LOG_LEVEL="warn", STEWARD_RUN_AS_USER="root",
                STEWARD_BOOTSTRAP_ADMIN_PASSWORD=BOOTSTRAP, STEWARD_API_RATE_LIMIT="0")
@@ -131,7 +131,8 @@ def start_steward(binary, data, port, extra_env=None):
             sys.exit("steward exited during start-up")
         time.sleep(0.002)
     ready = time.perf_counter() - t0
-    authorize(api)
+    if authorized:
+        authorize(api)
     return proc, api, ready
 
 
@@ -341,17 +342,24 @@ def bench_idle(binary, results):
 
 
 def bench_startup(binary, results):
-    times, rss = [], []
+    """First start (creates the data directory, key file and admin: one Argon2id
+    hash by design) and restart on that directory, five times each."""
+    first, again, rss = [], [], []
     for _ in range(5):
         data = tempfile.mkdtemp(prefix="stw-start-")
-        proc, api, t = start_steward(binary, os.path.join(data, "d"), free_port())
-        times.append(t * 1000)
+        d = os.path.join(data, "d")
+        proc, api, t = start_steward(binary, d, free_port())
+        first.append(t * 1000)
+        stop(proc)
+        proc, api, t = start_steward(binary, d, free_port(), authorized=False)
+        again.append(t * 1000)
         time.sleep(0.5)
         rss.append(psutil.Process(proc.pid).memory_info().rss / 2**20)
         stop(proc)
         shutil.rmtree(data, ignore_errors=True)
-    results["startup"] = {"to_readyz_ms_median": round(statistics.median(times), 1),
-                          "to_readyz_ms_max": round(max(times), 1),
+    results["startup"] = {"first_start_to_readyz_ms_median": round(statistics.median(first), 1),
+                          "restart_to_readyz_ms_median": round(statistics.median(again), 1),
+                          "restart_to_readyz_ms_max": round(max(again), 1),
                           "idle_rss_mib_median": round(statistics.median(rss), 1)}
 
 
@@ -465,7 +473,7 @@ def bench_signin(binary, results):
         "raw_argon2_ms_p50": round(r50, 1), "raw_argon2_ms_p99": round(r99, 1),
         "ratio_steward_to_raw_p50": round(s50 / r50, 3), "ratio_steward_to_raw_p99": round(s99 / r99, 3),
         "rss_mib_before": round(idle, 1), "rss_mib_peak": round(peak[0], 1),
-        "rss_bound_mib": round(idle + cores * 64, 1), "hashing_permits": cores,
+        "rss_before_plus_permits_x_64_mib": round(idle + cores * 64, 1), "hashing_permits": cores,
     }
 
 

@@ -43,7 +43,9 @@ pub struct PasswordHasher {
 struct Inner {
     params: Params,
     permits: Semaphore,
-    dummy: String,
+    /// Made on a background thread at construction, so start-up does not wait
+    /// for it; an unknown-user check that comes first waits instead.
+    dummy: std::sync::OnceLock<Result<String, String>>,
 }
 
 fn argon(params: &Params) -> Argon2<'static> {
@@ -51,22 +53,21 @@ fn argon(params: &Params) -> Argon2<'static> {
 }
 
 impl PasswordHasher {
-    /// `concurrency` hashes may run at once (each holds 64 MiB). Computes the
-    /// dummy hash for unknown users, which takes one hash's time.
+    /// `concurrency` hashes may run at once (each holds 64 MiB). Starts making
+    /// the dummy hash for unknown users in the background.
     pub fn new(concurrency: usize) -> Result<Self, PasswordError> {
         let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, Some(OUTPUT_LEN))
             .map_err(|e| PasswordError::Hash(e.to_string()))?;
-        let dummy = hash_blocking(
-            &params,
-            &crate::token::sha256_hex(&crate::token::random_bytes::<16>()),
-        )?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                params,
-                permits: Semaphore::new(concurrency.max(1)),
-                dummy,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            params,
+            permits: Semaphore::new(concurrency.max(1)),
+            dummy: std::sync::OnceLock::new(),
+        });
+        let warm = inner.clone();
+        std::thread::spawn(move || {
+            warm.dummy();
+        });
+        Ok(Self { inner })
     }
 
     /// One permit per core, at most 8: the CPU is saturated by then anyway,
@@ -98,9 +99,13 @@ impl PasswordHasher {
         };
         let inner = self.inner.clone();
         let known = stored.is_some();
-        let phc = stored.map_or_else(|| inner.dummy.clone(), str::to_owned);
+        let stored = stored.map(str::to_owned);
         let pw = password.clone();
         let result = tokio::task::spawn_blocking(move || {
+            let phc = match stored {
+                Some(s) => s,
+                None => inner.dummy(),
+            };
             let Ok(parsed) = PasswordHash::new(&phc) else {
                 return Verification::Invalid;
             };
@@ -122,6 +127,22 @@ impl PasswordHasher {
         } else {
             Verification::Invalid
         }
+    }
+}
+
+impl Inner {
+    fn dummy(&self) -> String {
+        self.dummy
+            .get_or_init(|| {
+                hash_blocking(
+                    &self.params,
+                    &crate::token::sha256_hex(&crate::token::random_bytes::<16>()),
+                )
+                .map_err(|e| e.to_string())
+            })
+            .clone()
+            // If even that failed, a string that parses as no hash: still invalid.
+            .unwrap_or_default()
     }
 }
 

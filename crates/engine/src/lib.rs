@@ -180,14 +180,17 @@ impl Engine {
             scheduler_task: std::sync::Mutex::new(Some(task)),
             catalog: std::sync::RwLock::default(),
         });
+        let mut catalog = Vec::with_capacity(jobs.len());
         for job in jobs {
             let job = Arc::new(job);
             if job.definition.enabled {
                 engine.catch_up(&job, now).await?;
             }
-            engine.scheduler.upsert_from(job, now);
+            engine.scheduler.upsert_from(job.clone(), now);
+            catalog.push(job);
         }
-        engine.load_catalog().await;
+        // The store listed them by name; the catalog shares the scheduler's copies.
+        engine.set_catalog(catalog);
         Ok(engine)
     }
 
@@ -238,24 +241,16 @@ impl Engine {
             .unwrap_or(false)
     }
 
-    /// At start: loads the job catalog and the job gauges.
-    async fn load_catalog(&self) {
-        match self.store.list_jobs().await {
-            Ok(jobs) => self.set_catalog(jobs.into_iter().map(Arc::new).collect()),
-            Err(e) => tracing::warn!(error = %e, "could not load the job catalog"),
-        }
-    }
-
     /// After a job is saved (`Ok`) or deleted (`Err(id)`): updates the catalog
     /// in place, keeping it sorted by name, and the gauges. Copies pointers,
     /// not jobs, so a change costs microseconds even with 10,000 jobs.
-    fn catalog_changed(&self, change: Result<&Job, JobId>) {
+    fn catalog_changed(&self, change: Result<Arc<Job>, JobId>) {
         let mut jobs: Vec<Arc<Job>> = self.jobs().as_ref().clone();
         match change {
             Ok(job) => {
                 jobs.retain(|j| j.id != job.id);
                 let at = jobs.partition_point(|j| j.name() < job.name());
-                jobs.insert(at, Arc::new(job.clone()));
+                jobs.insert(at, job);
             }
             Err(id) => jobs.retain(|j| j.id != id),
         }
@@ -385,8 +380,9 @@ impl Engine {
             audit_diff(None, Some(&def)),
         );
         let job = self.store.create_job(&def, now, &audit).await?;
-        self.scheduler.upsert(Arc::new(job.clone()));
-        self.catalog_changed(Ok(&job));
+        let shared = Arc::new(job.clone());
+        self.scheduler.upsert(shared.clone());
+        self.catalog_changed(Ok(shared));
         Ok(job)
     }
 
@@ -421,8 +417,9 @@ impl Engine {
             // Enabling does not replay what fell while disabled.
             self.store.advance_cursor(id, self.clock.now()).await?;
         }
-        self.scheduler.upsert(Arc::new(job.clone()));
-        self.catalog_changed(Ok(&job));
+        let shared = Arc::new(job.clone());
+        self.scheduler.upsert(shared.clone());
+        self.catalog_changed(Ok(shared));
         Ok(job)
     }
 

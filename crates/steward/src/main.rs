@@ -6,11 +6,6 @@ use steward::config::Config;
 use steward::Application;
 use steward_domain::{Schedule, TimeZone};
 
-// Every API request allocates (headers, JSON); mimalloc keeps that cheaper
-// than glibc's allocator under concurrency (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

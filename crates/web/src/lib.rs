@@ -28,6 +28,7 @@ pub struct AppState {
     pub auth: Arc<auth::AuthSettings>,
     pub limiter: Arc<auth::ApiLimiter>,
     pub metrics_token: Option<Arc<SecretString>>,
+    pub job_list: Arc<api::job_list::JobListCache>,
 }
 
 pub struct WebSettings {
@@ -56,6 +57,7 @@ pub fn router(
         limiter: Arc::new(auth::ApiLimiter::new(settings.auth.api_rate)),
         auth: Arc::new(settings.auth),
         metrics_token: settings.metrics_token.map(Arc::new),
+        job_list: Arc::default(),
     };
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
         let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");

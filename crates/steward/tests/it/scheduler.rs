@@ -158,3 +158,47 @@ async fn history_limit_prunes_old_runs() {
     assert_eq!(runs.len(), 3);
     t.stop().await;
 }
+
+/// The job list is rendered once and reused until a job changes or the earliest
+/// next occurrence passes: it must never show a stale `next_run_at`.
+#[tokio::test]
+async fn the_job_list_never_shows_a_passed_next_run() {
+    let clock = Arc::new(ManualClock::new(at("2026-11-27T10:00:30Z")));
+    let t = TestApp::start_with(|_| {}, clock.clone()).await;
+    t.command_job(
+        "minutely",
+        &["true"],
+        json!({"schedule": "0 * * * * *", "enabled": false}),
+    )
+    .await;
+    t.command_job("hourly", &["true"], json!({"schedule": "0 0 * * * *"}))
+        .await;
+    let next = |v: &serde_json::Value, name: &str| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap()["next_run_at"]
+            .clone()
+    };
+    let (_, list) = t.get("/api/v1/jobs").await;
+    assert_eq!(next(&list, "hourly"), "2026-11-27T11:00:00Z");
+    assert!(next(&list, "minutely").is_null(), "disabled");
+    let (_, again) = t.get("/api/v1/jobs").await;
+    assert_eq!(list, again);
+    // A change shows at once.
+    let (s, _) = t.post("/api/v1/jobs/minutely/enable", json!({})).await;
+    assert_eq!(s, 200);
+    let (_, list) = t.get("/api/v1/jobs").await;
+    assert_eq!(next(&list, "minutely"), "2026-11-27T10:01:00Z");
+    // Time passing the earliest occurrence shows at once too.
+    clock.set(at("2026-11-27T10:01:00Z"));
+    let (_, list) = t.get("/api/v1/jobs").await;
+    assert_eq!(next(&list, "minutely"), "2026-11-27T10:02:00Z");
+    assert_eq!(next(&list, "hourly"), "2026-11-27T11:00:00Z");
+    clock.set(at("2026-11-27T11:00:05Z"));
+    let (_, list) = t.get("/api/v1/jobs").await;
+    assert_eq!(next(&list, "hourly"), "2026-11-27T12:00:00Z");
+    t.stop().await;
+}

@@ -1,6 +1,6 @@
 //! `/api/v1/jobs`: thin adapters over the engine's job service.
 
-use super::views::{JobList, JobView, RunView};
+use super::views::{JobView, RunView};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
@@ -50,15 +50,20 @@ fn view(state: &AppState, job: Job) -> JobView<'static> {
     )
 }
 
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", responses((status = 200, body = JobList)))]
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", responses((status = 200, body = super::views::JobList)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<axum::response::Response> {
-    let jobs = state.engine.jobs();
-    let (tz, now) = (state.engine.default_timezone(), state.engine.clock().now());
-    let list = JobList {
-        items: jobs.iter().map(|j| JobView::of(j, tz, now)).collect(),
-    };
-    // Serialised here, while the views borrow the catalog snapshot.
-    Ok(axum::response::IntoResponse::into_response(Json(list)))
+    let body = state
+        .job_list
+        .body(
+            state.engine.jobs(),
+            state.engine.default_timezone(),
+            state.engine.clock().now(),
+        )
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(axum::response::IntoResponse::into_response((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobDefinition,
