@@ -120,6 +120,18 @@ async fn every_route_for_every_role_and_no_identity() {
         policies, expected,
         "the server's policy table and the documented routes differ"
     );
+    // The document says which routes need no credentials: exactly the public ones.
+    assert_eq!(doc["security"], json!([{"token": []}, {"session": []}]));
+    for (method, path, want) in EXPECTED {
+        let op = &doc["paths"][path][method.to_lowercase()];
+        let public = want[0] == P;
+        assert_eq!(
+            op["security"] == json!([{}]),
+            public,
+            "{method} {path}: {}",
+            op["security"]
+        );
+    }
 
     let anonymous = reqwest::Client::new();
     let callers = [

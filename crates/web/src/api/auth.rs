@@ -37,7 +37,7 @@ pub struct Me {
     pub csrf_token: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/sign-in", tag = "auth", request_body = SignInRequest,
+#[utoipa::path(post, path = "/api/v1/auth/sign-in", tag = "auth", request_body = SignInRequest, security(()),
     responses((status = 200, body = Me, description = "Signed in; the session cookie is set"), (status = 401), (status = 429)))]
 pub async fn sign_in(
     State(state): State<AppState>,
@@ -204,7 +204,7 @@ pub struct ResetRequest {
     login: String,
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth", request_body = ResetRequest,
+#[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth", request_body = ResetRequest, security(()),
     responses((status = 200, description = "Always: a mail is sent if the account exists and has an address")))]
 pub async fn request_reset(
     State(state): State<AppState>,
@@ -226,7 +226,7 @@ pub struct ResetConfirm {
     new_password: SecretString,
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm,
+#[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "auth", request_body = ResetConfirm, security(()),
     responses((status = 204), (status = 422)))]
 pub async fn confirm_reset(
     State(state): State<AppState>,

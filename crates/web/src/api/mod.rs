@@ -37,7 +37,9 @@ use utoipa::OpenApi;
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     tags((name = "jobs"), (name = "runs"), (name = "schedules"), (name = "auth"), (name = "tokens"),
         (name = "users"), (name = "secrets"), (name = "audit"), (name = "settings")),
-    modifiers(&Security)
+    modifiers(&Security),
+    // Every operation needs a token or a session unless it says otherwise.
+    security(("token" = []), ("session" = []))
 )]
 pub struct ApiDoc;
 
