@@ -103,7 +103,9 @@ impl Access {
         let started = Instant::now();
         if let Err(wait) = self.limiter.begin(username, client.address, started) {
             return Err(AccessError::TooMany {
-                retry_after_secs: wait.as_secs().max(1),
+                retry_after_secs: u64::try_from(wait.as_millis().div_ceil(1000))
+                    .unwrap_or(u64::MAX)
+                    .max(1),
             });
         }
         let user = if username.len() <= 64 {
@@ -261,7 +263,9 @@ impl Access {
                 .begin(user.username.as_str(), client.address, Instant::now())
         {
             return Err(AccessError::TooMany {
-                retry_after_secs: wait.as_secs().max(1),
+                retry_after_secs: u64::try_from(wait.as_millis().div_ceil(1000))
+                    .unwrap_or(u64::MAX)
+                    .max(1),
             });
         }
         if self.hasher.verify(Some(&user.password_hash), current).await == Verification::Invalid {
@@ -582,6 +586,10 @@ impl Access {
             check_email(e)?;
         }
         self.not_above(who, user.id, "this user").await?;
+        if change.disabled == Some(true) {
+            self.keeps_a_manager(crate::grants::Change::DisableUser(user.id))
+                .await?;
+        }
         if change.disabled == Some(true) && user.id == who.user_id {
             return Err(AccessError::Conflict(
                 "you cannot disable your own account".into(),
@@ -625,6 +633,8 @@ impl Access {
             ));
         }
         self.not_above(who, user.id, "this user").await?;
+        self.keeps_a_manager(crate::grants::Change::RemoveUser(user.id))
+            .await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "user.delete",

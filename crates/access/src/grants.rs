@@ -5,6 +5,18 @@ use serde_json::json;
 use steward_domain::{Permission, PermissionSet, UserId, Username, ValidationError};
 use steward_store::access::{Grantee, Group, Role};
 
+/// A change to who holds what, as [`Access::keeps_a_manager`] weighs it.
+#[derive(Clone, Copy)]
+pub(crate) enum Change<'a> {
+    UserRoles(UserId, &'a [Role]),
+    RemoveUser(UserId),
+    DisableUser(UserId),
+    GroupMembers(steward_domain::GroupId, &'a [UserId]),
+    GroupRoles(steward_domain::GroupId, &'a [Role]),
+    RemoveGroup(steward_domain::GroupId),
+    RemoveRole(steward_domain::RoleId),
+}
+
 /// The permissions of a set of roles together.
 pub(crate) fn union(roles: &[Role]) -> PermissionSet {
     roles
@@ -97,6 +109,7 @@ impl Access {
             )));
         }
         within(who, role.permissions, "the role's permissions")?;
+        self.keeps_a_manager(Change::RemoveRole(role.id)).await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "role.delete",
@@ -132,7 +145,8 @@ impl Access {
             .into_iter()
             .map(|r| r.name)
             .collect();
-        self.refuse_losing_last_admin(u.id, roles).await?;
+        self.keeps_a_manager(Change::UserRoles(u.id, &granted))
+            .await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "grant.user",
@@ -146,27 +160,51 @@ impl Access {
         Ok(roles.to_vec())
     }
 
-    /// Refuses to leave Steward without anyone who can manage users.
-    async fn refuse_losing_last_admin(
-        &self,
-        user: UserId,
-        new_roles: &[String],
-    ) -> Result<(), AccessError> {
+    /// Refuses a change after which no enabled user could manage users: the
+    /// effective permissions of every user are worked out as they would be
+    /// after `change`, through direct grants and groups alike.
+    pub(crate) async fn keeps_a_manager(&self, change: Change<'_>) -> Result<(), AccessError> {
         let manage = Permission::write(steward_domain::Module::Users);
-        if !self.permissions_of(user).await?.allows(manage) {
-            return Ok(());
-        }
         let roles = self.store.list_roles().await?;
-        let keeps = new_roles.iter().any(|n| {
-            roles
-                .iter()
-                .any(|r| r.name.eq_ignore_ascii_case(n) && r.permissions.allows(manage))
-        });
-        if keeps {
-            return Ok(());
-        }
+        let by_name = |n: &str| roles.iter().find(|r| r.name.eq_ignore_ascii_case(n));
+        let counts = |r: &Role| !matches!(change, Change::RemoveRole(id) if id == r.id);
+        let groups = self.store.list_groups().await?;
         for u in self.store.list_users().await? {
-            if u.id != user && !u.disabled && self.permissions_of(u.id).await?.allows(manage) {
+            let gone = match change {
+                Change::RemoveUser(id) | Change::DisableUser(id) => id == u.id,
+                _ => false,
+            };
+            if u.disabled || gone {
+                continue;
+            }
+            let direct = match change {
+                Change::UserRoles(id, new) if id == u.id => new.to_vec(),
+                _ => self.store.granted_roles(Grantee::User(u.id)).await?,
+            };
+            let mut perms = union(&direct.into_iter().filter(counts).collect::<Vec<_>>());
+            for g in &groups {
+                if matches!(change, Change::RemoveGroup(id) if id == g.id) {
+                    continue;
+                }
+                let member = match change {
+                    Change::GroupMembers(id, members) if id == g.id => members.contains(&u.id),
+                    _ => g
+                        .members
+                        .iter()
+                        .any(|m| m.as_str().eq_ignore_ascii_case(u.username.as_str())),
+                };
+                if !member {
+                    continue;
+                }
+                let group_roles: Vec<Role> = match change {
+                    Change::GroupRoles(id, new) if id == g.id => new.to_vec(),
+                    _ => g.roles.iter().filter_map(|n| by_name(n).cloned()).collect(),
+                };
+                perms = perms.union(union(
+                    &group_roles.into_iter().filter(counts).collect::<Vec<_>>(),
+                ));
+            }
+            if perms.allows(manage) {
                 return Ok(());
             }
         }
@@ -208,6 +246,7 @@ impl Access {
             .await?
             .ok_or(AccessError::NotFound("group"))?;
         within(who, self.group_permissions(&g).await?, "the group's roles")?;
+        self.keeps_a_manager(Change::RemoveGroup(g.id)).await?;
         let audit = who.audit_context(client).record(self.clock.now(), "group.delete", format!("group:{name}"), json!({"members": {"from": g.members, "to": null}, "roles": {"from": g.roles, "to": null}}));
         self.store.delete_group(g.id, &audit).await?;
         self.invalidate();
@@ -234,6 +273,8 @@ impl Access {
             })?;
             ids.push(u.id);
         }
+        self.keeps_a_manager(Change::GroupMembers(g.id, &ids))
+            .await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "group.members",
@@ -268,6 +309,8 @@ impl Access {
         let granted = self.resolve_roles(roles).await?;
         within(who, union(&granted), "these roles")?;
         let ids: Vec<_> = granted.iter().map(|r| r.id).collect();
+        self.keeps_a_manager(Change::GroupRoles(g.id, &granted))
+            .await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "grant.group",

@@ -86,8 +86,10 @@ impl Vault {
         description: &str,
         ctx: &AuditContext,
     ) -> Result<bool, AccessError> {
-        if value.expose_secret().is_empty() {
-            return Err(ValidationError::new("value", "must not be empty").into());
+        // Run output is masked by replacing the value wherever it appears; a
+        // one- or two-character "secret" would mask half of every line.
+        if value.expose_secret().chars().count() < 4 {
+            return Err(ValidationError::new("value", "must be at least 4 characters (values are masked wherever they appear in run output)").into());
         }
         if value.expose_secret().len() > MAX_SECRET_BYTES {
             return Err(ValidationError::new(

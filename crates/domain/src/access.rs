@@ -328,9 +328,10 @@ pub fn check_password(password: &str, user_inputs: &[&str]) -> Result<(), Valida
             .feedback()
             .and_then(|f| f.warning().map(|w| w.to_string()))
             .unwrap_or_else(|| "it would be guessed quickly".into());
+        let hint = hint.trim_end_matches('.');
         return Err(ValidationError::new(
             "new_password",
-            format!("is too weak: {hint}; use a longer passphrase of unrelated words"),
+            format!("is too weak ({hint}); use a longer passphrase of unrelated words"),
         ));
     }
     Ok(())

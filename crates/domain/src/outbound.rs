@@ -124,8 +124,16 @@ pub struct HttpUrl(url::Url);
 
 impl HttpUrl {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        let url = url::Url::parse(s.trim())
-            .map_err(|e| ValidationError::new("", format!("invalid URL: {e}")))?;
+        let url = url::Url::parse(s.trim()).map_err(|e| {
+            if s.contains("${secret:") {
+                ValidationError::new(
+                    "",
+                    format!("invalid URL: {e} (secrets may be used in the URL's path and query, not its host or port)"),
+                )
+            } else {
+                ValidationError::new("", format!("invalid URL: {e}"))
+            }
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ValidationError::new(
                 "",

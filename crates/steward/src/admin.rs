@@ -107,7 +107,7 @@ pub async fn run(config: Config, task: AdminTask) -> anyhow::Result<u8> {
                 let Some(last) = page.last() else { break };
                 after = last.id;
                 for e in &page {
-                    println!("{}", serde_json::to_string(e)?);
+                    crate::client::emit(&format!("{}\n", serde_json::to_string(e)?));
                 }
             }
             store.close().await;

@@ -112,7 +112,7 @@ pub struct Connection {
 
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
-    /// Give USER a new one-time password and end their sessions (server stopped).
+    /// Give USER a new one-time password, end their sessions and revoke their API tokens (server stopped).
     ResetPassword { user: String },
     /// Add a sealing key and re-seal everything under it (server stopped).
     RotateKey,
@@ -124,32 +124,28 @@ pub enum AdminCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
+    /// Jobs with schedule, state and next run.
     List,
-    Show {
-        job: String,
-    },
+    /// One job's definition (by name or id).
+    Show { job: String },
     /// Create a job from a JSON or TOML file (`-` reads standard input).
     Create {
         #[arg(long, short = 'f')]
         file: PathBuf,
     },
     /// Start a run now.
-    Run {
-        job: String,
-    },
-    Enable {
-        job: String,
-    },
-    Disable {
-        job: String,
-    },
-    Delete {
-        job: String,
-    },
+    Run { job: String },
+    /// Schedule the job again.
+    Enable { job: String },
+    /// Stop scheduling the job (manual runs still work).
+    Disable { job: String },
+    /// Delete the job and its run history.
+    Delete { job: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum RunsCommand {
+    /// Runs, newest first (--job NAME, --status STATE, --limit N).
     List {
         #[arg(long)]
         job: Option<String>,
@@ -158,22 +154,22 @@ pub enum RunsCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    Show {
-        run: i64,
-    },
+    /// One run's record.
+    Show { run: i64 },
     /// Print a run's output; --follow streams it until the run ends.
     Logs {
         run: i64,
+        /// Stream until the run ends; exit 1 unless it succeeded.
         #[arg(long, short = 'f')]
         follow: bool,
     },
-    Cancel {
-        run: i64,
-    },
+    /// Cancel a queued or running run.
+    Cancel { run: i64 },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum TokensCommand {
+    /// Your tokens (never their secrets).
     List,
     /// Create a token; the secret is printed once.
     Create {
@@ -185,34 +181,36 @@ pub enum TokensCommand {
         #[arg(long)]
         expires_in: Option<String>,
     },
-    Revoke {
-        id: i64,
-    },
+    /// Revoke a token by id.
+    Revoke { id: i64 },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum UsersCommand {
+    /// Users with their roles.
     List,
-    Show {
-        user: String,
-    },
-    /// Create a user; the initial password is read from --password-file or standard input.
+    /// One user.
+    Show { user: String },
+    /// Create a user, who must change the initial password at first sign-in;
+    /// the password is read from --password-file or standard input.
     Create {
         username: String,
         #[arg(long)]
         email: Option<String>,
+        /// Role to grant (repeatable): admin, operator, viewer or a custom role.
         #[arg(long = "role")]
         roles: Vec<String>,
+        /// File holding the initial password.
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
-    Delete {
-        user: String,
-    },
+    /// Delete a user.
+    Delete { user: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
+    /// Entries, newest first (--actor USER, --event job or job.update, --target job:NAME).
     List {
         #[arg(long)]
         actor: Option<String>,

@@ -10,6 +10,24 @@ use futures_util::StreamExt as _;
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
+/// Writes to stdout; a closed pipe (`steward jobs list | head`) ends the
+/// program quietly instead of panicking as `println!` would.
+pub fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
+}
+
+macro_rules! say {
+    ($($t:tt)*) => { emit(&format!("{}\n", format_args!($($t)*))) };
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -84,7 +102,7 @@ impl Client {
 
 fn print(v: &Value) {
     if !v.is_null() {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     }
 }
 
@@ -108,7 +126,7 @@ pub async fn jobs(conn: &Connection, cmd: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::List => {
             let v = c.json(Method::GET, "/api/v1/jobs", None).await?;
             for j in v["items"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{:>5}  {:<30} {:<8} {:<20} next {}",
                     j["id"],
                     j["name"].as_str().unwrap_or(""),
@@ -177,7 +195,7 @@ pub async fn runs(conn: &Connection, cmd: RunsCommand) -> anyhow::Result<()> {
             }
             let v = c.json(Method::GET, &q, None).await?;
             for r in v["items"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{:>7}  {:<30} {:<10} {:<9} {}",
                     r["id"],
                     r["job_name"].as_str().unwrap_or(""),
@@ -199,7 +217,7 @@ pub async fn runs(conn: &Connection, cmd: RunsCommand) -> anyhow::Result<()> {
             let r = c
                 .send(Method::GET, &format!("/api/v1/runs/{run}/output"), None)
                 .await?;
-            print!("{}", r.text().await?);
+            emit(&r.text().await?);
         }
         RunsCommand::Logs { run, follow: true } => {
             // Server-sent events: each `data:` line is one output line.
@@ -218,12 +236,20 @@ pub async fn runs(conn: &Connection, cmd: RunsCommand) -> anyhow::Result<()> {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
                     let line = String::from_utf8_lossy(&line);
                     if let Some(data) = line.strip_prefix("data:") {
-                        println!(
+                        say!(
                             "{}",
                             data.trim_start_matches(' ').trim_end_matches(['\n', '\r'])
                         );
                     }
                 }
+            }
+            // The exit code says how the run ended, for scripts.
+            let v = c
+                .json(Method::GET, &format!("/api/v1/runs/{run}"), None)
+                .await?;
+            let status = v["status"].as_str().unwrap_or("unknown");
+            if status != "succeeded" {
+                anyhow::bail!("run {run} ended {status}");
             }
         }
     }
@@ -321,7 +347,7 @@ pub async fn audit(conn: &Connection, cmd: AuditCommand) -> anyhow::Result<bool>
             }
             let v = c.json(Method::GET, &q, None).await?;
             for e in v["items"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{:>6}  {}  {:<28} {:<24} {} {}",
                     e["id"],
                     e["at"].as_str().unwrap_or(""),
@@ -337,18 +363,18 @@ pub async fn audit(conn: &Connection, cmd: AuditCommand) -> anyhow::Result<bool>
         }
         AuditCommand::Export => {
             let r = c.send(Method::GET, "/api/v1/audit/export", None).await?;
-            print!("{}", r.text().await?);
+            emit(&r.text().await?);
             Ok(true)
         }
         AuditCommand::Verify => {
             let v = c.json(Method::GET, "/api/v1/audit/verify", None).await?;
             match v["problem"].as_str() {
                 None => {
-                    println!("audit log intact: {} entries", v["entries"]);
+                    say!("audit log intact: {} entries", v["entries"]);
                     Ok(true)
                 }
                 Some(p) => {
-                    println!("audit log TAMPERED: {p}");
+                    say!("audit log TAMPERED: {p}");
                     Ok(false)
                 }
             }

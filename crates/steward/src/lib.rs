@@ -87,6 +87,27 @@ impl Application {
             .await
             .context("cannot open the database")?;
         let vault = open_vault(&config, &store, overrides.clock.clone())?;
+        // Bound before anything is created, so a start that cannot listen
+        // leaves no admin account behind with a password nobody saw used.
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        if !config.listen.ip().is_loopback() {
+            let https = config
+                .server
+                .public_url
+                .as_ref()
+                .is_some_and(|u| u.scheme() == "https");
+            if !https {
+                tracing::warn!(listen = %config.listen, "serving beyond loopback over plain HTTP: put a TLS-terminating proxy in front and set server.public_url to its https address");
+            }
+            if config.metrics.token.is_none() && config.metrics.token_file.is_none() {
+                tracing::warn!(
+                    "/metrics is readable without a token (it lists job names); set metrics.token"
+                );
+            }
+        }
 
         let run_as = resolve_run_as(&config)?;
         let settings = EngineSettings {
@@ -128,10 +149,6 @@ impl Application {
             );
         }
 
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
         let rate = std::num::NonZeroU32::new(config.api.rate_limit_per_second)
             .zip(std::num::NonZeroU32::new(config.api.rate_limit_burst));
         let router = steward_web::router(

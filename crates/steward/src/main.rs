@@ -189,7 +189,12 @@ fn preview(expression: &str, tz: &str, count: u16) -> ExitCode {
     };
     #[allow(clippy::disallowed_methods)] // the CLI's notion of "now" is the wall clock
     let now = chrono::Utc::now();
-    for t in schedule.upcoming(now, &zone, usize::from(count)) {
+    let upcoming = schedule.upcoming(now, &zone, usize::from(count));
+    if upcoming.is_empty() {
+        eprintln!("error: {expression:?} never fires (no matching date in the coming years)");
+        return ExitCode::from(1);
+    }
+    for t in upcoming {
         println!(
             "{}  ({})",
             t.with_timezone(&zone.0).to_rfc3339(),

@@ -102,7 +102,10 @@ impl ApiLimiter {
         l.check_key(&key).map_err(|not_until| {
             not_until
                 .wait_time_from(DefaultClock::default().now())
-                .as_secs()
+                .as_millis()
+                .div_ceil(1000)
+                .try_into()
+                .unwrap_or(u64::MAX)
                 .max(1)
         })
     }

@@ -554,3 +554,112 @@ async fn tokens_made_by_tokens_do_not_outlive_them() {
         (422, Some("expires_at"))
     );
 }
+
+/// However it is attempted (a role deleted, a group left, a user disabled),
+/// Steward never ends up with nobody who can manage users.
+#[tokio::test]
+async fn there_is_always_someone_who_can_manage_users() {
+    let t = TestApp::start().await;
+    let all = json!([
+        "jobs:write",
+        "runs:write",
+        "secrets:write",
+        "notifications:write",
+        "users:write",
+        "audit:write",
+        "settings:write"
+    ]);
+    assert_eq!(
+        t.post("/api/v1/roles", json!({"name": "boss", "permissions": all}))
+            .await
+            .0,
+        201
+    );
+    let c = &t.client;
+    // admin holds users:write only through the custom role now.
+    assert_eq!(
+        t.call(
+            c,
+            "PUT",
+            "/api/v1/users/admin/roles",
+            Some(json!({"roles": ["boss"]}))
+        )
+        .await
+        .0,
+        200
+    );
+    let (s, body) = t.call(c, "DELETE", "/api/v1/roles/boss", None).await;
+    assert_eq!(s, 409, "{body}");
+    // Only through a group.
+    assert_eq!(
+        t.post("/api/v1/groups", json!({"name": "admins"})).await.0,
+        201
+    );
+    assert_eq!(
+        t.call(
+            c,
+            "PUT",
+            "/api/v1/groups/admins/roles",
+            Some(json!({"roles": ["admin"]}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        t.call(
+            c,
+            "PUT",
+            "/api/v1/groups/admins/members",
+            Some(json!({"members": ["admin"]}))
+        )
+        .await
+        .0,
+        200
+    );
+    // Dropping the direct role is fine: the group still grants it.
+    let (s, body) = t
+        .call(
+            c,
+            "PUT",
+            "/api/v1/users/admin/roles",
+            Some(json!({"roles": []})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    for (method, path, body) in [
+        (
+            "PUT",
+            "/api/v1/groups/admins/members",
+            Some(json!({"members": []})),
+        ),
+        (
+            "PUT",
+            "/api/v1/groups/admins/roles",
+            Some(json!({"roles": ["viewer"]})),
+        ),
+        ("DELETE", "/api/v1/groups/admins", None),
+        ("DELETE", "/api/v1/roles/admin", None),
+    ] {
+        let (s, resp) = t.call(c, method, path, body).await;
+        assert_eq!(s, 409, "{method} {path}: {resp}");
+    }
+    let (_, me) = t.get("/api/v1/auth/me").await;
+    assert!(me["permissions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("users:write")));
+    // With a second manager, the first may step down.
+    t.account("deputy", &["admin"]).await;
+    assert_eq!(
+        t.call(
+            c,
+            "PUT",
+            "/api/v1/groups/admins/members",
+            Some(json!({"members": []}))
+        )
+        .await
+        .0,
+        200
+    );
+}

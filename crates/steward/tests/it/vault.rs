@@ -222,7 +222,7 @@ async fn a_key_file_others_can_read_or_a_missing_explicit_one_stops_the_start() 
             &t.client,
             "PUT",
             "/api/v1/secrets/X",
-            Some(json!({"value": "v"})),
+            Some(json!({"value": "some value"})),
         )
         .await;
     assert_eq!(s, 201);
