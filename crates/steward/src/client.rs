@@ -46,6 +46,12 @@ impl Client {
         let token = conn.token.clone().filter(|t| !t.is_empty()).context(
             "no API token: set STEWARD_TOKEN (or --token); create one with POST /api/v1/tokens",
         )?;
+        if !(conn.url.starts_with("http://") || conn.url.starts_with("https://")) {
+            anyhow::bail!(
+                "STEWARD_URL (--url) must start with http:// or https://, e.g. http://127.0.0.1:8080 (got {:?})",
+                conn.url
+            );
+        }
         #[allow(clippy::disallowed_methods)]
         // the CLI talks to its own server, not to user-given URLs
         let http = reqwest::Client::builder()
@@ -355,7 +361,8 @@ pub async fn audit(conn: &Connection, cmd: AuditCommand) -> anyhow::Result<bool>
                     e["target"].as_str().unwrap_or(""),
                     e.pointer("/actor/name")
                         .and_then(Value::as_str)
-                        .unwrap_or(""),
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or("-"),
                     e["diff"],
                 );
             }
