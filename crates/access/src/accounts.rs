@@ -8,7 +8,7 @@ use serde_json::json;
 use std::time::Instant;
 use steward_crypto::{BearerSecret, Verification};
 use steward_domain::access::check_password;
-use steward_domain::{Actor, ActorKind, AuditContext, SessionId, UserId, Username};
+use steward_domain::{Actor, ActorKind, AuditContext, SessionId, Username};
 use steward_store::access::{Grantee, NewSession, NewUser, PasswordSet, Session, User, UserChange};
 
 /// What a successful sign-in hands back: the cookie value (shown once) and
@@ -644,10 +644,6 @@ impl Access {
         self.store.delete_user(user.id, &audit).await?;
         self.invalidate();
         Ok(())
-    }
-
-    pub async fn get_user(&self, id: UserId) -> Result<User, AccessError> {
-        Ok(self.store.get_user(id).await?)
     }
 }
 

@@ -26,8 +26,6 @@ pub enum AccessError {
     /// Wrong user name or password: one message for both, on purpose.
     #[error("wrong user name or password")]
     InvalidCredentials,
-    #[error("not signed in")]
-    Unauthenticated,
     #[error("{0}")]
     Forbidden(String),
     #[error("too many attempts; try again in {retry_after_secs} s")]

@@ -330,10 +330,6 @@ impl Vault {
             .map(|_| ())
             .map_err(AccessError::from)
     }
-
-    pub fn key_versions(&self) -> Vec<u32> {
-        self.ring().map(|r| r.versions()).unwrap_or_default()
-    }
 }
 
 #[async_trait]

@@ -300,7 +300,7 @@ impl Engine {
                 .into());
             }
         }
-        // Loading every job is only needed when chains are involved.
+        // Only chains and renames need the other jobs (from the catalog).
         let renamed = match id {
             Some(id) => {
                 let old = self.store.get_job(id).await?;
@@ -310,7 +310,7 @@ impl Engine {
         };
         let has_chains = !def.on_success.is_empty() || !def.on_failure.is_empty();
         if has_chains || renamed.is_some() {
-            let jobs = self.store.list_jobs().await?;
+            let jobs = self.jobs();
             for (field, names) in [
                 ("on_success", &def.on_success),
                 ("on_failure", &def.on_failure),
@@ -460,19 +460,18 @@ impl Engine {
                 "the job has a running run; cancel it first".into(),
             ));
         }
-        let jobs = self.store.list_jobs().await?;
-        if let Some(job) = jobs.iter().find(|j| j.id == id) {
-            let users = chained_from(job.name(), &jobs);
-            if !users.is_empty() {
-                return Err(ServiceError::Conflict(format!(
-                    "jobs {} chain to this job; remove those chains first",
-                    users.join(", ")
-                )));
-            }
-        }
+        // The catalog holds every job's current definition: no store scan.
+        let jobs = self.jobs();
         let Some(job) = jobs.iter().find(|j| j.id == id) else {
             return Err(ServiceError::NotFound("job"));
         };
+        let users = chained_from(job.name(), &jobs);
+        if !users.is_empty() {
+            return Err(ServiceError::Conflict(format!(
+                "jobs {} chain to this job; remove those chains first",
+                users.join(", ")
+            )));
+        }
         let audit = ctx.record(
             self.clock.now(),
             "job.delete",
@@ -481,13 +480,11 @@ impl Engine {
         );
         self.scheduler.remove(id);
         self.store.delete_job(id, &audit).await?;
-        if let Some(job) = jobs.iter().find(|j| j.id == id) {
-            let label = metrics::JobLabel {
-                job: job.name().to_string(),
-            };
-            self.metrics.job_last_success.remove(&label);
-            self.metrics.job_last_finish.remove(&label);
-        }
+        let label = metrics::JobLabel {
+            job: job.name().to_string(),
+        };
+        self.metrics.job_last_success.remove(&label);
+        self.metrics.job_last_finish.remove(&label);
         self.catalog_changed(Err(id));
         Ok(())
     }
@@ -577,7 +574,7 @@ fn audit_diff(before: Option<&JobDefinition>, after: Option<&JobDefinition>) -> 
 }
 
 /// Names of the jobs whose chains start `target`.
-fn chained_from(target: &steward_domain::JobName, jobs: &[Job]) -> Vec<String> {
+fn chained_from(target: &steward_domain::JobName, jobs: &[Arc<Job>]) -> Vec<String> {
     jobs.iter()
         .filter(|j| {
             j.definition.on_success.contains(target) || j.definition.on_failure.contains(target)
@@ -587,7 +584,7 @@ fn chained_from(target: &steward_domain::JobName, jobs: &[Job]) -> Vec<String> {
 }
 
 /// A chain path that returns to `def` once `def` (job `id`, or a new job) is saved.
-fn chain_cycle(def: &JobDefinition, id: Option<JobId>, jobs: &[Job]) -> Option<String> {
+fn chain_cycle(def: &JobDefinition, id: Option<JobId>, jobs: &[Arc<Job>]) -> Option<String> {
     use std::collections::{HashMap, HashSet};
     let mut graph: HashMap<&steward_domain::JobName, Vec<&steward_domain::JobName>> =
         HashMap::new();

@@ -59,8 +59,6 @@ pub trait Store: Send + Sync + 'static {
     async fn get_job(&self, id: JobId) -> Result<Job>;
     async fn find_job(&self, name: &JobName) -> Result<Option<Job>>;
     async fn list_jobs(&self) -> Result<Vec<Job>>;
-    /// (all jobs, enabled jobs), without loading them.
-    async fn count_jobs(&self) -> Result<(i64, i64)>;
 
     /// Inserts a run. A `schedule` run also moves the job's schedule cursor to its
     /// occurrence, in the same transaction; a second run for the same occurrence is

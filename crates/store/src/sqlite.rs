@@ -268,13 +268,6 @@ impl Store for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn count_jobs(&self) -> Result<(i64, i64)> {
-        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(enabled), 0) FROM jobs")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(backend)
-    }
-
     async fn insert_run(&self, run: &NewRun) -> Result<Run> {
         // One statement (the cursor moves by trigger): runs are the hot path.
         let finished_at = run.status.is_terminal().then_some(run.created_at);

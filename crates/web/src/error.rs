@@ -107,9 +107,6 @@ impl From<steward_access::AccessError> for ApiError {
                 "invalid_credentials",
                 e.to_string(),
             ),
-            E::Unauthenticated => {
-                Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
-            }
             E::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             E::TooMany { retry_after_secs } => Self {
                 retry_after: Some(retry_after_secs),

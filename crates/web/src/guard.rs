@@ -26,7 +26,8 @@ pub struct AllowedHosts {
 }
 
 impl AllowedHosts {
-    pub fn loopback() -> Self {
+    #[cfg(test)]
+    fn loopback() -> Self {
         Self {
             names: Arc::new(vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]),
             public_origin: None,

@@ -82,22 +82,29 @@ fn not_found_if_zero(rows: u64, what: &'static str) -> Result<()> {
     }
 }
 
+/// The key of the row a DELETE names, bound with its own SQL type.
+pub(super) enum RowKey<'a> {
+    Id(i64),
+    Name(&'a str),
+}
+
 impl SqliteStore {
     /// Runs a one-row DELETE and its audit record in one transaction;
     /// `NotFound(what)` when no row matched.
     pub(super) async fn delete_audited(
         &self,
         sql: &str,
-        key: &str,
+        key: RowKey<'_>,
         what: &'static str,
         audit: &AuditRecord,
     ) -> Result<()> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let done = sqlx::query(sql)
-            .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let query = sqlx::query(sql);
+        let query = match key {
+            RowKey::Id(id) => query.bind(id),
+            RowKey::Name(name) => query.bind(name),
+        };
+        let done = query.execute(&mut *tx).await.map_err(backend)?;
         not_found_if_zero(done.rows_affected(), what)?;
         append(&mut tx, audit).await?;
         tx.commit().await.map_err(backend)
@@ -239,7 +246,7 @@ impl AccessStore for SqliteStore {
     async fn delete_user(&self, id: UserId, audit: &AuditRecord) -> Result<()> {
         self.delete_audited(
             "DELETE FROM users WHERE id = ?",
-            &id.0.to_string(),
+            RowKey::Id(id.0),
             "user",
             audit,
         )
@@ -342,7 +349,7 @@ impl AccessStore for SqliteStore {
     async fn delete_role(&self, id: RoleId, audit: &AuditRecord) -> Result<()> {
         self.delete_audited(
             "DELETE FROM roles WHERE id = ? AND builtin = 0",
-            &id.0.to_string(),
+            RowKey::Id(id.0),
             "role",
             audit,
         )
@@ -452,7 +459,7 @@ impl AccessStore for SqliteStore {
     async fn delete_group(&self, id: GroupId, audit: &AuditRecord) -> Result<()> {
         self.delete_audited(
             "DELETE FROM groups WHERE id = ?",
-            &id.0.to_string(),
+            RowKey::Id(id.0),
             "group",
             audit,
         )

@@ -97,7 +97,7 @@ impl SecretStore for SqliteStore {
     async fn delete_secret(&self, name: &SecretName, audit: &AuditRecord) -> Result<()> {
         self.delete_audited(
             "DELETE FROM secrets WHERE name = ?",
-            name.as_str(),
+            super::access::RowKey::Name(name.as_str()),
             "secret",
             audit,
         )
