@@ -18,10 +18,12 @@ pub enum Module {
     Users,
     Audit,
     Settings,
+    /// The caller's own API tokens. Last, so stored permission bits keep their places.
+    Tokens,
 }
 
 impl Module {
-    pub const ALL: [Module; 7] = [
+    pub const ALL: [Module; 8] = [
         Module::Jobs,
         Module::Runs,
         Module::Secrets,
@@ -29,6 +31,7 @@ impl Module {
         Module::Users,
         Module::Audit,
         Module::Settings,
+        Module::Tokens,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Module {
             Module::Users => "users",
             Module::Audit => "audit",
             Module::Settings => "settings",
+            Module::Tokens => "tokens",
         }
     }
 
@@ -233,6 +237,7 @@ impl BuiltinRole {
                 Permission::write(Runs),
                 Permission::read(Secrets),
                 Permission::read(Notifications),
+                Permission::write(Tokens),
             ]
             .into_iter()
             .collect(),
@@ -240,6 +245,7 @@ impl BuiltinRole {
                 Permission::read(Jobs),
                 Permission::read(Runs),
                 Permission::read(Notifications),
+                Permission::write(Tokens),
             ]
             .into_iter()
             .collect(),

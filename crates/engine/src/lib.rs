@@ -39,6 +39,9 @@ pub struct EngineSettings {
     pub kill_grace: Duration,
     pub default_workdir: String,
     pub run_as: Option<RunAs>,
+    /// The helper that isolates command jobs; `None` runs them directly
+    /// (engine unit tests only: the binary always sets one).
+    pub sandbox: Option<executor::sandbox::Sandbox>,
     pub outbound: OutboundPolicy,
     /// Opens `${secret:NAME}` references at run time.
     pub secrets: Arc<dyn secrets::SecretSource>,
@@ -53,6 +56,7 @@ impl Default for EngineSettings {
             kill_grace: Duration::from_secs(10),
             default_workdir: "/".into(),
             run_as: None,
+            sandbox: None,
             outbound: OutboundPolicy::default(),
             secrets: Arc::new(secrets::NoSecrets),
         }
@@ -142,6 +146,7 @@ impl Engine {
                     kill_grace: settings.kill_grace,
                     default_workdir: settings.default_workdir.clone(),
                     run_as: settings.run_as.clone(),
+                    sandbox: settings.sandbox.clone(),
                 },
                 secrets: settings.secrets.clone(),
             },

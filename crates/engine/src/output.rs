@@ -1,11 +1,16 @@
 //! A run's captured output: stdout and stderr interleaved in arrival order, each
 //! line timestamped and tagged, bounded by keeping the head and the tail with a
-//! marker saying how much was dropped between them. Followers receive lines live.
+//! marker saying how much was dropped between them.
+//!
+//! Followers do not get a queue of their own: each keeps a cursor (a line's
+//! sequence number) and pulls a bounded batch from the shared buffer when its
+//! connection can take more. A follower that does not read costs one batch, and
+//! one that falls behind the kept tail skips ahead with a marker.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 /// Where a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +31,7 @@ impl Stream {
     }
 }
 
-/// One rendered line with its sequence number (for de-duplicating a snapshot
-/// against the live stream).
+/// One rendered line with its sequence number (a follower's cursor).
 #[derive(Debug, Clone)]
 pub struct Line {
     pub seq: u64,
@@ -43,13 +47,16 @@ struct Inner {
     dropped_bytes: u64,
     dropped_lines: u64,
     next_seq: u64,
+    finished: bool,
 }
 
 /// Shared between the executor (writer) and any number of followers.
 #[derive(Clone)]
 pub struct OutputBuffer {
     inner: Arc<Mutex<Inner>>,
-    live: broadcast::Sender<Line>,
+    /// The next sequence number and whether the run has ended; followers wait
+    /// on it for new lines.
+    progress: Arc<watch::Sender<(u64, bool)>>,
     /// Values of the secrets this run opened; replaced before a line is kept or sent.
     masks: Arc<std::sync::OnceLock<Vec<secrecy::SecretString>>>,
 }
@@ -65,7 +72,6 @@ const MAX_LINE: usize = 16 * 1024;
 
 impl OutputBuffer {
     pub fn new(limit: usize) -> Self {
-        let (live, _) = broadcast::channel(1024);
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 limit: limit.max(1024),
@@ -76,8 +82,9 @@ impl OutputBuffer {
                 dropped_bytes: 0,
                 dropped_lines: 0,
                 next_seq: 0,
+                finished: false,
             })),
-            live,
+            progress: Arc::new(watch::Sender::new((0, false))),
             masks: Arc::default(),
         }
     }
@@ -127,26 +134,15 @@ impl OutputBuffer {
                 text,
             };
             g.next_seq += 1;
-            g.append(line.clone());
+            g.append(line);
+            let next = g.next_seq;
             drop(g);
-            // No receivers is fine: nobody is following.
-            let _ = self.live.send(line);
+            self.progress.send_replace((next, false));
         }
     }
 
-    /// Lines kept so far and the sequence number the live stream continues from.
-    pub fn snapshot(&self) -> (String, u64) {
-        match self.inner.lock() {
-            Ok(g) => (g.render(), g.next_seq),
-            Err(_) => (String::new(), 0),
-        }
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Line> {
-        self.live.subscribe()
-    }
-
-    pub fn finish(&self) -> Captured {
+    /// The lines kept so far, rendered (with the truncation marker).
+    pub fn snapshot(&self) -> Captured {
         match self.inner.lock() {
             Ok(g) => Captured {
                 text: g.render(),
@@ -158,6 +154,93 @@ impl OutputBuffer {
             },
         }
     }
+
+    /// How many lines were pushed so far: a cheap "changed since" check.
+    pub fn lines_pushed(&self) -> u64 {
+        self.progress.borrow().0
+    }
+
+    /// The final text; followers see the end once they have read everything.
+    pub fn finish(&self) -> Captured {
+        let captured = self.snapshot();
+        if let Ok(mut g) = self.inner.lock() {
+            g.finished = true;
+        }
+        self.progress.send_modify(|p| p.1 = true);
+        captured
+    }
+
+    /// Up to `max_bytes` of kept lines from sequence number `from` on (at least
+    /// one line if any is there). Lines dropped from the middle meanwhile are
+    /// counted in `skipped` and the batch continues at the oldest kept line.
+    pub fn read_from(&self, from: u64, max_bytes: usize) -> Batch {
+        let Ok(g) = self.inner.lock() else {
+            return Batch {
+                lines: vec![],
+                skipped: 0,
+                next: from,
+                finished: true,
+            };
+        };
+        let mut batch = Batch {
+            lines: vec![],
+            skipped: 0,
+            next: from,
+            finished: false,
+        };
+        let mut bytes = 0;
+        let mut take = |batch: &mut Batch, line: &Line| {
+            if !batch.lines.is_empty() && bytes + line.text.len() > max_bytes {
+                return false;
+            }
+            bytes += line.text.len();
+            batch.lines.push(line.text.clone());
+            batch.next = line.seq + 1;
+            true
+        };
+        let head_end = g.head.len() as u64;
+        if batch.next < head_end {
+            for line in &g.head[usize::try_from(batch.next).unwrap_or(usize::MAX)..] {
+                if !take(&mut batch, line) {
+                    return batch;
+                }
+            }
+        }
+        if let Some(first) = g.tail.front() {
+            if batch.next < first.seq {
+                batch.skipped = first.seq - batch.next;
+                batch.next = first.seq;
+            }
+            let skip = usize::try_from(batch.next - first.seq).unwrap_or(usize::MAX);
+            for line in g.tail.iter().skip(skip) {
+                if !take(&mut batch, line) {
+                    return batch;
+                }
+            }
+        }
+        batch.finished = g.finished && batch.next >= g.next_seq;
+        batch
+    }
+
+    /// Waits until line `seq` exists or the run has ended.
+    pub async fn wait_for_line(&self, seq: u64) {
+        let mut rx = self.progress.subscribe();
+        let _ = rx
+            .wait_for(|(next, finished)| *next > seq || *finished)
+            .await;
+    }
+}
+
+/// What a follower reads in one go.
+#[derive(Debug)]
+pub struct Batch {
+    pub lines: Vec<Arc<str>>,
+    /// Lines dropped (head and tail kept) between the cursor and `lines`.
+    pub skipped: u64,
+    /// The cursor for the next read.
+    pub next: u64,
+    /// The run has ended and everything was read.
+    pub finished: bool,
 }
 
 impl Inner {
@@ -217,6 +300,32 @@ mod tests {
         assert!(c.text.contains("line 0999"));
         assert!(!c.text.contains("line 0500"));
         assert!(c.text.contains("output truncated"));
+    }
+
+    #[test]
+    fn followers_read_in_bounded_batches_and_skip_what_was_dropped() {
+        let b = OutputBuffer::new(4096);
+        let t = DateTime::from_timestamp(0, 0).unwrap();
+        for i in 0..10 {
+            b.push(t, Stream::Stdout, format!("line {i:04}").as_bytes());
+        }
+        let first = b.read_from(0, 100); // each line is 39 bytes
+        assert_eq!(first.lines.len(), 2);
+        assert_eq!((first.next, first.skipped, first.finished), (2, 0, false));
+        let rest = b.read_from(first.next, 1 << 20);
+        assert_eq!(rest.lines.len(), 8);
+        assert!(rest.lines[7].contains("line 0009"));
+        // A slow follower: its place was dropped from the middle.
+        for i in 10..1000 {
+            b.push(t, Stream::Stdout, format!("line {i:04}").as_bytes());
+        }
+        let late = b.read_from(rest.next, 1 << 20);
+        assert!(late.skipped > 0, "{late:?}");
+        assert!(late.lines.last().unwrap().contains("line 0999"));
+        assert!(!late.finished);
+        b.finish();
+        let end = b.read_from(late.next, 1 << 20);
+        assert!(end.lines.is_empty() && end.finished, "{end:?}");
     }
 
     #[test]

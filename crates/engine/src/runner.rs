@@ -419,6 +419,7 @@ impl Runner {
         let ctx = ExecContext {
             timeout: job.definition.policies.timeout.get(),
             cancel: cancel.clone(),
+            stopping: self.stopping.clone(),
             output: output.clone(),
             clock: self.clock.clone(),
             env: vec![
@@ -447,6 +448,15 @@ impl Runner {
                 })
             },
         };
+        // What the run prints reaches the store while it runs, so a crash of
+        // Steward keeps it (the final record replaces it).
+        let stop_flushing = CancellationToken::new();
+        let flusher = tokio::spawn(flush_output(
+            self.store.clone(),
+            run.id,
+            output.clone(),
+            stop_flushing.clone(),
+        ));
         let mut result: ExecResult = match self.open_secrets(&job.definition.spec, &output).await {
             Ok(spec) => match spec.as_ref() {
                 JobSpec::Command(spec) => {
@@ -465,6 +475,8 @@ impl Runner {
             result.outcome.error =
                 Some("cancelled: Steward shut down and the grace period ran out".into());
         }
+        stop_flushing.cancel();
+        let _ = flusher.await;
         let finished_at = self.clock.now();
         let captured = output.finish();
         let update = RunUpdate {
@@ -714,8 +726,41 @@ impl Runner {
                 })
                 .collect()
         };
-        tracing::warn!(runs = ?cancelled, "grace period over; cancelling running runs");
+        let ids: Vec<i64> = cancelled.iter().map(|r| r.0).collect();
+        tracing::warn!(runs = ?ids, "grace period over; cancelling running runs");
         self.tracker.wait().await;
         cancelled
+    }
+}
+
+/// How often a running run's output is written to the store.
+const OUTPUT_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes the output kept so far (bounded by `executor.output_limit`) every
+/// [`OUTPUT_FLUSH_EVERY`] while it grows, until `stop`.
+async fn flush_output(
+    store: Arc<dyn Store>,
+    run: RunId,
+    output: OutputBuffer,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(OUTPUT_FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written = 0;
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let pushed = output.lines_pushed();
+        if pushed == written {
+            continue;
+        }
+        written = pushed;
+        let kept = output.snapshot();
+        if let Err(e) = store.save_run_output(run, &kept.text, kept.truncated).await {
+            tracing::warn!(run = %run, error = %e, "could not save the output so far");
+        }
     }
 }

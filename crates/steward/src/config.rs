@@ -25,6 +25,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub server: ServerConfig,
     pub auth: AuthConfig,
+    /// The file this configuration was read from (jobs may not read it).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -107,6 +110,10 @@ pub struct ExecutorConfig {
     pub run_as_user: Option<String>,
     /// Working directory of commands that do not set one (default `/`).
     pub workdir: Option<String>,
+    /// Run command jobs even where Landlock cannot hide Steward's own files
+    /// from them (an old kernel, with jobs running as Steward's own user): they
+    /// could then read the key file and the database. Off by default.
+    pub allow_unisolated_commands: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -128,6 +135,10 @@ pub struct ApiConfig {
     pub rate_limit_per_second: u32,
     /// Requests allowed in a burst above the rate.
     pub rate_limit_burst: u32,
+    /// Clients following run output at once (each costs a socket and one
+    /// batch of output), in total and per user.
+    pub max_followers: usize,
+    pub max_followers_per_user: usize,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -167,6 +178,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
+            source: None,
         }
     }
 }
@@ -181,7 +193,9 @@ impl Default for LogConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
-            shutdown_grace: DurationSpec::from_secs(30),
+            // Fits `docker stop` (10 s): 5 s for running work, then SIGTERM
+            // and at most 2 s before SIGKILL, and the records are written.
+            shutdown_grace: DurationSpec::from_secs(5),
         }
     }
 }
@@ -192,6 +206,7 @@ impl Default for ExecutorConfig {
             kill_grace: DurationSpec::from_secs(10),
             max_active_runs: 1000,
             run_as_user: None,
+            allow_unisolated_commands: false,
             workdir: None,
         }
     }
@@ -202,6 +217,8 @@ impl Default for ApiConfig {
             max_body_bytes: 1024 * 1024,
             rate_limit_per_second: 50,
             rate_limit_burst: 200,
+            max_followers: 256,
+            max_followers_per_user: 16,
         }
     }
 }
@@ -245,13 +262,16 @@ impl Config {
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut cfg = match file {
+        let source = match file {
+            Some(p) => Some(p.to_path_buf()),
+            None if Path::new("steward.toml").exists() => Some(PathBuf::from("steward.toml")),
+            None => None,
+        };
+        let mut cfg = match &source {
             Some(p) => Self::from_file(p)?,
-            None if Path::new("steward.toml").exists() => {
-                Self::from_file(Path::new("steward.toml"))?
-            }
             None => Self::default(),
         };
+        cfg.source = source;
         cfg.apply_env(env)?;
         Ok(cfg)
     }
@@ -307,6 +327,10 @@ impl Config {
         if let Some(v) = env("STEWARD_RUN_AS_USER") {
             self.executor.run_as_user = Some(v);
         }
+        if let Some(v) = env("STEWARD_ALLOW_UNISOLATED_COMMANDS") {
+            self.executor.allow_unisolated_commands =
+                parse("STEWARD_ALLOW_UNISOLATED_COMMANDS", &v)?;
+        }
         if let Some(v) = env("STEWARD_WORKDIR") {
             self.executor.workdir = Some(v);
         }
@@ -319,6 +343,12 @@ impl Config {
         }
         if let Some(v) = env("STEWARD_MAX_BODY_BYTES") {
             self.api.max_body_bytes = parse("STEWARD_MAX_BODY_BYTES", &v)?;
+        }
+        if let Some(v) = env("STEWARD_MAX_FOLLOWERS") {
+            self.api.max_followers = parse("STEWARD_MAX_FOLLOWERS", &v)?;
+        }
+        if let Some(v) = env("STEWARD_MAX_FOLLOWERS_PER_USER") {
+            self.api.max_followers_per_user = parse("STEWARD_MAX_FOLLOWERS_PER_USER", &v)?;
         }
         if let Some(v) = env("STEWARD_PUBLIC_URL") {
             self.server.public_url = Some(parse("STEWARD_PUBLIC_URL", &v)?);
@@ -392,6 +422,15 @@ impl Config {
             if !dir.starts_with('/') {
                 errs.push(invalid("executor.workdir", "must be an absolute path"));
             }
+        }
+        if !(1..=100_000).contains(&self.api.max_followers) {
+            errs.push(invalid("api.max_followers", "must be between 1 and 100000"));
+        }
+        if !(1..=self.api.max_followers.max(1)).contains(&self.api.max_followers_per_user) {
+            errs.push(invalid(
+                "api.max_followers_per_user",
+                "must be between 1 and api.max_followers",
+            ));
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.api.max_body_bytes) {
             errs.push(invalid(

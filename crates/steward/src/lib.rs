@@ -18,6 +18,7 @@ use steward_crypto::{Keyring, PasswordHasher};
 use steward_domain::RunId;
 use steward_engine::clock::{Clock, SystemClock};
 use steward_engine::executor::command::RunAs;
+use steward_engine::executor::sandbox::Sandbox;
 use steward_engine::metrics::Metrics;
 use steward_engine::outbound::OutboundPolicy;
 use steward_engine::runner::{random_jitter, JitterFn};
@@ -43,6 +44,9 @@ pub struct Application {
 pub struct Overrides {
     pub clock: Arc<dyn Clock>,
     pub jitter: JitterFn,
+    /// The steward binary that runs the command sandbox (default: this
+    /// program; tests that embed Steward name the real binary).
+    pub sandbox_helper: Option<std::path::PathBuf>,
 }
 
 impl Default for Overrides {
@@ -50,6 +54,7 @@ impl Default for Overrides {
         Self {
             clock: Arc::new(SystemClock),
             jitter: random_jitter(),
+            sandbox_helper: None,
         }
     }
 }
@@ -110,6 +115,7 @@ impl Application {
         }
 
         let run_as = resolve_run_as(&config)?;
+        let sandbox = command_sandbox(&config, run_as.as_ref(), overrides.sandbox_helper.clone())?;
         let settings = EngineSettings {
             default_timezone: config.timezone,
             output_limit: usize::try_from(config.executor.output_limit).unwrap_or(usize::MAX),
@@ -121,6 +127,7 @@ impl Application {
                 .clone()
                 .unwrap_or_else(|| "/".into()),
             run_as,
+            sandbox: Some(sandbox),
             outbound: OutboundPolicy::new(config.outbound.allow.clone()),
             secrets: vault.clone(),
         };
@@ -166,6 +173,8 @@ impl Application {
                     api_rate: rate,
                 },
                 max_body_bytes: config.api.max_body_bytes,
+                max_followers: config.api.max_followers,
+                max_followers_per_user: config.api.max_followers_per_user,
                 allowed_hosts: config.allowed_hosts(),
                 public_origin: config
                     .server
@@ -219,7 +228,8 @@ impl Application {
         self.stop_http.cancel();
         let cancelled = self.engine.shutdown(self.grace).await;
         if !cancelled.is_empty() {
-            tracing::warn!(runs = ?cancelled, "cancelled at shutdown");
+            let ids: Vec<i64> = cancelled.iter().map(|r| r.0).collect();
+            tracing::warn!(runs = ?ids, "cancelled at shutdown");
         }
         // Followers' streams end with their runs; give open connections a moment.
         let mut server = self.server;
@@ -354,6 +364,48 @@ fn resolve_run_as(config: &Config) -> anyhow::Result<Option<RunAs>> {
         }
         (None, false) => Ok(None),
     }
+}
+
+/// How command jobs are kept away from Steward's own files: the data
+/// directory, the configuration and every secret file it names are hidden by
+/// Landlock. Where Landlock is missing, jobs that run as another user are still
+/// kept out by the data directory's mode (0700); jobs that would run as
+/// Steward's own user are refused unless `executor.allow_unisolated_commands`.
+fn command_sandbox(
+    config: &Config,
+    run_as: Option<&RunAs>,
+    helper: Option<std::path::PathBuf>,
+) -> anyhow::Result<Sandbox> {
+    let helper = match helper {
+        Some(h) => h,
+        None => std::env::current_exe()
+            .context("cannot find the steward binary (for the command sandbox)")?,
+    };
+    let mut hidden = vec![config.data_dir.clone()];
+    hidden.extend(config.source.clone());
+    hidden.extend(config.auth.master_key_file.clone());
+    hidden.extend(config.auth.bootstrap_admin_password_file.clone());
+    hidden.extend(config.metrics.token_file.clone());
+    let hidden = hidden
+        .into_iter()
+        .filter_map(|p| std::fs::canonicalize(&p).ok())
+        .collect();
+    let same_user = run_as.is_none_or(|r| r.uid == nix::unistd::geteuid());
+    let required = same_user && !config.executor.allow_unisolated_commands;
+    if !steward_engine::executor::sandbox::landlock_available() {
+        if required {
+            tracing::warn!("this kernel does not enforce Landlock: command jobs would run as Steward's own user and could read its key and database, so they will be refused (executor.allow_unisolated_commands accepts the risk)");
+        } else if same_user {
+            tracing::warn!("this kernel does not enforce Landlock and executor.allow_unisolated_commands is set: command jobs can read Steward's key and database");
+        } else {
+            tracing::warn!("this kernel does not enforce Landlock: command jobs are kept from Steward's files only by file permissions");
+        }
+    }
+    Ok(Sandbox {
+        helper,
+        hidden,
+        required,
+    })
 }
 
 /// Sets up `tracing` as configured: text or JSON, with the configured filter.

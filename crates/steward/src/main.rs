@@ -7,6 +7,15 @@ use steward::Application;
 use steward_domain::{Schedule, TimeZone};
 
 fn main() -> ExitCode {
+    // The command sandbox is this binary too; it must not start a runtime.
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            steward_engine::executor::sandbox::HELPER_ARG,
+        ))
+    {
+        return steward_engine::executor::sandbox::helper_main(args);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {

@@ -71,6 +71,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records the end of a run that is queued or running. Returns false if it had
     /// already ended (the first ending wins).
     async fn finish_run(&self, id: RunId, update: &RunUpdate) -> Result<bool>;
+    /// Saves the output of a run that is still running (its final record
+    /// replaces it); a run that has ended is left alone.
+    async fn save_run_output(&self, id: RunId, output: &str, truncated: bool) -> Result<()>;
     async fn get_run(&self, id: RunId) -> Result<Run>;
     async fn run_output(&self, id: RunId) -> Result<Option<String>>;
     /// Newest first, `filter.before` as the cursor.

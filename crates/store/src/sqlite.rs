@@ -354,6 +354,19 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn save_run_output(&self, id: RunId, output: &str, truncated: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET output = ?, output_truncated = ? WHERE id = ? AND status = 'running'",
+        )
+        .bind(output)
+        .bind(truncated)
+        .bind(id.0)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
     async fn get_run(&self, id: RunId) -> Result<Run> {
         let row = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = ?"

@@ -282,7 +282,12 @@ pub async fn authorize(req: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    if let Policy::Needs(p) = policy {
+    let needed = match policy {
+        Policy::Needs(p) => Some(p),
+        Policy::SessionOr(p) if !by_session => Some(p),
+        _ => None,
+    };
+    if let Some(p) = needed {
         if !identity.allows(p) {
             return ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -1,14 +1,19 @@
-//! Extractors whose rejections are JSON errors naming what was wrong.
+//! Extractors whose rejections are JSON errors naming what was wrong. Handlers
+//! take input only through these (clippy forbids axum's own `Path` and `Query`
+//! outside this module), so every malformed request gets the same error shape.
 
 use crate::error::ApiError;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde_json::Value;
 
 /// A JSON body: `application/json` required, size bounded by the router's body
-/// limit, unknown fields refused by the target types, errors carry the JSON path.
+/// limit, exactly one JSON object (nothing after it; no array read by position
+/// in place of an object, at any depth), unknown fields refused by the target
+/// types, errors carry the JSON path.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
@@ -43,36 +48,237 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 )
             }
         })?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(de) {
-            Ok(v) => Ok(Self(v)),
-            Err(e) => {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if inner.is_syntax() || inner.is_eof() {
-                    Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_json",
-                        format!("malformed JSON: {inner}"),
-                    ))
-                } else {
-                    let field = if path == "." { String::new() } else { path };
-                    Err(ApiError::invalid(field, strip_position(&inner.to_string())))
-                }
-            }
+        parse_object(&bytes).map(Self)
+    }
+}
+
+/// The body as `T`, through the rules of [`ApiJson`].
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // `from_slice` insists on the end of input after the value: trailing
+    // garbage is a syntax error, not ignored.
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("malformed JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::invalid(
+            "",
+            format!("the body must be one JSON object, not {}", describe(&value)),
+        ));
+    }
+    serde_path_to_error::deserialize(Strict(&value)).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        ApiError::invalid(field, e.into_inner().to_string())
+    })
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A deserializer over a parsed JSON value that refuses what serde's derived
+/// structs would otherwise accept: an array read field by field in place of an
+/// object. Everything else is the value's own behaviour.
+struct Strict<'a>(&'a Value);
+
+impl<'de> Deserializer<'de> for Strict<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Array(items) => visitor.visit_seq(StrictSeq(items.iter())),
+            Value::Object(map) => visitor.visit_map(StrictMap {
+                entries: map.iter(),
+                value: None,
+            }),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Object(_) => self.deserialize_any(visitor),
+            other => Err(de::Error::invalid_type(unexpected(other), &"a JSON object")),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier ignored_any
+    }
+}
+
+fn unexpected(v: &Value) -> de::Unexpected<'_> {
+    match v {
+        Value::Null => de::Unexpected::Unit,
+        Value::Bool(b) => de::Unexpected::Bool(*b),
+        Value::Number(_) => de::Unexpected::Other("number"),
+        Value::String(s) => de::Unexpected::Str(s),
+        Value::Array(_) => de::Unexpected::Seq,
+        Value::Object(_) => de::Unexpected::Map,
+    }
+}
+
+struct StrictSeq<'a>(std::slice::Iter<'a, Value>);
+
+impl<'de> de::SeqAccess<'de> for StrictSeq<'de> {
+    type Error = serde_json::Error;
+    fn next_element_seed<T: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Self::Error> {
+        self.0
+            .next()
+            .map(|v| seed.deserialize(Strict(v)))
+            .transpose()
+    }
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+struct StrictMap<'a> {
+    entries: serde_json::map::Iter<'a>,
+    value: Option<&'a Value>,
+}
+
+impl<'de> de::MapAccess<'de> for StrictMap<'de> {
+    type Error = serde_json::Error;
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let Some((k, v)) = self.entries.next() else {
+            return Ok(None);
+        };
+        self.value = Some(v);
+        seed.deserialize(de::value::BorrowedStrDeserializer::new(k))
+            .map(Some)
+    }
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.value.take() {
+            Some(v) => seed.deserialize(Strict(v)),
+            None => Err(de::Error::custom("value without a key")),
         }
     }
 }
 
-/// serde_json appends " at line 1 column 42"; the field path says more.
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
+/// Path parameters; a value of the wrong type is a JSON error naming the parameter.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        #[allow(clippy::disallowed_types)] // wrapped here, and only here
+        let r = axum::extract::Path::<T>::from_request_parts(parts, state).await;
+        // A single parameter read as a plain value is reported without its
+        // name; take the name from the route.
+        let names: Vec<String> = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map(|raw| raw.iter().map(|(k, _)| k.to_owned()).collect())
+            .unwrap_or_default();
+        let only_name = names
+            .first()
+            .filter(|_| names.len() == 1)
+            .cloned()
+            .unwrap_or_default();
+        match r {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(axum::extract::rejection::PathRejection::FailedToDeserializePathParams(e)) => {
+                use axum::extract::path::ErrorKind;
+                let (key, message) = match e.kind() {
+                    ErrorKind::ParseErrorAtKey {
+                        key, expected_type, ..
+                    } => (
+                        Some(key.clone()),
+                        format!("must be {}", type_words(expected_type)),
+                    ),
+                    ErrorKind::ParseError { expected_type, .. }
+                    | ErrorKind::ParseErrorAtIndex { expected_type, .. } => {
+                        (None, format!("must be {}", type_words(expected_type)))
+                    }
+                    ErrorKind::InvalidUtf8InPathParam { key } => {
+                        (Some(key.clone()), "is not valid UTF-8".to_owned())
+                    }
+                    _ => (None, "malformed path parameter".to_owned()),
+                };
+                let field = key.unwrap_or(only_name);
+                Err(invalid_parameter(field, message))
+            }
+            Err(_) => Err(invalid_parameter("", "malformed path parameter")),
+        }
     }
 }
 
-/// Query parameters; unknown or malformed ones are refused with a JSON error.
+fn type_words(rust_type: &str) -> &'static str {
+    if rust_type.starts_with('i') || rust_type.starts_with('u') {
+        "an integer"
+    } else {
+        "a valid value"
+    }
+}
+
+/// 400 `invalid_parameter`: a path or query parameter that cannot be read.
+pub fn invalid_parameter(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    let field = field.into();
+    let message = message.into();
+    ApiError {
+        message: if field.is_empty() {
+            message
+        } else {
+            format!("{field}: {message}")
+        },
+        field: (!field.is_empty()).then_some(field),
+        ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", "")
+    }
+}
+
+/// Query parameters; malformed ones are refused with a JSON error (unknown
+/// names are refused for every route by [`crate::params`], from the document).
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
@@ -80,23 +286,57 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
-        serde_urlencoded_path(q).map(Self)
+        let uri = format!("/?{q}")
+            .parse()
+            .map_err(|_| invalid_parameter("", "malformed query string"))?;
+        #[allow(clippy::disallowed_types)] // wrapped here, and only here
+        let r = axum::extract::Query::<T>::try_from_uri(&uri);
+        r.map(|axum::extract::Query(v)| Self(v)).map_err(|e| {
+            let text = e.body_text();
+            let text = text.trim_start_matches("Failed to deserialize query string: ");
+            // serde_urlencoded names the field first: "limit: invalid digit ...".
+            match text.split_once(": ") {
+                Some((field, msg)) if !field.contains(' ') => invalid_parameter(field, msg),
+                _ => invalid_parameter("query", text),
+            }
+        })
     }
 }
 
-fn serde_urlencoded_path<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{q}")
-            .parse()
-            .map_err(|_| ApiError::invalid("", "malformed query string"))?,
-    )
-    .map(|axum::extract::Query(v)| v)
-    .map_err(|e| {
-        ApiError::invalid(
-            "query",
-            e.body_text()
-                .trim_start_matches("Failed to deserialize query string: ")
-                .to_owned(),
-        )
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        a: u32,
+    }
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        name: String,
+        inner: Option<Inner>,
+        list: Option<Vec<String>>,
+    }
+
+    #[test]
+    fn one_object_with_known_fields_only() {
+        let ok: Outer =
+            parse_object(br#"{"name": "x", "inner": {"a": 1}, "list": ["p"]}"#).unwrap();
+        assert_eq!(ok.inner, Some(Inner { a: 1 }));
+        // trailing garbage, a top-level array, a nested array in place of an object
+        let e = parse_object::<Outer>(br#"{"name": "x"} trailing"#).unwrap_err();
+        assert_eq!(e.code, "invalid_json");
+        let e = parse_object::<Outer>(br#"["x", null, null]"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.contains("an array"), "{}", e.message);
+        let e = parse_object::<Outer>(br#"{"name": "x", "inner": [1]}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("inner"));
+        let e = parse_object::<Outer>(br#"{"name": "x", "extra": 1}"#).unwrap_err();
+        assert!(e.message.contains("extra"), "{}", e.message);
+        let e = parse_object::<Outer>(br#"{"name": 5}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("name"));
+    }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 mod guard;
 mod ops;
+mod params;
 pub mod policy;
 
 use axum::extract::DefaultBodyLimit;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub limiter: Arc<auth::ApiLimiter>,
     pub metrics_token: Option<Arc<SecretString>>,
     pub job_list: Arc<api::job_list::JobListCache>,
+    pub followers: Arc<api::follow::Followers>,
 }
 
 pub struct WebSettings {
@@ -39,6 +41,9 @@ pub struct WebSettings {
     /// `scheme://host[:port]` of the public URL, if configured.
     pub public_origin: Option<String>,
     pub metrics_token: Option<SecretString>,
+    /// Output followers at once, in total and per user.
+    pub max_followers: usize,
+    pub max_followers_per_user: usize,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -58,6 +63,10 @@ pub fn router(
         auth: Arc::new(settings.auth),
         metrics_token: settings.metrics_token.map(Arc::new),
         job_list: Arc::default(),
+        followers: Arc::new(api::follow::Followers::new(
+            settings.max_followers,
+            settings.max_followers_per_user,
+        )),
     };
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
         let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -69,7 +78,8 @@ pub fn router(
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        // After routing, so the policy is looked up by the matched route.
+        // After routing, so both look up the matched route; authorisation first.
+        .route_layer(axum::middleware::from_fn(params::refuse_unknown))
         .route_layer(axum::middleware::from_fn(auth::authorize))
         .fallback(|| async { error::ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {

@@ -13,8 +13,6 @@ pub enum Policy {
     /// Any signed-in identity, even one that must still change its password
     /// (sign-out, who am I, change password).
     Authenticated,
-    /// Any signed-in identity whose password is not pending a change.
-    SignedIn,
     /// A session cookie, not an API token, even with a pending password
     /// change: account recovery decisions (change password, sign out
     /// everywhere) are not for tokens.
@@ -23,6 +21,10 @@ pub enum Policy {
     SessionOnly,
     /// A permission.
     Needs(Permission),
+    /// A session cookie (whose password is not pending a change), or an API
+    /// token that carries this permission: a token narrowed to `jobs:read`
+    /// must not list or revoke its owner's other tokens.
+    SessionOr(Permission),
 }
 
 use Module::*;
@@ -45,15 +47,24 @@ pub const ROUTES: &[(&str, &str, Policy)] = &[
     ("POST", "/api/v1/auth/sign-in", Public),
     ("POST", "/api/v1/auth/password-reset", Public),
     ("POST", "/api/v1/auth/password-reset/confirm", Public),
-    ("POST", "/api/v1/auth/sign-out", Authenticated),
+    // A bearer token is not signed out; it is revoked (DELETE /api/v1/tokens/ID).
+    ("POST", "/api/v1/auth/sign-out", OwnSession),
     ("POST", "/api/v1/auth/sign-out-everywhere", OwnSession),
     ("GET", "/api/v1/auth/me", Authenticated),
     ("POST", "/api/v1/auth/password", OwnSession),
     ("GET", "/api/v1/auth/sessions", SessionOnly),
     ("DELETE", "/api/v1/auth/sessions/{session}", SessionOnly),
-    ("GET", "/api/v1/tokens", SignedIn),
-    ("POST", "/api/v1/tokens", SignedIn),
-    ("DELETE", "/api/v1/tokens/{token}", SignedIn),
+    ("GET", "/api/v1/tokens", SessionOr(Permission::read(Tokens))),
+    (
+        "POST",
+        "/api/v1/tokens",
+        SessionOr(Permission::write(Tokens)),
+    ),
+    (
+        "DELETE",
+        "/api/v1/tokens/{token}",
+        SessionOr(Permission::write(Tokens)),
+    ),
     ("GET", "/api/v1/jobs", read(Jobs)),
     ("POST", "/api/v1/jobs", write(Jobs)),
     ("GET", "/api/v1/jobs/{job}", read(Jobs)),

@@ -1,8 +1,11 @@
 //! Local commands: argv without a shell (unless the spec says `shell: true`), a
 //! clean environment, stdin closed, a process group of their own, and on timeout
 //! or cancel SIGTERM to the whole group, then SIGKILL after the grace period.
-//! When the main process ends, whatever it left in its group is killed too, so
-//! no orphan outlives its run.
+//! Each command runs under the sandbox helper (`executor::sandbox`): Landlock
+//! hides Steward's own files, and as the job's subreaper it kills every
+//! descendant, also those that left the group with `setsid`, when the main
+//! process ends; whatever is left in the group is killed too, so no orphan
+//! outlives its run.
 
 use super::{ExecContext, ExecResult};
 use crate::output::Stream;
@@ -48,6 +51,8 @@ pub struct CommandSettings {
     pub default_workdir: String,
     /// Set only when Steward runs as root.
     pub run_as: Option<RunAs>,
+    /// Runs each command through the sandbox helper (Landlock, subreaper).
+    pub sandbox: Option<super::sandbox::Sandbox>,
 }
 
 pub async fn execute(
@@ -92,9 +97,20 @@ pub async fn execute(
     ));
 
     #[allow(clippy::disallowed_methods)] // the executor is where processes are started
-    let mut cmd = Command::new(&program_path);
-    cmd.args(args)
-        .env_clear()
+    let mut cmd = match &settings.sandbox {
+        Some(sandbox) => {
+            let mut c = Command::new(&sandbox.helper);
+            c.args(sandbox.args(&program_path, args));
+            c
+        }
+        None => {
+            let mut c = Command::new(&program_path);
+            c.args(args);
+            c
+        }
+    };
+    let sandboxed = settings.sandbox.is_some();
+    cmd.env_clear()
         .env("PATH", SAFE_PATH)
         .current_dir(&workdir)
         .stdin(Stdio::null())
@@ -154,11 +170,11 @@ pub async fn execute(
         s = child.wait() => (s, None),
         () = tokio::time::sleep(ctx.timeout) => {
             ctx.note(&format!("timeout of {} reached; sending SIGTERM", humanize(ctx.timeout)));
-            (stop(&mut child, pgid, settings.kill_grace, ctx).await, Some(RunStatus::TimedOut))
+            (stop(&mut child, pgid, sandboxed, settings.kill_grace, ctx).await, Some(RunStatus::TimedOut))
         }
         () = ctx.cancel.cancelled() => {
             ctx.note("cancelled; sending SIGTERM");
-            (stop(&mut child, pgid, settings.kill_grace, ctx).await, Some(RunStatus::Cancelled))
+            (stop(&mut child, pgid, sandboxed, settings.kill_grace, ctx).await, Some(RunStatus::Cancelled))
         }
     };
     // The leader is gone; take down anything it left behind in its group.
@@ -213,16 +229,29 @@ pub async fn execute(
     ExecResult { status, outcome }
 }
 
-/// SIGTERM to the group, then SIGKILL after the grace period; returns the exit.
+/// The kill grace while Steward shuts down: `docker stop` waits 10 s in all,
+/// and `scheduler.shutdown_grace` (5 s) comes first.
+const SHUTDOWN_KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// SIGTERM to the group (the sandbox helper, its leader, relays it to every
+/// descendant, also those that left the group), then after the grace period
+/// SIGUSR1 to the helper (which kills them all) or SIGKILL to the group;
+/// returns the exit.
 async fn stop(
     child: &mut tokio::process::Child,
     pgid: Option<Pid>,
+    sandboxed: bool,
     grace: Duration,
     ctx: &ExecContext,
 ) -> std::io::Result<std::process::ExitStatus> {
     if let Some(pg) = pgid {
         let _ = killpg(pg, Signal::SIGTERM);
     }
+    let grace = if ctx.stopping.is_cancelled() {
+        grace.min(SHUTDOWN_KILL_GRACE)
+    } else {
+        grace
+    };
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(s) => s,
         Err(_) => {
@@ -230,6 +259,12 @@ async fn stop(
                 "still running after {}; sending SIGKILL",
                 humanize(grace)
             ));
+            if let (true, Some(helper)) = (sandboxed, pgid) {
+                let _ = nix::sys::signal::kill(helper, Signal::SIGUSR1);
+                if let Ok(s) = tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                    return s;
+                }
+            }
             if let Some(pg) = pgid {
                 let _ = killpg(pg, Signal::SIGKILL);
             }

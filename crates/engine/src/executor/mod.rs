@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod http;
+pub mod sandbox;
 
 use crate::clock::Clock;
 use crate::output::OutputBuffer;
@@ -16,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 pub struct ExecContext {
     pub timeout: Duration,
     pub cancel: CancellationToken,
+    /// Cancelled when Steward begins to shut down: stopping a process then
+    /// uses a short kill grace, so the whole stop fits a container's stop timeout.
+    pub stopping: CancellationToken,
     pub output: OutputBuffer,
     pub clock: Arc<dyn Clock>,
     /// Extra environment every command gets (STEWARD_RUN_ID, ...).

@@ -67,7 +67,7 @@ const EXPECTED: &[(&str, &str, [char; 4])] = &[
     ("POST", "/api/v1/settings/smtp/test", [U, F, F, P]),
     ("POST", "/api/v1/keys/rotate", [U, F, F, P]),
     // Last: they end the caller's sessions.
-    ("POST", "/api/v1/auth/sign-out", [U, P, P, P]),
+    ("POST", "/api/v1/auth/sign-out", [U, S, S, S]),
     ("POST", "/api/v1/auth/sign-out-everywhere", [U, S, S, S]),
 ];
 
@@ -160,8 +160,8 @@ async fn every_route_for_every_role_and_no_identity() {
         }
     }
     // The session-only routes answer a session (sign-outs last: they end it).
-    let session = viewer.session_client();
     for (method, path, want) in EXPECTED.iter().filter(|(_, _, w)| w[1] == S) {
+        let session = viewer.new_session(&t.base).await;
         let body = (*method != "GET").then(|| json!({}));
         let (status, resp) = t.call(&session, method, &concrete(path), body).await;
         if status == 401 || status == 403 {
@@ -278,6 +278,84 @@ async fn token_scopes_bound_what_a_token_can_do() {
     assert_eq!(s, 200, "{body}");
     let (s, _) = t.call(&c, "DELETE", "/api/v1/jobs/nope", None).await;
     assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn only_a_session_or_a_token_scoped_to_tokens_manages_tokens() {
+    let t = TestApp::start().await;
+    let op = t.account("tara", &["operator"]).await;
+    let full = op.token_client();
+    let (s, body) = t.call(&full, "GET", "/api/v1/tokens", None).await;
+    assert_eq!(s, 200, "{body}");
+    let full_id = body[0]["id"].as_i64().unwrap();
+    // Every scope but tokens: each of them is refused every token route.
+    for scope in ["jobs:read", "jobs:write", "runs:write", "secrets:read"] {
+        let (s, body) = t
+            .call(
+                &full,
+                "POST",
+                "/api/v1/tokens",
+                Some(json!({"name": scope, "scopes": [scope]})),
+            )
+            .await;
+        assert_eq!(s, 201, "{body}");
+        let narrow = crate::helpers::token_client(body["secret"].as_str().unwrap());
+        for (method, path, req) in [
+            ("GET", "/api/v1/tokens".to_string(), None),
+            (
+                "POST",
+                "/api/v1/tokens".to_string(),
+                Some(json!({"name": "child"})),
+            ),
+            ("DELETE", format!("/api/v1/tokens/{full_id}"), None),
+        ] {
+            let (s, body) = t.call(&narrow, method, &path, req).await;
+            assert_eq!(s, 403, "{scope}: {method} {path}: {body}");
+            assert_eq!(body["error"]["code"], "forbidden", "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("tokens:"),
+                "{body}"
+            );
+        }
+    }
+    // The full token still works: nothing was revoked.
+    let (s, _) = t.call(&full, "GET", "/api/v1/jobs", None).await;
+    assert_eq!(s, 200);
+    // A token scoped to tokens:read lists but does not revoke.
+    let (s, body) = t
+        .call(
+            &full,
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "lister", "scopes": ["tokens:read"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let lister = crate::helpers::token_client(body["secret"].as_str().unwrap());
+    assert_eq!(t.call(&lister, "GET", "/api/v1/tokens", None).await.0, 200);
+    let (s, _) = t
+        .call(
+            &lister,
+            "DELETE",
+            &format!("/api/v1/tokens/{full_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+    // A session manages tokens whatever its roles' token permission.
+    let session = op.new_session(&t.base).await;
+    assert_eq!(t.call(&session, "GET", "/api/v1/tokens", None).await.0, 200);
+
+    // Signing out with a bearer token is refused clearly, and the token stays valid.
+    let (s, body) = t
+        .call(&full, "POST", "/api/v1/auth/sign-out", Some(json!({})))
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(body["error"]["code"], "session_required", "{body}");
+    assert_eq!(t.call(&full, "GET", "/api/v1/jobs", None).await.0, 200);
 }
 
 #[tokio::test]
@@ -567,7 +645,8 @@ async fn there_is_always_someone_who_can_manage_users() {
         "notifications:write",
         "users:write",
         "audit:write",
-        "settings:write"
+        "settings:write",
+        "tokens:write"
     ]);
     assert_eq!(
         t.post("/api/v1/roles", json!({"name": "boss", "permissions": all}))

@@ -1,5 +1,6 @@
 use crate::helpers::TestApp;
-use serde_json::json;
+use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test]
@@ -275,6 +276,111 @@ async fn follow_streams_live_output_then_the_end() {
     // Following a finished run replays the stored output and ends.
     let again = t.text(&format!("/api/v1/runs/{id}/output/follow")).await;
     assert!(again.contains(" out two") && again.contains("event: end"));
+    t.stop().await;
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Followers that never read cost a bounded amount each (one batch, a
+/// socket), not a copy of the output; there are at most so many per user and
+/// in total, and the places come back when they leave.
+#[tokio::test]
+async fn followers_that_do_not_read_cost_bounded_memory_and_are_capped() {
+    let t = TestApp::start_with(
+        |c| {
+            c.executor.output_limit = 16 * 1024 * 1024;
+            c.api.max_followers = 60;
+            c.api.max_followers_per_user = 50;
+        },
+        Arc::new(steward_engine::clock::SystemClock),
+    )
+    .await;
+    // About 8 MB of output.
+    t.command_job(
+        "chatty",
+        &[
+            "sh",
+            "-c",
+            "head -c 6000000 /dev/zero | tr '\\0' x | fold -w 100",
+        ],
+        json!({}),
+    )
+    .await;
+    let (_, run) = t.post("/api/v1/jobs/chatty/run", json!({})).await;
+    let id = run["id"].as_i64().unwrap();
+    let run = t.wait_run(id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let url = t.url(&format!("/api/v1/runs/{id}/output/follow"));
+    // Warm up (allocator, the first load) with one follower that reads it all.
+    let all = t.text(&format!("/api/v1/runs/{id}/output/follow")).await;
+    assert!(all.len() > 7_000_000, "{}", all.len());
+    let before = rss_bytes();
+    let mut idle = vec![];
+    for _ in 0..50 {
+        let r = t.client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        idle.push(r); // never read
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = rss_bytes();
+    let growth = during.saturating_sub(before);
+    assert!(
+        growth < 64 * 1024 * 1024,
+        "50 idle followers of an 8 MB output grew memory by {} MiB",
+        growth / (1024 * 1024)
+    );
+    drop(idle);
+    // The caps, on a live run (its followers stay until it ends).
+    t.command_job("quiet", &["sh", "-c", "echo started; sleep 60"], json!({}))
+        .await;
+    let (_, run) = t.post("/api/v1/jobs/quiet/run", json!({})).await;
+    let live = run["id"].as_i64().unwrap();
+    let url = t.url(&format!("/api/v1/runs/{live}/output/follow"));
+    let mut idle = vec![];
+    for _ in 0..50 {
+        let r = t.client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        idle.push(r);
+    }
+    // The user's cap: the 51st is refused with a clear code.
+    let r = t.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "too_many_followers", "{v}");
+    // Another user still gets in, up to the total cap.
+    let viewer = t.account("vic", &["viewer"]).await;
+    let mut others = vec![];
+    for _ in 0..10 {
+        let r = viewer.token_client().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        others.push(r);
+    }
+    let r = viewer.token_client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 429, "past the total cap");
+    // Leaving gives the places back.
+    drop(idle);
+    drop(others);
+    let mut back = false;
+    for _ in 0..100 {
+        let r = t.client.get(&url).send().await.unwrap();
+        if r.status() == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "followers that left kept their places");
+    t.post(&format!("/api/v1/runs/{live}/cancel"), json!({}))
+        .await;
     t.stop().await;
 }
 

@@ -284,15 +284,57 @@ async fn transport_level_refusals() {
     assert_eq!(v["error"]["code"], "invalid_json");
     // Unknown query parameter and bad values.
     let (s, v) = t.get("/api/v1/runs?stauts=failed").await;
-    assert_eq!(s, 422, "{v}");
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "unknown_parameter", "{v}");
+    assert_eq!(v["error"]["field"], "stauts", "{v}");
     assert!(
         v["error"]["message"].as_str().unwrap().contains("stauts"),
         "{v}"
     );
     let (s, _) = t.get("/api/v1/runs?limit=0").await;
     assert_eq!(s, 422);
-    let (s, v) = t.get("/api/v1/runs/abc").await;
-    assert_eq!((s, v["error"]["field"].as_str()), (422, Some("run")));
+    // Path and query parameters of the wrong type: the JSON error, naming the parameter.
+    for path in [
+        "/api/v1/runs/abc",
+        "/api/v1/runs/1.5/output",
+        "/api/v1/runs/99999999999999999999",
+    ] {
+        let (s, v) = t.get(path).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{path}: {v}"
+        );
+        assert_eq!(v["error"]["field"], "run", "{path}: {v}");
+    }
+    let (s, v) = t
+        .call(&t.client, "DELETE", "/api/v1/tokens/abc", None)
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("token")),
+        "{v}"
+    );
+    let (s, v) = t.get("/api/v1/runs?limit=abc").await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("limit")),
+        "{v}"
+    );
+    // Unknown query parameters are refused on every route, not ignored.
+    for path in [
+        "/api/v1/jobs?tag=x",
+        "/api/v1/tokens?everyone=true&x=1",
+        "/api/v1/audit?actr=admin",
+        "/api/v1/auth/me?debug=1",
+    ] {
+        let (s, v) = t.get(path).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("unknown_parameter")),
+            "{path}: {v}"
+        );
+    }
     let (s, v) = t.get("/api/v1/nothing-here").await;
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
     // Preview of a bad expression.

@@ -1,4 +1,4 @@
-use crate::helpers::{alive, TestApp};
+use crate::helpers::{gone, TestApp};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,20 +13,10 @@ fn read_pid(path: &std::path::Path) -> i32 {
         .unwrap()
 }
 
-async fn gone(pid: i32) -> bool {
-    for _ in 0..100 {
-        if !alive(pid) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn timeout_kills_the_whole_process_tree() {
     let t = TestApp::start().await;
-    let pidfile = t.dir.path().join("bg.pid");
+    let pidfile = t.work().join("bg.pid");
     // A grandchild that ignores SIGTERM, so SIGKILL after the grace is needed.
     let script = format!(
         "sh -c 'trap \"\" TERM; sleep 300' & echo $! > {}; sleep 300",
@@ -54,7 +44,7 @@ async fn timeout_kills_the_whole_process_tree() {
 #[tokio::test]
 async fn leftovers_are_killed_when_the_main_process_exits() {
     let t = TestApp::start().await;
-    let pidfile = t.dir.path().join("left.pid");
+    let pidfile = t.work().join("left.pid");
     // The background child keeps stdout open; the run must still end promptly.
     let script = format!("sleep 300 & echo $! > {}; echo done", pidfile.display());
     t.command_job("leaver", &["sh", "-c", &script], json!({}))
@@ -71,7 +61,7 @@ async fn leftovers_are_killed_when_the_main_process_exits() {
 #[tokio::test]
 async fn cancel_stops_a_running_run() {
     let t = TestApp::start().await;
-    let pidfile = t.dir.path().join("c.pid");
+    let pidfile = t.work().join("c.pid");
     let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
     t.command_job("cancel-me", &["sh", "-c", &script], json!({}))
         .await;

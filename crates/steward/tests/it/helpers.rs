@@ -111,6 +111,13 @@ pub fn config(dir: &std::path::Path) -> Config {
     c
 }
 
+/// `dir/work`, created: where jobs of a test write their files.
+pub fn work_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    let w = dir.join("work");
+    std::fs::create_dir_all(&w).unwrap();
+    w
+}
+
 pub fn no_jitter() -> JitterFn {
     Arc::new(|_| Duration::ZERO)
 }
@@ -137,6 +144,7 @@ impl TestApp {
             Overrides {
                 clock,
                 jitter: no_jitter(),
+                sandbox_helper: Some(env!("CARGO_BIN_EXE_steward").into()),
             },
         )
         .await
@@ -152,11 +160,29 @@ impl TestApp {
         }
     }
 
+    /// A client of a Steward started elsewhere (another process).
+    pub fn attach(base: String, token: String) -> Self {
+        Self {
+            app: None,
+            base,
+            client: token_client(&token),
+            token,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(app) = self.app.take() {
             app.shutdown().await;
         }
         self.dir
+    }
+
+    /// A directory jobs may write to. Not the test directory itself: that holds
+    /// the data directory, and the sandbox lets jobs only list the directories
+    /// on the way to it.
+    pub fn work(&self) -> std::path::PathBuf {
+        work_dir(self.dir.path())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -257,6 +283,46 @@ pub fn merge(a: &mut Value, b: Value) {
 }
 
 /// Whether a process with this pid exists (and is not a zombie).
+/// Waits until `pid` is gone (or a zombie), up to 5 s.
+pub async fn gone(pid: i32) -> bool {
+    for _ in 0..200 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// Waits for a job to write its pid into `path`.
+pub async fn wait_pid(path: &std::path::Path) -> i32 {
+    for _ in 0..400 {
+        if let Ok(p) = std::fs::read_to_string(path) {
+            if let Ok(pid) = p.trim().parse() {
+                return pid;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no pid written to {}", path.display());
+}
+
+/// Reads a starting server's JSON log until it says where it serves; keeps
+/// draining the rest so the server never blocks on a full pipe.
+pub fn serving_base(stdout: std::process::ChildStdout) -> String {
+    use std::io::BufRead as _;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited before serving").unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["fields"]["message"] == "steward is serving" {
+            break v["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    format!("http://{addr}")
+}
+
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
@@ -359,5 +425,15 @@ impl Account {
 
     pub fn session_client(&self) -> reqwest::Client {
         session_client(&self.cookie, &self.csrf)
+    }
+
+    /// A client with a session of its own (signing it out leaves the others).
+    pub async fn new_session(&self, base: &str) -> reqwest::Client {
+        let (s, cookie, body) = sign_in(base, &self.name, &self.password).await;
+        assert_eq!(s, 200, "{body}");
+        session_client(
+            cookie.as_deref().unwrap(),
+            body["csrf_token"].as_str().unwrap(),
+        )
     }
 }

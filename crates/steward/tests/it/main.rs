@@ -16,6 +16,7 @@ mod bad_input;
 mod cli;
 mod executor;
 mod helpers;
+mod isolation;
 mod mail;
 mod process;
 mod scheduler;

@@ -1,8 +1,7 @@
 //! The real binary: signals and crashes.
 
-use crate::helpers::{alive, TestApp};
+use crate::helpers::{alive, wait_pid, TestApp};
 use serde_json::{json, Value};
-use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,18 +31,7 @@ async fn spawn_server(data: &std::path::Path, extra_env: &[(&str, &str)]) -> Ser
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited before serving").unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if v["fields"]["message"] == "steward is serving" {
-            break v["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    let base = format!("http://{addr}");
+    let base = crate::helpers::serving_base(child.stdout.take().unwrap());
     let token = crate::helpers::admin_token(&base).await;
     Server {
         child,
@@ -72,18 +60,6 @@ async fn get(s: &Server, path: &str) -> Value {
         .json()
         .await
         .unwrap()
-}
-
-async fn wait_pid(path: &std::path::Path) -> i32 {
-    for _ in 0..400 {
-        if let Ok(p) = std::fs::read_to_string(path) {
-            if let Ok(pid) = p.trim().parse() {
-                return pid;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no pid written to {}", path.display());
 }
 
 async fn wait_status(s: &Server, run: i64, want: &str) {
@@ -122,7 +98,7 @@ async fn sigterm_lets_short_work_finish_and_cancels_long_work_after_the_grace() 
         json!({"name": "short", "spec": {"kind": "command", "argv": ["sleep", "1"]}}),
     )
     .await;
-    let pidfile = dir.path().join("long.pid");
+    let pidfile = crate::helpers::work_dir(dir.path()).join("long.pid");
     let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
     post(
         &s,
@@ -173,8 +149,14 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     let data = dir.path().join("data");
     let fast_stop = [("STEWARD_SHUTDOWN_GRACE", "1s")];
     let mut s = spawn_server(&data, &fast_stop).await;
-    let pidfile = dir.path().join("victim.pid");
-    let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
+    let pidfile = crate::helpers::work_dir(dir.path()).join("victim.pid");
+    let escaper_pidfile = crate::helpers::work_dir(dir.path()).join("escaper.pid");
+    let script = format!(
+        "(setsid sh -c 'echo $$ > {}; exec sleep 300' </dev/null >/dev/null 2>&1 &); \
+         i=1; while [ $i -le 150 ]; do echo printed line $i; i=$((i+1)); done; echo $$ > {}; exec sleep 300",
+        escaper_pidfile.display(),
+        pidfile.display()
+    );
     post(
         &s,
         "/api/v1/jobs",
@@ -197,21 +179,45 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     }
     let first = first.expect("no scheduled run started");
     let victim = wait_pid(&pidfile).await;
+    let escaper = wait_pid(&escaper_pidfile).await;
+    // Output is flushed to the store at least every second while the run goes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     signal(&s.child, nix::sys::signal::Signal::SIGKILL);
     wait_exit(&mut s.child, Duration::from_secs(5));
-    // The crashed server's command survives it (its own process group)...
+    // The crashed server's command does not outlive it: its sandbox helper
+    // gets the parent-death signal and kills every descendant (a restart
+    // would also kill what carries the run's id in the recorded group).
+    let mut gone = false;
+    for _ in 0..100 {
+        if !alive(victim) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(gone, "the crashed run's process {victim} outlived Steward");
     assert!(
-        alive(victim),
-        "the test needs the orphan to outlive the crash"
+        !alive(escaper),
+        "a process that left the run's session outlived Steward"
     );
-    std::thread::sleep(Duration::from_secs(7)); // at least two occurrences missed
+    std::thread::sleep(Duration::from_secs(6)); // at least two occurrences missed
     let restart = chrono::Utc::now();
 
     let mut s = spawn_server(&data, &fast_stop).await;
-    // ...and the restart stops it before marking the run abandoned.
-    assert!(
-        !alive(victim),
-        "restart left the crashed run's process {victim} running"
+    // What the crashed run printed was kept.
+    let out = s
+        .client
+        .get(format!("{}/api/v1/runs/{first}/output", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.matches("out printed line ").count(),
+        150,
+        "the crashed run's output: {out}"
     );
     // Wait for the catch-up run, which starts in the background.
     for _ in 0..200 {

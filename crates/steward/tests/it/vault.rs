@@ -98,7 +98,7 @@ async fn run_secret_job(t: &TestApp) -> String {
         .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
         .await;
     assert_eq!(run["status"], "succeeded", "{run}");
-    std::fs::read_to_string(t.dir.path().join("secret.out")).unwrap()
+    std::fs::read_to_string(t.work().join("secret.out")).unwrap()
 }
 
 fn key_versions(key_file: &std::path::Path) -> Vec<String> {
@@ -113,7 +113,7 @@ fn key_versions(key_file: &std::path::Path) -> Vec<String> {
 #[tokio::test]
 async fn key_rotation_reseals_everything_online_and_offline() {
     let t = TestApp::start().await;
-    let out = t.dir.path().join("secret.out");
+    let out = t.work().join("secret.out");
     let (s, _) = t
         .call(
             &t.client,

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use steward_store::audit::{AuditEntry, AuditFilter, ChainReport};
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Actor name (user name, or a token's owner).
     actor: Option<String>,

@@ -4,8 +4,9 @@
 use crate::auth::{Caller, Client};
 use crate::error::ApiResult;
 use crate::extract::ApiJson;
+use crate::extract::ApiPath;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -188,7 +189,7 @@ pub async fn sessions(
 pub async fn revoke_session(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
     state
         .access

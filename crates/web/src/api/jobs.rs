@@ -4,8 +4,9 @@ use super::views::{JobView, RunView};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
+use crate::extract::ApiPath;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use steward_domain::{JobDefinition, JobId, JobName, Module, Permission};
@@ -82,7 +83,7 @@ pub async fn create(
     responses((status = 200, body = JobView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<Json<JobView<'static>>> {
     let job = resolve(&state, &key).await?;
     Ok(Json(view(&state, job)))
@@ -94,7 +95,7 @@ pub async fn show(
 pub async fn replace(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
     ApiJson(def): ApiJson<JobDefinition>,
 ) -> ApiResult<Json<JobView<'static>>> {
     may_use_secrets(&caller, &def)?;
@@ -108,7 +109,7 @@ pub async fn replace(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let job = resolve(&state, &key).await?;
     state.engine.delete_job(job.id, &caller.ctx()).await?;
@@ -120,7 +121,7 @@ pub async fn delete(
 pub async fn enable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<Json<JobView<'static>>> {
     let job = resolve(&state, &key).await?;
     Ok(Json(view(
@@ -137,7 +138,7 @@ pub async fn enable(
 pub async fn disable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<Json<JobView<'static>>> {
     let job = resolve(&state, &key).await?;
     Ok(Json(view(
@@ -154,7 +155,7 @@ pub async fn disable(
 pub async fn run_now(
     State(state): State<AppState>,
     caller: Caller,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<RunView>)> {
     let job = resolve(&state, &key).await?;
     let run = state.engine.run_now(job.id, &caller.ctx()).await?;

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod follow;
 pub mod job_list;
 pub mod jobs;
 pub mod runs;

@@ -1,23 +1,22 @@
 //! `/api/v1/runs`: listing with filters and cursor pagination, detail, output
 //! (stored or live), following output as server-sent events, cancel.
 
+use super::follow;
 use super::views::{RunList, RunView};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiPath;
 use crate::extract::ApiQuery;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use futures_util::stream::{self, Stream, StreamExt as _};
 use serde::Deserialize;
-use std::convert::Infallible;
 use steward_domain::{RunId, RunStatus};
 use steward_store::RunFilter;
-use tokio::sync::broadcast::error::RecvError;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -72,21 +71,13 @@ pub async fn list(
     }))
 }
 
-fn run_id(raw: &str) -> ApiResult<RunId> {
-    raw.parse::<i64>()
-        .map(RunId)
-        .map_err(|_| ApiError::invalid("run", "run ids are integers"))
-}
-
 #[utoipa::path(get, path = "/api/v1/runs/{run}", tag = "runs", params(("run" = i64, Path)),
     responses((status = 200, body = RunView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<i64>,
 ) -> ApiResult<Json<RunView>> {
-    Ok(Json(
-        state.engine.store().get_run(run_id(&raw)?).await?.into(),
-    ))
+    Ok(Json(state.engine.store().get_run(RunId(raw)).await?.into()))
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{run}/cancel", tag = "runs", params(("run" = i64, Path)),
@@ -94,12 +85,9 @@ pub async fn show(
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<i64>,
 ) -> ApiResult<(axum::http::StatusCode, Json<RunView>)> {
-    let run = state
-        .engine
-        .cancel_run(run_id(&raw)?, &caller.ctx())
-        .await?;
+    let run = state.engine.cancel_run(RunId(raw), &caller.ctx()).await?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(run.into())))
 }
 
@@ -108,12 +96,12 @@ pub async fn cancel(
         description = "Timestamped lines tagged out/err/sys; the output so far while running")))]
 pub async fn output(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<i64>,
 ) -> ApiResult<impl IntoResponse> {
-    let id = run_id(&raw)?;
+    let id = RunId(raw);
     let run = state.engine.store().get_run(id).await?;
     let text = match state.engine.live_output(id) {
-        Some(live) if !run.status.is_terminal() => live.snapshot().0,
+        Some(live) if !run.status.is_terminal() => live.snapshot().text,
         _ => state
             .engine
             .store()
@@ -126,84 +114,43 @@ pub async fn output(
 
 #[utoipa::path(get, path = "/api/v1/runs/{run}/output/follow", tag = "runs", params(("run" = i64, Path)),
     responses((status = 200, content_type = "text/event-stream",
-        description = "`line` events with output lines, then one `end` event whose data is the final status")))]
+        description = "`line` events with output lines, then one `end` event whose data is the final status. \
+            A follower that falls behind the kept output gets a `line` saying how many lines it skipped."),
+        (status = 429, body = crate::error::ErrorBody,
+            description = "Too many followers for this user (`api.max_followers_per_user`) or in total (`api.max_followers`)")))]
 pub async fn follow(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let id = run_id(&raw)?;
+    caller: Caller,
+    ApiPath(raw): ApiPath<i64>,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    let id = RunId(raw);
     let run = state.engine.store().get_run(id).await?;
+    let permit = state.followers.admit(caller.identity.user_id)?;
     let live = if run.status.is_terminal() {
         None
     } else {
         state.engine.live_output(id)
     };
-    let stream = match live {
+    let events = match live {
         Some(buffer) => {
-            // Subscribe before the snapshot; skip live lines the snapshot already holds.
-            let rx = buffer.subscribe();
-            let (snapshot, next_seq) = buffer.snapshot();
-            drop(buffer);
-            let head = stream::iter(lines_of(&snapshot));
             let engine = state.engine.clone();
-            let tail = stream::unfold((rx, Some(engine)), move |(mut rx, engine)| async move {
-                let engine = engine?;
-                loop {
-                    match rx.recv().await {
-                        Ok(line) if line.seq < next_seq => continue,
-                        Ok(line) => {
-                            let text = line.text.trim_end_matches('\n').to_owned();
-                            return Some((
-                                Ok(Event::default().event("line").data(text)),
-                                (rx, Some(engine)),
-                            ));
-                        }
-                        Err(RecvError::Lagged(n)) => {
-                            let ev = Event::default()
-                                .event("line")
-                                .data(format!("[steward: {n} lines skipped for this follower]"));
-                            return Some((Ok(ev), (rx, Some(engine))));
-                        }
-                        Err(RecvError::Closed) => {
-                            let status = final_status(&engine, id).await;
-                            return Some((
-                                Ok(Event::default().event("end").data(status)),
-                                (rx, None),
-                            ));
-                        }
-                    }
+            follow::from_live(buffer, permit, move || async move {
+                // The record is written just before the buffer ends; read it back.
+                match engine.store().get_run(id).await {
+                    Ok(r) => r.status.as_str().to_owned(),
+                    Err(_) => "unknown".to_owned(),
                 }
-            });
-            head.chain(tail).boxed()
+            })
         }
         None => {
+            let store = state.engine.store().clone();
             let text = state
-                .engine
-                .store()
-                .run_output(id)
-                .await?
-                .unwrap_or_default();
+                .followers
+                .stored_output(id, || async move { Ok(store.run_output(id).await?) })
+                .await?;
             let status = state.engine.store().get_run(id).await?.status;
-            stream::iter(lines_of(&text))
-                .chain(stream::once(async move {
-                    Ok(Event::default().event("end").data(status.as_str()))
-                }))
-                .boxed()
+            follow::from_stored(text, status.as_str().to_owned(), permit)
         }
     };
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-fn lines_of(text: &str) -> Vec<Result<Event, Infallible>> {
-    text.lines()
-        .map(|l| Ok(Event::default().event("line").data(l)))
-        .collect()
-}
-
-async fn final_status(engine: &steward_engine::Engine, id: RunId) -> String {
-    // The record is written just before the live stream closes; read it back.
-    match engine.store().get_run(id).await {
-        Ok(r) => r.status.as_str().to_owned(),
-        Err(_) => "unknown".to_owned(),
-    }
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -4,8 +4,9 @@
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
+use crate::extract::ApiPath;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -57,7 +58,7 @@ fn name(raw: &str) -> ApiResult<SecretName> {
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     ApiJson(req): ApiJson<PutSecret>,
 ) -> ApiResult<StatusCode> {
     let created = state
@@ -76,7 +77,7 @@ pub async fn put(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let name = name(&raw)?;
     // Refuse while a job still refers to it: its next run would fail.

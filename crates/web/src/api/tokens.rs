@@ -2,9 +2,10 @@
 
 use crate::auth::Caller;
 use crate::error::ApiResult;
+use crate::extract::ApiPath;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -89,6 +90,8 @@ pub async fn create(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Everyone's tokens (needs users:read).
     #[serde(default)]
@@ -109,7 +112,7 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
     state
         .access

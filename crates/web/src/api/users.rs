@@ -3,8 +3,9 @@
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::extract::ApiJson;
+use crate::extract::ApiPath;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -83,7 +84,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/users/{user}", tag = "users", params(("user" = String, Path)), responses((status = 200, body = UserView), (status = 404)))]
 pub async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<UserView>> {
     let (u, roles) = state.access.user(&name).await?;
     Ok(Json(user_view(u, roles)))
@@ -113,7 +114,7 @@ mod double_option {
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<UserPatch>,
 ) -> ApiResult<Json<UserView>> {
     let change = UserChange {
@@ -132,7 +133,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state
         .access
@@ -151,7 +152,7 @@ pub struct RolesBody {
 pub async fn set_roles(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<RolesBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let roles = state
@@ -215,7 +216,7 @@ pub async fn create_role(
 pub async fn delete_role(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state
         .access
@@ -275,7 +276,7 @@ pub async fn create_group(
 pub async fn delete_group(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state
         .access
@@ -294,7 +295,7 @@ pub struct MembersBody {
 pub async fn set_members(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<MembersBody>,
 ) -> ApiResult<Json<GroupView>> {
     let g = state
@@ -308,7 +309,7 @@ pub async fn set_members(
 pub async fn set_group_roles(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<RolesBody>,
 ) -> ApiResult<Json<GroupView>> {
     let g = state

@@ -1,0 +1,246 @@
+//! Command jobs against Steward itself: they cannot read (or write) its key
+//! file and database, whatever user Steward and the job run as, and no
+//! descendant of a run outlives it, also one that double-forks into a new
+//! session.
+
+use crate::helpers::{gone, serving_base, wait_pid, work_dir, TestApp};
+use serde_json::json;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use steward_engine::clock::SystemClock;
+
+/// A shell script that tries every way at Steward's files it can think of and
+/// reports each as READ / DENIED. `as_root`: the job keeps root's capabilities
+/// (`run_as_user = "root"` is full privilege, as the start-up warning says),
+/// which include reading another process's environment; files stay hidden.
+fn thief(data: &std::path::Path, steward_pid: u32, as_root: bool) -> String {
+    let d = data.display();
+    let process = if as_root {
+        String::new()
+    } else {
+        format!("\"/proc/{steward_pid}/environ\" \"/proc/{steward_pid}/mem\"")
+    };
+    format!(
+        r#"
+for f in "{d}/steward.key" "{d}/steward.db" "{d}/steward.db-wal" "{d}/audit.head" \
+         "/proc/{steward_pid}/root{d}/steward.key" "/proc/{steward_pid}/cwd/steward.key" \
+         {process}; do
+  if head -c 16 "$f" >/dev/null 2>&1; then echo "READ $f"; else echo "DENIED $f"; fi
+done
+for fd in /proc/{steward_pid}/fd/*; do
+  case "$(readlink "$fd")" in
+    "{d}"/*) if head -c 16 "$fd" >/dev/null 2>&1; then echo "READ $fd"; else echo "DENIED $fd"; fi ;;
+  esac
+done
+if echo planted > "{d}/planted" 2>/dev/null; then echo "WROTE planted"; fi
+if rm -f "{d}/steward.db-shm" 2>/dev/null && [ ! -e "{d}/steward.db-shm" ]; then echo "REMOVED shm"; fi
+if kill -0 {steward_pid} 2>/dev/null; then echo "SIGNALLED steward"; fi
+ls "{d}" >/dev/null 2>&1 && echo "LISTED"
+echo "finished"
+"#
+    )
+}
+
+fn assert_kept_out(out: &str, key: &str) {
+    assert!(out.contains("finished"), "{out}");
+    assert!(
+        out.contains("DENIED") && out.contains("steward.key"),
+        "{out}"
+    );
+    // What the job printed (the `sys` line quotes the script itself).
+    let printed: Vec<&str> = out.lines().filter(|l| l.contains(" out ")).collect();
+    for bad in ["READ ", "WROTE", "REMOVED", "SIGNALLED"] {
+        assert!(
+            !printed.iter().any(|l| l.contains(bad)),
+            "a job got at Steward's files ({bad}):\n{out}"
+        );
+    }
+    // Not one key line made it into the output.
+    for line in key.lines().filter(|l| l.starts_with("key ")) {
+        assert!(!out.contains(line), "{out}");
+    }
+}
+
+async fn run_thief(
+    t: &TestApp,
+    name: &str,
+    data: &std::path::Path,
+    pid: u32,
+    as_root: bool,
+) -> String {
+    t.command_job(name, &["sh", "-c", &thief(data, pid, as_root)], json!({}))
+        .await;
+    let (s, run) = t.post(&format!("/api/v1/jobs/{name}/run"), json!({})).await;
+    assert_eq!(s, 202, "{run}");
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
+    t.text(&format!("/api/v1/runs/{}/output", run["id"])).await
+}
+
+/// Steward as root, jobs as root (`run_as_user = "root"`) and as `nobody`.
+#[tokio::test]
+async fn jobs_cannot_read_stewards_key_or_database_when_steward_is_root() {
+    let t = TestApp::start().await;
+    let data = std::fs::canonicalize(t.dir.path().join("data")).unwrap();
+    let key = std::fs::read_to_string(data.join("steward.key")).unwrap();
+    let out = run_thief(&t, "thief-as-root", &data, std::process::id(), true).await;
+    assert_kept_out(&out, &key);
+    t.stop().await;
+
+    let t = TestApp::start_with(
+        |c| c.executor.run_as_user = Some("nobody".into()),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let data = std::fs::canonicalize(t.dir.path().join("data")).unwrap();
+    let key = std::fs::read_to_string(data.join("steward.key")).unwrap();
+    let out = run_thief(&t, "thief-as-nobody", &data, std::process::id(), false).await;
+    assert_kept_out(&out, &key);
+    t.stop().await;
+}
+
+/// Steward as an unprivileged user: its jobs run as that same user, and only
+/// the sandbox keeps them out.
+#[tokio::test]
+async fn jobs_cannot_read_stewards_key_or_database_when_steward_is_unprivileged() {
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let home = dir.path().join("steward");
+    std::fs::create_dir(&home).unwrap();
+    nix::unistd::chown(&home, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let data = home.join("data");
+    let mut server = Killed(
+        Command::new(env!("CARGO_BIN_EXE_steward"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("STEWARD_LOG_FORMAT", "json")
+            .env(
+                "STEWARD_BOOTSTRAP_ADMIN_PASSWORD",
+                crate::helpers::BOOTSTRAP_PASSWORD,
+            )
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw())
+            .current_dir(&home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let base = serving_base(server.0.stdout.take().unwrap());
+    let token = crate::helpers::admin_token(&base).await;
+    let t = TestApp::attach(base, token);
+    let data = std::fs::canonicalize(&data).unwrap();
+    let key = std::fs::read_to_string(data.join("steward.key")).unwrap();
+    // Check the test itself: nothing but the sandbox stands between the job and the key.
+    let st = std::fs::metadata(data.join("steward.key")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&st),
+        nobody.uid.as_raw()
+    );
+    let out = run_thief(&t, "thief", &data, server.0.id(), false).await;
+    assert_kept_out(&out, &key);
+    // The job is not crippled: it works in its own directory.
+    let work = home.join("work");
+    std::fs::create_dir(&work).unwrap();
+    nix::unistd::chown(&work, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let script = format!("echo hello > {0}/f && cat {0}/f && id -u", work.display());
+    t.command_job("worker", &["sh", "-c", &script], json!({}))
+        .await;
+    let (_, run) = t.post("/api/v1/jobs/worker/run", json!({})).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
+    let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
+    assert_eq!(run["status"], "succeeded", "{run} {out}");
+    assert!(out.contains("out hello"), "{out}");
+    assert!(
+        out.contains(&format!("out {}", nobody.uid.as_raw())),
+        "{out}"
+    );
+}
+
+/// A server process that is stopped however the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn escaper(pidfile: &std::path::Path, main: &str) -> String {
+    // The subshell forks the escaper and exits at once (a double fork); the
+    // escaper starts a new session, so it is in no group Steward knows.
+    format!(
+        "(setsid sh -c 'echo $$ > {}; exec sleep 300' </dev/null >/dev/null 2>&1 &); {main}",
+        pidfile.display()
+    )
+}
+
+#[tokio::test]
+async fn a_process_that_leaves_the_session_ends_with_its_run() {
+    let t = TestApp::start().await;
+    let work = work_dir(t.dir.path());
+    // Main process ends normally; the escaper would live on.
+    let p1 = work.join("e1.pid");
+    t.command_job(
+        "ends",
+        &["sh", "-c", &escaper(&p1, "sleep 0.5; echo done")],
+        json!({}),
+    )
+    .await;
+    let (_, run) = t.post("/api/v1/jobs/ends/run", json!({})).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let pid = wait_pid(&p1).await;
+    assert!(gone(pid).await, "escaper {pid} outlived its finished run");
+
+    // Timeout.
+    let p2 = work.join("e2.pid");
+    t.command_job(
+        "times-out",
+        &["sh", "-c", &escaper(&p2, "sleep 300")],
+        json!({"policies": {"timeout": "1s"}}),
+    )
+    .await;
+    let (_, run) = t.post("/api/v1/jobs/times-out/run", json!({})).await;
+    let pid = wait_pid(&p2).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(run["status"], "timed_out", "{run}");
+    assert!(gone(pid).await, "escaper {pid} outlived the timeout");
+
+    // Cancel, with an escaper that ignores SIGTERM.
+    let p3 = work.join("e3.pid");
+    let stubborn = format!(
+        "(setsid sh -c 'trap \"\" TERM; echo $$ > {}; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &); sleep 300",
+        p3.display()
+    );
+    t.command_job("cancelled", &["sh", "-c", &stubborn], json!({}))
+        .await;
+    let (_, run) = t.post("/api/v1/jobs/cancelled/run", json!({})).await;
+    let id = run["id"].as_i64().unwrap();
+    let pid = wait_pid(&p3).await;
+    let (s, _) = t
+        .post(&format!("/api/v1/runs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, 202);
+    let run = t.wait_run(id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert!(gone(pid).await, "escaper {pid} outlived the cancel");
+    t.stop().await;
+}
