@@ -112,11 +112,18 @@ impl Vault {
             )
         };
         let now = self.clock.now();
+        // A first setting had no value before; the record must not claim one.
+        // (Read before the write: the store issue moves this into its transaction.)
+        let before = if self.store.secret_exists(name).await? {
+            json!(REDACTED)
+        } else {
+            serde_json::Value::Null
+        };
         let audit = ctx.record(
             now,
             "secret.put",
             format!("secret:{name}"),
-            json!({"value": {"from": REDACTED, "to": REDACTED}, "description": description}),
+            json!({"value": {"from": before, "to": REDACTED}, "description": description}),
         );
         Ok(self
             .store

@@ -71,10 +71,13 @@ pub struct CommandSpec {
     /// Run through `/bin/sh -c`. Explicit, and recorded in every run's output header.
     #[serde(default)]
     pub shell: bool,
-    /// Absolute working directory; default is the server's data directory.
+    /// Absolute working directory; default `executor.workdir` of the server (`/`).
     #[serde(default)]
     pub workdir: Option<String>,
-    /// The whole environment of the process, apart from a minimal `PATH`.
+    /// Variables added to the process's environment, which is otherwise empty
+    /// but for a minimal `PATH`, `STEWARD_RUN_ID`, `STEWARD_JOB_NAME`,
+    /// `STEWARD_ATTEMPT`, `STEWARD_SCHEDULED_FOR` and, when it runs as another
+    /// account, `HOME` and `USER`. A `PATH` here replaces the default.
     #[serde(default)]
     pub env: BTreeMap<EnvName, String>,
 }
@@ -346,11 +349,16 @@ impl CommandSpec {
                 format!("more than {MAX_ARGV} arguments"),
             ));
         }
-        if self.argv.iter().any(|a| a.contains('\0')) || self.env.values().any(|v| v.contains('\0'))
-        {
+        if let Some(i) = self.argv.iter().position(|a| a.contains('\0')) {
             return Err(ValidationError::new(
-                "argv",
-                "arguments and variables must not contain NUL bytes",
+                format!("argv[{i}]"),
+                "must not contain NUL bytes",
+            ));
+        }
+        if let Some((name, _)) = self.env.iter().find(|(_, v)| v.contains('\0')) {
+            return Err(ValidationError::new(
+                format!("env.{}", name.as_str()),
+                "must not contain NUL bytes",
             ));
         }
         if self.shell && self.argv.len() != 1 {

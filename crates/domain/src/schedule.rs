@@ -96,6 +96,9 @@ impl Schedule {
                 reason: format!("expected 5 or 6 fields, found {fields}"),
             });
         }
+        if let Some(reason) = misplaced_special(&text) {
+            return Err(ScheduleError::Cron { expr: text, reason });
+        }
         let cron = croner::Cron::new(&text)
             .with_seconds_optional()
             .parse()
@@ -137,6 +140,25 @@ impl Schedule {
         }
         out
     }
+}
+
+/// `L`, `W` and `#` mean something only for days; in a time field the parser
+/// accepts them and the expression then never fires, which says nothing useful.
+fn misplaced_special(expr: &str) -> Option<String> {
+    if expr.starts_with('@') {
+        return None;
+    }
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let time_fields: &[&str] = if fields.len() == 6 {
+        &["second", "minute", "hour"]
+    } else {
+        &["minute", "hour"]
+    };
+    fields.iter().zip(time_fields).find_map(|(field, name)| {
+        field.contains(['L', 'l', 'W', 'w', '#']).then(|| {
+            format!("{name} field {field:?}: L, W and # are allowed only in the day-of-month and day-of-week fields")
+        })
+    })
 }
 
 /// Names the first numeric field outside its range, for a clearer message than
@@ -458,6 +480,14 @@ mod tests {
             ("@fortnightly", "unknown alias"),
             ("@reboot", "unknown alias"),
             ("0 25 * * *", "hour field \"25\" is out of range 0-23"),
+            (
+                "L * * * *",
+                "minute field \"L\": L, W and # are allowed only",
+            ),
+            (
+                "0 0 L * * *",
+                "hour field \"L\": L, W and # are allowed only",
+            ),
         ] {
             let e = Schedule::parse(expr).unwrap_err().to_string();
             assert!(e.contains(needle), "{expr}: {e}");

@@ -95,6 +95,7 @@ impl From<SubmitError> for ServiceError {
         match e {
             SubmitError::ShuttingDown => Self::ShuttingDown,
             e @ SubmitError::Saturated(_) => Self::Busy(e.to_string()),
+            e @ SubmitError::Overlap { .. } => Self::Conflict(e.to_string()),
             SubmitError::Store(s) => s.into(),
         }
     }

@@ -45,6 +45,10 @@ pub enum SubmitError {
     ShuttingDown,
     #[error("Steward is at its limit of {0} active runs (executor.max_active_runs)")]
     Saturated(usize),
+    /// A manual run the overlap policy refuses: the caller is told which run
+    /// is active instead of a `skipped` record of a click.
+    #[error("a run of this job is still active (run {active}); its overlap policy is {policy}")]
+    Overlap { active: RunId, policy: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -86,6 +90,7 @@ pub struct RunnerSettings {
 }
 
 struct Active {
+    job: steward_domain::JobId,
     cancel: CancellationToken,
     output: OutputBuffer,
 }
@@ -197,6 +202,22 @@ impl Runner {
                     let (tx, rx) = oneshot::channel();
                     slots.waiting.push_back(tx);
                     Ok(Ok(Gate::Waiting(rx)))
+                } else if req.trigger == Trigger::Manual {
+                    let active = st
+                        .active
+                        .iter()
+                        .filter(|(_, a)| a.job == job.id)
+                        .map(|(id, _)| *id)
+                        .min()
+                        .unwrap_or(RunId(0));
+                    Err(SubmitError::Overlap {
+                        active,
+                        policy: if overlap == OverlapPolicy::Queue {
+                            "queue, and one run is already waiting"
+                        } else {
+                            "skip"
+                        },
+                    })
                 } else {
                     Ok(Err(format!(
                         "skipped: a run of this job is still active (overlap policy {})",
@@ -318,6 +339,7 @@ impl Runner {
         self.state().active.insert(
             run.id,
             Active {
+                job: job.id,
                 cancel: cancel.clone(),
                 output: output.clone(),
             },

@@ -525,6 +525,66 @@ impl Config {
             .transpose()
     }
 
+    /// What `validate` cannot see from the values alone: the accounts,
+    /// directories and files they name, on this machine. `steward config check`
+    /// and the start both run it, so a check that passes does not fail at run time.
+    pub fn check_environment(&self) -> Vec<ConfigError> {
+        let mut errs = vec![];
+        if let Some(name) = &self.executor.run_as_user {
+            match nix::unistd::User::from_name(name) {
+                Ok(Some(_)) => {}
+                Ok(None) => errs.push(invalid(
+                    "executor.run_as_user",
+                    format!("no user {name:?} on this machine"),
+                )),
+                Err(e) => errs.push(invalid(
+                    "executor.run_as_user",
+                    format!("cannot look up {name:?}: {e}"),
+                )),
+            }
+        }
+        if let Some(dir) = &self.executor.workdir {
+            if !Path::new(dir).is_dir() {
+                errs.push(invalid(
+                    "executor.workdir",
+                    format!("{dir:?} is not an existing directory"),
+                ));
+            }
+        }
+        match self.metrics_token() {
+            Ok(Some(t))
+                if secrecy::ExposeSecret::expose_secret(&t).chars().count() < MIN_METRICS_TOKEN =>
+            {
+                let key = if self.metrics.token.is_some() {
+                    "metrics.token"
+                } else {
+                    "metrics.token_file"
+                };
+                errs.push(invalid(
+                    key,
+                    format!("the token must be at least {MIN_METRICS_TOKEN} characters"),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => errs.push(invalid("metrics.token_file", e.to_string())),
+        }
+        if let Err(e) = self.bootstrap_password() {
+            errs.push(invalid("auth.bootstrap_admin_password_file", e.to_string()));
+        }
+        if let Some(f) = &self.auth.master_key_file {
+            if !f.is_file() {
+                errs.push(invalid(
+                    "auth.master_key_file",
+                    format!(
+                        "{} does not exist (it is never created for you)",
+                        f.display()
+                    ),
+                ));
+            }
+        }
+        errs
+    }
+
     /// The metrics token, from `metrics.token` or the file it names.
     pub fn metrics_token(&self) -> Result<Option<SecretString>, ConfigError> {
         if let Some(t) = &self.metrics.token {
@@ -537,6 +597,9 @@ impl Config {
             .transpose()
     }
 }
+
+/// Shorter metrics tokens are guessable.
+const MIN_METRICS_TOKEN: usize = 16;
 
 fn read_secret_file(p: &Path) -> Result<SecretString, ConfigError> {
     let v = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {

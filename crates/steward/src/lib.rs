@@ -65,7 +65,8 @@ impl Application {
     }
 
     pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
-        let problems = config.validate();
+        let mut problems = config.validate();
+        problems.extend(config.check_environment());
         if let Some(first) = problems.first() {
             let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
             anyhow::bail!(

@@ -169,7 +169,8 @@ fn config_check(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let problems = cfg.validate();
+    let mut problems = cfg.validate();
+    problems.extend(cfg.check_environment());
     if problems.is_empty() {
         println!("{}: ok", file.display());
         ExitCode::SUCCESS

@@ -71,8 +71,19 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
     serde_path_to_error::deserialize(Strict(&value)).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        ApiError::invalid(field, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // A missing field is reported at its parent; name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned());
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name,
+            (".", None) => String::new(),
+            (parent, Some(name)) => format!("{parent}.{name}"),
+            (parent, None) => parent.to_owned(),
+        };
+        ApiError::invalid(field, message)
     })
 }
 
@@ -338,5 +349,9 @@ mod tests {
         assert!(e.message.contains("extra"), "{}", e.message);
         let e = parse_object::<Outer>(br#"{"name": 5}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("name"));
+        let e = parse_object::<Outer>(br#"{}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("name"), "{}", e.message);
+        let e = parse_object::<Outer>(br#"{"name": "x", "inner": {}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("inner.a"), "{}", e.message);
     }
 }

@@ -126,7 +126,7 @@ async fn schedule_preview_in_a_zone() {
     let (s, body) = t
         .post(
             "/api/v1/schedules/preview",
-            json!({"expression": "30 2 * * *", "timezone": "Europe/Berlin", "count": 2, "after": "2026-03-28T12:00:00Z"}),
+            json!({"schedule": "30 2 * * *", "timezone": "Europe/Berlin", "count": 2, "after": "2026-03-28T12:00:00Z"}),
         )
         .await;
     assert_eq!(s, 200, "{body}");
@@ -198,7 +198,11 @@ async fn health_readiness_metrics_and_headers() {
 #[tokio::test]
 async fn metrics_token_is_enforced_when_configured() {
     let t = TestApp::start_with(
-        |c| c.metrics.token = Some(secrecy::SecretString::from("tok-123".to_owned())),
+        |c| {
+            c.metrics.token = Some(secrecy::SecretString::from(
+                "tok-123-long-enough".to_owned(),
+            ))
+        },
         std::sync::Arc::new(steward_engine::clock::SystemClock),
     )
     .await;
@@ -207,7 +211,7 @@ async fn metrics_token_is_enforced_when_configured() {
     let r = t
         .client
         .get(t.url("/metrics"))
-        .bearer_auth("tok-124")
+        .bearer_auth("tok-123-long-enougH")
         .send()
         .await
         .unwrap();
@@ -215,7 +219,7 @@ async fn metrics_token_is_enforced_when_configured() {
     let r = t
         .client
         .get(t.url("/metrics"))
-        .bearer_auth("tok-123")
+        .bearer_auth("tok-123-long-enough")
         .send()
         .await
         .unwrap();
@@ -432,7 +436,7 @@ async fn dns_rebinding_and_cross_site_requests_are_refused() {
         .post(t.url("/api/v1/schedules/preview"))
         .header("origin", t.base.clone())
         .header("sec-fetch-site", "same-origin")
-        .json(&json!({"expression": "@daily"}))
+        .json(&json!({"schedule": "@daily"}))
         .send()
         .await
         .unwrap();

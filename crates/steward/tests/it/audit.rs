@@ -74,6 +74,17 @@ async fn every_change_is_recorded_with_actor_target_and_diff() {
         201
     );
     assert_eq!(
+        t.call(
+            &t.client,
+            "PUT",
+            "/api/v1/secrets/S1",
+            Some(json!({"value": "do-not-log-me-either"}))
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
         t.call(&t.client, "DELETE", "/api/v1/secrets/S1", None)
             .await
             .0,
@@ -147,7 +158,19 @@ async fn every_change_is_recorded_with_actor_target_and_diff() {
         find("grant.user")["diff"],
         json!({"roles": {"from": ["operator"], "to": ["viewer"]}})
     );
-    assert_eq!(find("secret.put")["diff"]["value"]["to"], "[redacted]");
+    // Newest first: the replacement had a value before, the first setting did not.
+    let puts: Vec<&Value> = items
+        .iter()
+        .filter(|e| e["event"] == "secret.put")
+        .collect();
+    assert_eq!(
+        puts[0]["diff"]["value"],
+        json!({"from": "[redacted]", "to": "[redacted]"})
+    );
+    assert_eq!(
+        puts[1]["diff"]["value"],
+        json!({"from": null, "to": "[redacted]"})
+    );
     assert!(!page.to_string().contains("do-not-log-me"));
     assert!(!page.to_string().contains("wrong password entirely"));
 

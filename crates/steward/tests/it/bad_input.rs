@@ -19,6 +19,27 @@ async fn bad_job_definitions_are_refused_with_their_field() {
     t.command_job("taken", &["true"], json!({})).await;
     let cases: Vec<(&str, Value, u16, &str, &str)> = vec![
         (
+            "NUL in an env value",
+            cmd(json!({"spec": {"kind": "command", "argv": ["true"], "env": {"X": "a\u{0}b"}}})),
+            422,
+            "spec.env.X",
+            "must not contain NUL bytes",
+        ),
+        (
+            "NUL in an argument",
+            cmd(json!({"spec": {"kind": "command", "argv": ["true", "a\u{0}b"]}})),
+            422,
+            "spec.argv[1]",
+            "must not contain NUL bytes",
+        ),
+        (
+            "L in the minute field",
+            cmd(json!({"schedule": "L * * * *"})),
+            422,
+            "schedule",
+            "minute",
+        ),
+        (
             "bad cron",
             cmd(json!({"schedule": "61 * * * *"})),
             422,
@@ -341,9 +362,9 @@ async fn transport_level_refusals() {
     let (s, v) = t
         .post(
             "/api/v1/schedules/preview",
-            json!({"expression": "* * * * * * * *"}),
+            json!({"schedule": "* * * * * * * *"}),
         )
         .await;
-    assert_eq!((s, v["error"]["field"].as_str()), (422, Some("expression")));
+    assert_eq!((s, v["error"]["field"].as_str()), (422, Some("schedule")));
     t.stop().await;
 }

@@ -214,12 +214,14 @@ async fn overlap_skip_and_queue() {
     )
     .await;
     let (_, first) = t.post("/api/v1/jobs/skipper/run", json!({})).await;
-    let (_, second) = t.post("/api/v1/jobs/skipper/run", json!({})).await;
-    assert_eq!(second["status"], "skipped", "{second}");
-    assert!(second["error"]
-        .as_str()
-        .unwrap()
-        .contains("overlap policy skip"));
+    // A manual run the policy refuses: 409 naming the active run, no record.
+    let (s, second) = t.post("/api/v1/jobs/skipper/run", json!({})).await;
+    assert_eq!(s, 409, "{second}");
+    assert_eq!(second["error"]["code"], "conflict");
+    let msg = second["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("(run {})", first["id"])), "{msg}");
+    assert!(msg.contains("overlap policy is skip"), "{msg}");
+    assert_eq!(t.runs_of("skipper").await.len(), 1);
     t.wait_run(first["id"].as_i64().unwrap(), Duration::from_secs(10))
         .await;
 
@@ -231,9 +233,9 @@ async fn overlap_skip_and_queue() {
     .await;
     let (_, a) = t.post("/api/v1/jobs/queuer/run", json!({})).await;
     let (_, b) = t.post("/api/v1/jobs/queuer/run", json!({})).await;
-    let (_, c) = t.post("/api/v1/jobs/queuer/run", json!({})).await;
+    let (s, c) = t.post("/api/v1/jobs/queuer/run", json!({})).await;
     assert_eq!(b["status"], "queued");
-    assert_eq!(c["status"], "skipped");
+    assert_eq!(s, 409, "{c}");
     let a = t
         .wait_run(a["id"].as_i64().unwrap(), Duration::from_secs(10))
         .await;

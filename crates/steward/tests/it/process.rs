@@ -275,6 +275,46 @@ async fn cli_config_check_and_schedule_preview() {
         "{err}"
     );
 
+    // What fails only at run time is caught too: accounts, directories and files.
+    let env_bad = dir.path().join("env-bad.toml");
+    std::fs::write(
+        &env_bad,
+        format!(
+            "[executor]\nrun_as_user = \"no-such-user-here\"\nworkdir = \"/no/such/dir\"\n\
+             [metrics]\ntoken_file = \"{0}/missing-token\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["config", "check"])
+        .arg(&env_bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "executor.run_as_user:",
+        "executor.workdir:",
+        "metrics.token_file:",
+    ] {
+        assert!(err.contains(key), "{key} in {err}");
+    }
+    let short = dir.path().join("short.toml");
+    std::fs::write(&short, "[metrics]\ntoken = \"12345\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(["config", "check"])
+        .arg(&short)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("metrics.token: the token must be at least 16"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let unknown = dir.path().join("unknown.toml");
     std::fs::write(&unknown, "[scheduler]\ngrace = \"5s\"\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_steward"))

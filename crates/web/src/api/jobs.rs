@@ -151,7 +151,8 @@ pub async fn disable(
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{job}/run", tag = "jobs", params(("job" = String, Path, description = "Job id or name")),
-    responses((status = 202, body = RunView, description = "The run, queued (or skipped by the overlap policy)")))]
+    responses((status = 202, body = RunView, description = "The run, running or queued"),
+        (status = 409, body = crate::error::ErrorBody, description = "The overlap policy refuses it; the message names the active run")))]
 pub async fn run_now(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,4 +1,4 @@
-//! `POST /api/v1/schedules/preview`: the next occurrences of an expression.
+//! `POST /api/v1/schedules/preview`: the next occurrences of a schedule.
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
@@ -12,8 +12,9 @@ use steward_domain::{Schedule, TimeZone};
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewRequest {
+    /// The same syntax, and the same name, as a job's `schedule`.
     #[schema(value_type = String, example = "30 2 * * *")]
-    pub expression: String,
+    pub schedule: String,
     /// IANA zone; the server default when absent.
     pub timezone: Option<TimeZone>,
     /// How many occurrences, 1 to 100 (default 5).
@@ -42,8 +43,8 @@ pub async fn preview(
     if !(1..=100).contains(&count) {
         return Err(ApiError::invalid("count", "must be between 1 and 100"));
     }
-    let schedule = Schedule::parse(&req.expression)
-        .map_err(|e| ApiError::invalid("expression", e.to_string()))?;
+    let schedule =
+        Schedule::parse(&req.schedule).map_err(|e| ApiError::invalid("schedule", e.to_string()))?;
     let tz = req.timezone.unwrap_or(state.engine.default_timezone());
     let after = req.after.unwrap_or_else(|| state.engine.clock().now());
     let times = schedule.upcoming(after, &tz, count);
