@@ -411,6 +411,11 @@ impl Engine {
         event: &str,
     ) -> Result<Job, ServiceError> {
         let before = self.store.get_job(id).await?;
+        if before.definition == def {
+            // Replacing a job with itself changes nothing: no write, no audit
+            // record (so `steward jobs apply` is idempotent).
+            return Ok(before);
+        }
         let now = self.clock.now();
         let audit = ctx.record(
             now,

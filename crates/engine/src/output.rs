@@ -160,14 +160,14 @@ impl OutputBuffer {
         self.progress.borrow().0
     }
 
-    /// The final text; followers see the end once they have read everything.
-    pub fn finish(&self) -> Captured {
-        let captured = self.snapshot();
+    /// Ends the output: followers see the end once they have read everything.
+    /// Called after the run's final record is written, so what they read
+    /// back then is the final status.
+    pub fn close(&self) {
         if let Ok(mut g) = self.inner.lock() {
             g.finished = true;
         }
         self.progress.send_modify(|p| p.1 = true);
-        captured
     }
 
     /// Up to `max_bytes` of kept lines from sequence number `from` on (at least
@@ -293,7 +293,7 @@ mod tests {
         for i in 0..1000 {
             b.push(t, Stream::Stdout, format!("line {i:04}").as_bytes());
         }
-        let c = b.finish();
+        let c = b.snapshot();
         assert!(c.truncated);
         assert!(c.text.len() <= 4096 + 100, "{}", c.text.len());
         assert!(c.text.contains("line 0000"));
@@ -323,7 +323,7 @@ mod tests {
         assert!(late.skipped > 0, "{late:?}");
         assert!(late.lines.last().unwrap().contains("line 0999"));
         assert!(!late.finished);
-        b.finish();
+        b.close();
         let end = b.read_from(late.next, 1 << 20);
         assert!(end.lines.is_empty() && end.finished, "{end:?}");
     }
@@ -334,7 +334,7 @@ mod tests {
         let t = DateTime::from_timestamp(0, 0).unwrap();
         b.push(t, Stream::Stdout, b"hello");
         b.push(t, Stream::Stderr, b"oops\r");
-        let c = b.finish();
+        let c = b.snapshot();
         assert!(!c.truncated);
         assert_eq!(
             c.text,

@@ -500,7 +500,7 @@ impl Runner {
         stop_flushing.cancel();
         let _ = flusher.await;
         let finished_at = self.clock.now();
-        let captured = output.finish();
+        let captured = output.snapshot();
         let update = RunUpdate {
             status: result.status,
             finished_at,
@@ -616,8 +616,13 @@ impl Runner {
         Some(started_at)
     }
 
+    /// The run is settled (or left queued for the next start): it leaves the
+    /// registry and its followers get their end.
     fn forget(&self, run: RunId) {
-        self.state().active.remove(&run);
+        let gone = self.state().active.remove(&run);
+        if let Some(a) = gone {
+            a.output.close();
+        }
     }
 
     async fn end_unstarted(&self, run: &Run, why: &str) {

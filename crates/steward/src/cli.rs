@@ -85,6 +85,13 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Sealed secrets (API client): set, list, delete; values are never shown.
+    Secrets {
+        #[command(flatten)]
+        conn: Connection,
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Sealing keys (API client): rotate online.
     Keys {
         #[command(flatten)]
@@ -133,8 +140,19 @@ pub enum JobsCommand {
         #[arg(long, short = 'f')]
         file: PathBuf,
     },
-    /// Start a run now.
-    Run { job: String },
+    /// Create the job in FILE, or replace the job of that name with it, and
+    /// print what changed; applying the same file again changes nothing.
+    Apply {
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+    },
+    /// Start a run now; with --wait, follow its output and exit with its result.
+    Run {
+        job: String,
+        /// Stream the output until the run ends; exit 1 unless it succeeded.
+        #[arg(long, short = 'w')]
+        wait: bool,
+    },
     /// Schedule the job again.
     Enable { job: String },
     /// Stop scheduling the job (manual runs still work).
@@ -163,7 +181,7 @@ pub enum RunsCommand {
         #[arg(long, short = 'f')]
         follow: bool,
     },
-    /// Cancel a queued or running run.
+    /// Cancel a queued or running run and wait for its final state.
     Cancel { run: i64 },
 }
 
@@ -192,7 +210,8 @@ pub enum UsersCommand {
     /// One user.
     Show { user: String },
     /// Create a user, who must change the initial password at first sign-in;
-    /// the password is read from --password-file or standard input.
+    /// the password is read from --password-file, else asked for on a
+    /// terminal (twice, not echoed), else read from standard input.
     Create {
         username: String,
         #[arg(long)]
@@ -206,6 +225,24 @@ pub enum UsersCommand {
     },
     /// Delete a user.
     Delete { user: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCommand {
+    /// Names, descriptions and key versions (never values).
+    List,
+    /// Set NAME's value: from --file, else asked for on a terminal (twice, not
+    /// echoed), else read from standard input. Jobs refer to it as ${secret:NAME}.
+    Set {
+        name: String,
+        /// File holding the value (a trailing newline is dropped).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a secret no job uses.
+    Delete { name: String },
 }
 
 #[derive(Subcommand, Debug)]

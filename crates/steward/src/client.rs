@@ -3,7 +3,8 @@
 //! Errors print the server's code and message; exit code 1.
 
 use crate::cli::{
-    AuditCommand, Connection, JobsCommand, KeysCommand, RunsCommand, TokensCommand, UsersCommand,
+    AuditCommand, Connection, JobsCommand, KeysCommand, RunsCommand, SecretsCommand, TokensCommand,
+    UsersCommand,
 };
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
@@ -155,13 +156,27 @@ pub async fn jobs(conn: &Connection, cmd: JobsCommand) -> anyhow::Result<()> {
             c.json(Method::POST, "/api/v1/jobs", Some(read_definition(&file)?))
                 .await?
         }
-        JobsCommand::Run { job } => {
-            c.json(
-                Method::POST,
-                &format!("/api/v1/jobs/{}/run", seg(&job)),
-                None,
-            )
-            .await?
+        JobsCommand::Apply { file } => return apply(&c, read_definition(&file)?).await,
+        JobsCommand::Run { job, wait } => {
+            let run = c
+                .json(
+                    Method::POST,
+                    &format!("/api/v1/jobs/{}/run", seg(&job)),
+                    None,
+                )
+                .await?;
+            if !wait {
+                print(&run);
+                return Ok(());
+            }
+            let id = run["id"]
+                .as_i64()
+                .context("the server returned no run id")?;
+            eprintln!(
+                "run {id} of {job}: {}",
+                run["status"].as_str().unwrap_or("?")
+            );
+            return follow(&c, id).await;
         }
         JobsCommand::Enable { job } => {
             c.json(
@@ -215,48 +230,247 @@ pub async fn runs(conn: &Connection, cmd: RunsCommand) -> anyhow::Result<()> {
             &c.json(Method::GET, &format!("/api/v1/runs/{run}"), None)
                 .await?,
         ),
-        RunsCommand::Cancel { run } => print(
-            &c.json(Method::POST, &format!("/api/v1/runs/{run}/cancel"), None)
-                .await?,
-        ),
+        RunsCommand::Cancel { run } => {
+            c.json(Method::POST, &format!("/api/v1/runs/{run}/cancel"), None)
+                .await?;
+            // Cancelling asks the process to stop (SIGTERM, then SIGKILL after
+            // the kill grace); report how it actually ended.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let v = c
+                    .json(Method::GET, &format!("/api/v1/runs/{run}"), None)
+                    .await?;
+                let status = v["status"].as_str().unwrap_or("unknown");
+                if !matches!(status, "queued" | "running") {
+                    say!("run {run}: {status}");
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    anyhow::bail!("run {run} is still {status} a minute after the cancel");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
         RunsCommand::Logs { run, follow: false } => {
             let r = c
                 .send(Method::GET, &format!("/api/v1/runs/{run}/output"), None)
                 .await?;
             emit(&r.text().await?);
         }
-        RunsCommand::Logs { run, follow: true } => {
-            // Server-sent events: each `data:` line is one output line.
-            let r = c
-                .send(
-                    Method::GET,
-                    &format!("/api/v1/runs/{run}/output/follow"),
-                    None,
-                )
-                .await?;
-            let mut stream = r.bytes_stream();
-            let mut buf = Vec::new();
-            while let Some(chunk) = stream.next().await {
-                buf.extend_from_slice(&chunk?);
-                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let line = String::from_utf8_lossy(&line);
-                    if let Some(data) = line.strip_prefix("data:") {
-                        say!(
-                            "{}",
-                            data.trim_start_matches(' ').trim_end_matches(['\n', '\r'])
-                        );
-                    }
+        RunsCommand::Logs { run, follow: true } => follow(&c, run).await?,
+    }
+    Ok(())
+}
+
+/// Streams a run's output (server-sent events: each `data:` line is one
+/// output line) until it ends; an error unless it succeeded, so scripts can
+/// use the exit code.
+async fn follow(c: &Client, run: i64) -> anyhow::Result<()> {
+    let r = c
+        .send(
+            Method::GET,
+            &format!("/api/v1/runs/{run}/output/follow"),
+            None,
+        )
+        .await?;
+    let mut stream = r.bytes_stream();
+    let mut buf = Vec::new();
+    let mut event = String::new();
+    let mut end = None;
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk?);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if let Some(name) = line.strip_prefix("event:") {
+                event = name.trim().to_owned();
+            } else if let Some(data) = line.strip_prefix("data:") {
+                let data = data.strip_prefix(' ').unwrap_or(data);
+                if event == "end" {
+                    end = Some(data.to_owned());
+                } else {
+                    say!("{data}");
                 }
             }
-            // The exit code says how the run ended, for scripts.
-            let v = c
-                .json(Method::GET, &format!("/api/v1/runs/{run}"), None)
-                .await?;
-            let status = v["status"].as_str().unwrap_or("unknown");
-            if status != "succeeded" {
-                anyhow::bail!("run {run} ended {status}");
+        }
+    }
+    let status = match end {
+        Some(s) => s,
+        None => c
+            .json(Method::GET, &format!("/api/v1/runs/{run}"), None)
+            .await?["status"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_owned(),
+    };
+    if status != "succeeded" {
+        anyhow::bail!("run {run} ended {status}");
+    }
+    eprintln!("run {run} succeeded");
+    Ok(())
+}
+
+/// Fields of a job view that are not part of its definition.
+const VIEW_ONLY: [&str; 5] = [
+    "id",
+    "effective_timezone",
+    "next_run_at",
+    "created_at",
+    "updated_at",
+];
+
+/// `jobs apply`: create, or replace and show the changed fields.
+async fn apply(c: &Client, def: Value) -> anyhow::Result<()> {
+    let name = def["name"]
+        .as_str()
+        .context("the definition has no \"name\": apply finds the job by it")?
+        .to_owned();
+    let path = format!("/api/v1/jobs/{}", seg(&name));
+    let before = match c.json(Method::GET, &path, None).await {
+        Ok(v) => v,
+        Err(e) if e.to_string().starts_with("404 ") => {
+            c.json(Method::POST, "/api/v1/jobs", Some(def)).await?;
+            say!("job {name} created");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let after = c.json(Method::PUT, &path, Some(def)).await?;
+    let mut changes = vec![];
+    diff_fields("", &before, &after, &mut changes);
+    if changes.is_empty() {
+        say!("job {name} unchanged");
+    } else {
+        say!("job {name} updated:");
+        for ch in changes {
+            say!("  {ch}");
+        }
+    }
+    Ok(())
+}
+
+/// `path: old -> new` for every leaf that differs, view-only fields aside.
+fn diff_fields(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                if path.is_empty() && VIEW_ONLY.contains(&k.as_str()) {
+                    continue;
+                }
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                diff_fields(
+                    &p,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
             }
+        }
+        (x, y) if x != y => out.push(format!("{path}: {x} -> {y}")),
+        _ => {}
+    }
+}
+
+/// A value from `file`, else from a terminal prompt (asked twice, not echoed),
+/// else from standard input (saying so, so a waiting pipe is not a mystery).
+fn read_value(what: &str, file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    use std::io::IsTerminal as _;
+    let text = match file {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
+        }
+        None if std::io::stdin().is_terminal() => {
+            let first = prompt_hidden(&format!("{what}: "))?;
+            let again = prompt_hidden(&format!("{what} again: "))?;
+            if first != again {
+                anyhow::bail!("the two entries differ; nothing was changed");
+            }
+            first
+        }
+        None => {
+            eprintln!("reading the {what} from standard input");
+            std::io::read_to_string(std::io::stdin())?
+        }
+    };
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Reads a line from the terminal with echo off, restoring it afterwards.
+fn prompt_hidden(prompt: &str) -> anyhow::Result<String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::Write as _;
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).context("cannot read the terminal's settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    quiet.local_flags.insert(LocalFlags::ECHONL);
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("cannot turn off echo")?;
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
+    read?;
+    Ok(line)
+}
+
+pub async fn secrets(conn: &Connection, cmd: SecretsCommand) -> anyhow::Result<()> {
+    let c = Client::new(conn)?;
+    match cmd {
+        SecretsCommand::List => {
+            let v = c.json(Method::GET, "/api/v1/secrets", None).await?;
+            for s in v
+                .as_array()
+                .or_else(|| v["items"].as_array())
+                .into_iter()
+                .flatten()
+            {
+                say!(
+                    "{:<40} key {:<3} {}",
+                    s["name"].as_str().unwrap_or(""),
+                    s["key_version"],
+                    s["description"].as_str().unwrap_or(""),
+                );
+            }
+        }
+        SecretsCommand::Set {
+            name,
+            file,
+            description,
+        } => {
+            let value = read_value(&format!("value of {name}"), file.as_deref())?;
+            let r = c
+                .send(
+                    Method::PUT,
+                    &format!("/api/v1/secrets/{}", seg(&name)),
+                    Some(json!({"value": value, "description": description})),
+                )
+                .await?;
+            say!(
+                "secret {name} {}",
+                if r.status() == reqwest::StatusCode::CREATED {
+                    "created"
+                } else {
+                    "replaced"
+                }
+            );
+        }
+        SecretsCommand::Delete { name } => {
+            c.json(
+                Method::DELETE,
+                &format!("/api/v1/secrets/{}", seg(&name)),
+                None,
+            )
+            .await?;
+            say!("secret {name} deleted");
         }
     }
     Ok(())
@@ -309,12 +523,10 @@ pub async fn users(conn: &Connection, cmd: UsersCommand) -> anyhow::Result<()> {
             roles,
             password_file,
         } => {
-            let password = match password_file {
-                Some(p) => std::fs::read_to_string(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))?,
-                None => std::io::read_to_string(std::io::stdin())?,
-            };
-            let password = password.trim_end_matches(['\n', '\r']);
+            let password = read_value(
+                &format!("initial password for {username}"),
+                password_file.as_deref(),
+            )?;
             c.json(
                 Method::POST,
                 "/api/v1/users",

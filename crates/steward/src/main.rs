@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Command::Tokens { conn, command } => client(steward::client::tokens(&conn, command)),
         Command::Users { conn, command } => client(steward::client::users(&conn, command)),
         Command::Keys { conn, command } => client(steward::client::keys(&conn, command)),
+        Command::Secrets { conn, command } => client(steward::client::secrets(&conn, command)),
         Command::Audit { conn, command } => {
             match client_rt(steward::client::audit(&conn, command)) {
                 Ok(true) => ExitCode::SUCCESS,

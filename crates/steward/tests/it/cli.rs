@@ -165,3 +165,135 @@ async fn jobs_runs_tokens_users_and_audit_from_the_command_line() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("401 unauthenticated"));
 }
+
+fn cli_stdin(t: &TestApp, args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .args(args)
+        .env("STEWARD_URL", &t.base)
+        .env("STEWARD_TOKEN", &t.token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_secrets_run_wait_and_cancel_from_the_command_line() {
+    let t = TestApp::start().await;
+    // apply: create, then unchanged (no write, no audit record), then a change shown.
+    let file = t.dir.path().join("nightly.toml");
+    let v1 = "name = \"nightly\"\nschedule = \"0 5 * * *\"\n[spec]\nkind = \"command\"\nargv = [\"true\"]\n";
+    std::fs::write(&file, v1).unwrap();
+    let f = file.to_str().unwrap();
+    assert_eq!(
+        ok(&cli(&t, &["jobs", "apply", "-f", f])),
+        "job nightly created\n"
+    );
+    assert_eq!(
+        ok(&cli(&t, &["jobs", "apply", "-f", f])),
+        "job nightly unchanged\n"
+    );
+    std::fs::write(&file, v1.replace("0 5 * * *", "0 6 * * *")).unwrap();
+    let out = ok(&cli(&t, &["jobs", "apply", "-f", f]));
+    assert!(
+        out.contains("job nightly updated:")
+            && out.contains("schedule: \"0 5 * * *\" -> \"0 6 * * *\""),
+        "{out}"
+    );
+    let (_, log) = t.get("/api/v1/audit?target=job:nightly").await;
+    let events: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["job.update", "job.create"],
+        "the unchanged apply wrote nothing"
+    );
+
+    // secrets: from standard input (saying so) and from a file; list; delete.
+    let o = cli_stdin(
+        &t,
+        &["secrets", "set", "DB_PW", "--description", "db"],
+        "s3cret-value\n",
+    );
+    assert_eq!(ok(&o), "secret DB_PW created\n");
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("reading the value of DB_PW from standard input"));
+    let vf = t.dir.path().join("value");
+    std::fs::write(&vf, "another-value\n").unwrap();
+    assert_eq!(
+        ok(&cli(
+            &t,
+            &["secrets", "set", "DB_PW", "--file", vf.to_str().unwrap()]
+        )),
+        "secret DB_PW replaced\n"
+    );
+    let list = ok(&cli(&t, &["secrets", "list"]));
+    assert!(
+        list.contains("DB_PW") && !list.contains("another-value"),
+        "{list}"
+    );
+    // The value arrived without its newline.
+    t.command_job(
+        "uses-pw",
+        &["sh", "-c", "test \"$PW\" = another-value"],
+        serde_json::json!({"spec": {"kind": "command", "argv": ["sh", "-c", "test \"$PW\" = another-value"], "env": {"PW": "${secret:DB_PW}"}}}),
+    )
+    .await;
+    // run --wait: follows, exits 0 on success...
+    let o = cli(&t, &["jobs", "run", "uses-pw", "--wait"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("succeeded"));
+    ok(&cli(&t, &["jobs", "delete", "uses-pw"]));
+    assert_eq!(
+        ok(&cli(&t, &["secrets", "delete", "DB_PW"])),
+        "secret DB_PW deleted\n"
+    );
+    // ...and 1 with the status otherwise, after printing the output.
+    t.command_job(
+        "fails",
+        &["sh", "-c", "echo about to fail; exit 3"],
+        serde_json::json!({}),
+    )
+    .await;
+    let o = cli(&t, &["jobs", "run", "fails", "--wait"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(" out about to fail"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("ended failed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // users create from standard input says where it reads.
+    let o = cli_stdin(
+        &t,
+        &["users", "create", "dora", "--role", "viewer"],
+        "an initial password for dora\n",
+    );
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("from standard input"));
+
+    // runs cancel prints the final state.
+    t.command_job("long", &["sleep", "300"], serde_json::json!({}))
+        .await;
+    let (_, run) = t.post("/api/v1/jobs/long/run", serde_json::json!({})).await;
+    let id = run["id"].to_string();
+    assert_eq!(
+        ok(&cli(&t, &["runs", "cancel", &id])),
+        format!("run {id}: cancelled\n")
+    );
+    t.stop().await;
+}

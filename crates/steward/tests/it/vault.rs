@@ -200,7 +200,9 @@ async fn a_key_file_others_can_read_or_a_missing_explicit_one_stops_the_start() 
         .unwrap()
         .to_string();
     assert!(
-        e.contains("master.key") && e.contains("cannot be read"),
+        e.contains("auth.master_key_file")
+            && e.contains("master.key")
+            && e.contains("does not exist"),
         "{e}"
     );
 
