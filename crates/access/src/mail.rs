@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use steward_domain::ValidationError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpSecurity {
     /// Plain connection upgraded with STARTTLS (port 587); refused if the server cannot.
@@ -22,16 +22,21 @@ pub enum SmtpSecurity {
 }
 
 /// The SMTP settings document (the password is sealed separately).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
+    /// Host name or address of the mail server (up to 253 characters, no spaces).
+    #[schema(example = "mail.example.org", min_length = 1, max_length = 253)]
     pub host: String,
+    #[schema(example = 587, minimum = 1, maximum = 65535)]
     pub port: u16,
     #[serde(default)]
     pub security: SmtpSecurity,
+    /// Account on the mail server, if it needs one.
     #[serde(default)]
     pub username: Option<String>,
     /// Sender, e.g. `Steward <steward@example.org>`.
+    #[schema(example = "Steward <steward@example.org>")]
     pub from: String,
 }
 

@@ -66,7 +66,8 @@ impl JobSpec {
 #[serde(deny_unknown_fields)]
 pub struct CommandSpec {
     /// Program and arguments. With `shell: true`, exactly one element: the script
-    /// given to `/bin/sh -c`.
+    /// given to `/bin/sh -c`. At most 4096 elements, no NUL bytes.
+    #[schema(min_items = 1, max_items = 4096, example = json!(["/usr/local/bin/report", "--daily"]))]
     pub argv: Vec<String>,
     /// Run through `/bin/sh -c`. Explicit, and recorded in every run's output header.
     #[serde(default)]

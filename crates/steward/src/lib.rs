@@ -47,6 +47,8 @@ pub struct Overrides {
     /// The steward binary that runs the command sandbox (default: this
     /// program; tests that embed Steward name the real binary).
     pub sandbox_helper: Option<std::path::PathBuf>,
+    /// Sees every routed response (the tests check them against the document).
+    pub response_observer: Option<steward_web::ResponseObserver>,
 }
 
 impl Default for Overrides {
@@ -55,6 +57,7 @@ impl Default for Overrides {
             clock: Arc::new(SystemClock),
             jitter: random_jitter(),
             sandbox_helper: None,
+            response_observer: None,
         }
     }
 }
@@ -176,6 +179,7 @@ impl Application {
                 max_body_bytes: config.api.max_body_bytes,
                 max_followers: config.api.max_followers,
                 max_followers_per_user: config.api.max_followers_per_user,
+                observer: overrides.response_observer.clone(),
                 allowed_hosts: config.allowed_hosts(),
                 public_origin: config
                     .server

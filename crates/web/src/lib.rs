@@ -44,6 +44,64 @@ pub struct WebSettings {
     /// Output followers at once, in total and per user.
     pub max_followers: usize,
     pub max_followers_per_user: usize,
+    /// Sees every routed response (tests validate them against the OpenAPI
+    /// document); `None` in production, where the layer is not installed.
+    pub observer: Option<ResponseObserver>,
+}
+
+/// One response as the observer sees it: JSON bodies whole, others empty.
+pub struct Observed<'a> {
+    pub method: &'a str,
+    /// The route pattern, e.g. `/api/v1/jobs/{job}`.
+    pub route: &'a str,
+    pub status: u16,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+pub type ResponseObserver = Arc<dyn Fn(Observed<'_>) + Send + Sync>;
+
+async fn observe(
+    axum::extract::State(observer): axum::extract::State<ResponseObserver>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let resp = next.run(req).await;
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let status = resp.status().as_u16();
+    if !content_type.starts_with("application/json") {
+        observer(Observed {
+            method: &method,
+            route: &route,
+            status,
+            content_type: &content_type,
+            body: &[],
+        });
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    observer(Observed {
+        method: &method,
+        route: &route,
+        status,
+        content_type: &content_type,
+        body: &bytes,
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -73,14 +131,18 @@ pub fn router(
         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
     })
     .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO));
-    Router::new()
+    let mut routes = Router::new()
         .merge(api::routes())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         // After routing, so both look up the matched route; authorisation first.
         .route_layer(axum::middleware::from_fn(params::refuse_unknown))
-        .route_layer(axum::middleware::from_fn(auth::authorize))
+        .route_layer(axum::middleware::from_fn(auth::authorize));
+    if let Some(observer) = settings.observer {
+        routes = routes.route_layer(axum::middleware::from_fn_with_state(observer, observe));
+    }
+    routes
         .fallback(|| async { error::ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             error::ApiError::new(

@@ -13,6 +13,18 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub token: String,
     pub dir: tempfile::TempDir,
+    /// Fails the test, when the app goes, if a response broke the OpenAPI document.
+    pub _contract: ContractGuard,
+}
+
+pub struct ContractGuard;
+
+impl Drop for ContractGuard {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            crate::contract::Contract::global().assert_clean();
+        }
+    }
 }
 
 /// The first admin's password in tests, and the one it is changed to.
@@ -145,6 +157,7 @@ impl TestApp {
                 clock,
                 jitter: no_jitter(),
                 sandbox_helper: Some(env!("CARGO_BIN_EXE_steward").into()),
+                response_observer: Some(crate::contract::Contract::observer()),
             },
         )
         .await
@@ -157,6 +170,7 @@ impl TestApp {
             client: token_client(&token),
             token,
             dir,
+            _contract: ContractGuard,
         }
     }
 
@@ -168,6 +182,7 @@ impl TestApp {
             client: token_client(&token),
             token,
             dir: tempfile::tempdir().unwrap(),
+            _contract: ContractGuard,
         }
     }
 
@@ -407,6 +422,19 @@ impl TestApp {
 }
 
 impl Account {
+    /// The first admin (its password already changed by `TestApp::start`).
+    pub async fn admin(t: &TestApp) -> Self {
+        let (s, cookie, body) = sign_in(&t.base, "admin", ADMIN_PASSWORD).await;
+        assert_eq!(s, 200, "{body}");
+        Account {
+            name: "admin".into(),
+            password: ADMIN_PASSWORD.into(),
+            token: t.token.clone(),
+            cookie: cookie.unwrap(),
+            csrf: body["csrf_token"].as_str().unwrap().into(),
+        }
+    }
+
     async fn with_csrf(mut self, base: &str) -> Self {
         let r = reqwest::Client::new()
             .get(format!("{base}/api/v1/auth/me"))

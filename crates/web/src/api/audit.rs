@@ -26,6 +26,7 @@ pub struct AuditQuery {
     until: Option<DateTime<Utc>>,
     /// Cursor: entries older than this id.
     before: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 

@@ -13,7 +13,6 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use steward_access::Via;
 use steward_domain::SessionId;
 
@@ -101,7 +100,8 @@ pub async fn sign_out(State(state): State<AppState>, caller: Caller) -> ApiResul
         .into_response())
 }
 
-#[utoipa::path(post, path = "/api/v1/auth/sign-out-everywhere", tag = "auth", responses((status = 200)))]
+#[utoipa::path(post, path = "/api/v1/auth/sign-out-everywhere", tag = "auth",
+    responses((status = 200, body = super::views::SessionsEnded, description = "Every session of yours ended, this one included")))]
 pub async fn sign_out_everywhere(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,7 +112,9 @@ pub async fn sign_out_everywhere(
         .await?;
     Ok((
         [(header::SET_COOKIE, state.auth.session_cookie(None, 0))],
-        Json(json!({"sessions_ended": n})),
+        Json(super::views::SessionsEnded {
+            sessions_ended: n,
+        }),
     )
         .into_response())
 }
@@ -122,7 +124,8 @@ pub async fn sign_out_everywhere(
 pub struct PasswordChange {
     #[schema(value_type = String)]
     current_password: SecretString,
-    #[schema(value_type = String)]
+    /// 12 to 1024 characters, not easy to guess (zxcvbn score 3 or more).
+    #[schema(value_type = String, min_length = 12, max_length = 1024, example = "copper lantern drifts past seven hills")]
     new_password: SecretString,
 }
 
@@ -206,16 +209,17 @@ pub struct ResetRequest {
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth", request_body = ResetRequest, security(()),
-    responses((status = 200, description = "Always: a mail is sent if the account exists and has an address")))]
+    responses((status = 200, body = super::views::Message, description = "Always: a mail is sent if the account exists and has an address")))]
 pub async fn request_reset(
     State(state): State<AppState>,
     Client(client): Client,
     ApiJson(req): ApiJson<ResetRequest>,
-) -> Json<serde_json::Value> {
+) -> Json<super::views::Message> {
     state.access.request_reset(&req.login, &client).await;
-    Json(
-        json!({"message": "if the account exists and has an e-mail address, a reset link is on its way"}),
-    )
+    Json(super::views::Message {
+        message: "if the account exists and has an e-mail address, a reset link is on its way"
+            .into(),
+    })
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -223,7 +227,8 @@ pub async fn request_reset(
 pub struct ResetConfirm {
     #[schema(value_type = String)]
     token: SecretString,
-    #[schema(value_type = String)]
+    /// 12 to 1024 characters, not easy to guess (zxcvbn score 3 or more).
+    #[schema(value_type = String, min_length = 12, max_length = 1024, example = "copper lantern drifts past seven hills")]
     new_password: SecretString,
 }
 

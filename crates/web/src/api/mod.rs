@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod document;
 pub mod follow;
 pub mod job_list;
 pub mod jobs;
@@ -68,7 +69,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/openapi.json",
-            get(|| async { Json(ApiDoc::openapi()) }),
+            get(|| async { Json(document::document()) }),
         )
         .route("/api/v1/jobs", get(jobs::list).post(jobs::create))
         .route(

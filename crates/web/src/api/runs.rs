@@ -32,6 +32,7 @@ pub struct RunQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<i64>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 

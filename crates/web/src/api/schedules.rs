@@ -18,6 +18,7 @@ pub struct PreviewRequest {
     /// IANA zone; the server default when absent.
     pub timezone: Option<TimeZone>,
     /// How many occurrences, 1 to 100 (default 5).
+    #[schema(minimum = 1, maximum = 100)]
     pub count: Option<usize>,
     /// Start after this instant instead of now.
     pub after: Option<DateTime<Utc>>,

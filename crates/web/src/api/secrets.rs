@@ -43,9 +43,12 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<SecretVie
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSecret {
-    #[schema(value_type = String)]
+    /// The value: at least 4 characters (values are masked in run output), at most 64 KiB.
+    #[schema(value_type = String, min_length = 4, max_length = 65536, example = "correct-horse-battery")]
     value: SecretString,
+    /// Up to 500 characters.
     #[serde(default)]
+    #[schema(max_length = 500)]
     description: String,
 }
 

@@ -13,11 +13,20 @@ use serde::{Deserialize, Serialize};
 use steward_access::mail::SmtpSettings;
 use steward_domain::{Module, Permission};
 
+/// The stored settings (absent fields: nothing configured yet). The password
+/// is never shown; `password_set` says whether one is stored.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SmtpView {
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    settings: Option<SmtpSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security: Option<steward_access::mail::SmtpSecurity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<String>,
     configured: bool,
     password_set: bool,
 }
@@ -25,17 +34,19 @@ pub struct SmtpView {
 #[utoipa::path(get, path = "/api/v1/settings/smtp", tag = "settings", responses((status = 200, body = SmtpView)))]
 pub async fn smtp(State(state): State<AppState>) -> ApiResult<Json<SmtpView>> {
     let s = state.access.vault().smtp().await?;
-    Ok(Json(match s {
-        Some((settings, password_set)) => SmtpView {
-            settings: Some(settings),
-            configured: true,
-            password_set,
-        },
-        None => SmtpView {
-            settings: None,
-            configured: false,
-            password_set: false,
-        },
+    let configured = s.is_some();
+    let (settings, password_set) = match s {
+        Some((settings, set)) => (Some(settings), set),
+        None => (None, false),
+    };
+    Ok(Json(SmtpView {
+        host: settings.as_ref().map(|s| s.host.clone()),
+        port: settings.as_ref().map(|s| s.port),
+        security: settings.as_ref().map(|s| s.security),
+        username: settings.as_ref().and_then(|s| s.username.clone()),
+        from: settings.map(|s| s.from),
+        configured,
+        password_set,
     }))
 }
 
@@ -43,9 +54,9 @@ pub async fn smtp(State(state): State<AppState>) -> ApiResult<Json<SmtpView>> {
 #[serde(deny_unknown_fields)]
 pub struct SmtpPut {
     #[serde(flatten)]
-    #[schema(value_type = Object)]
     settings: SmtpSettings,
-    /// Absent: keep the stored password; empty: remove it.
+    /// Write-only. Absent: keep the stored password (allowed only while host,
+    /// port, security and username stay the same); empty: remove it.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     password: Option<SecretString>,
@@ -77,6 +88,8 @@ pub async fn put_smtp(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestMail {
+    /// A mail address, e.g. `ops@example.org`.
+    #[schema(format = Email, example = "ops@example.org")]
     to: String,
 }
 

@@ -50,14 +50,18 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<UserView>
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUserRequest {
-    #[schema(value_type = String)]
+    /// 1 to 64 letters, digits, `.`, `_`, `-`, `@`, starting with a letter or digit.
+    #[schema(value_type = String, min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]*$", example = "dana")]
     username: Username,
     #[serde(default)]
     email: Option<String>,
     /// Initial password; the user must change it at first sign-in.
-    #[schema(value_type = String)]
+    /// The initial password, changed at the first sign-in: 12 to 1024
+    /// characters, and not easy to guess (zxcvbn score 3 or more).
+    #[schema(value_type = String, min_length = 12, max_length = 1024, example = "amber kettle sings under nine bridges")]
     password: SecretString,
     #[serde(default)]
+    #[schema(example = json!(["operator"]))]
     roles: Vec<String>,
 }
 
@@ -148,18 +152,18 @@ pub struct RolesBody {
     roles: Vec<String>,
 }
 
-#[utoipa::path(put, path = "/api/v1/users/{user}/roles", tag = "users", params(("user" = String, Path)), request_body = RolesBody, responses((status = 200)))]
+#[utoipa::path(put, path = "/api/v1/users/{user}/roles", tag = "users", params(("user" = String, Path)), request_body = RolesBody, responses((status = 200, body = super::views::RoleNames)))]
 pub async fn set_roles(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<RolesBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<super::views::RoleNames>> {
     let roles = state
         .access
         .set_user_roles(&caller.identity, &name, &req.roles, &caller.client)
         .await?;
-    Ok(Json(serde_json::json!({"roles": roles})))
+    Ok(Json(super::views::RoleNames { roles }))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -193,9 +197,11 @@ pub async fn roles(State(state): State<AppState>) -> ApiResult<Json<Vec<RoleView
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRole {
+    #[schema(example = "auditor")]
     name: String,
     /// e.g. `["jobs:read", "runs:write"]`; write implies read.
-    #[schema(value_type = Vec<String>)]
+    /// At least one of `MODULE:read` / `MODULE:write`.
+    #[schema(value_type = Vec<String>, min_items = 1, example = json!(["audit:read", "jobs:read"]))]
     permissions: PermissionSet,
 }
 

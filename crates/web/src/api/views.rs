@@ -125,3 +125,21 @@ pub struct RunList {
     /// Pass as `cursor` to get the next (older) page; absent on the last page.
     pub next_cursor: Option<RunId>,
 }
+
+/// How many sessions a sign-out everywhere ended.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionsEnded {
+    pub sessions_ended: u64,
+}
+
+/// A human-readable acknowledgement.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Message {
+    pub message: String,
+}
+
+/// The roles a user now holds directly.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RoleNames {
+    pub roles: Vec<String>,
+}
