@@ -17,6 +17,10 @@ Needs: gcc, Python packages apscheduler<4 and psutil. Runs, in one go:
             same server, wrk, requests per second
   audit     audit appends per second with the hash chain vs plain SQLite inserts
             (cargo bench -p steward-store --bench audit_append)
+  followers 200 clients following one run's 8 MB output that never read, then 200
+            more that read it all, on a finished and on a live run: RSS before,
+            during and after against the same server with no followers, and the
+            p99 latency of other requests meanwhile
 
 Also needs: wrk (Debian package), argon2-cffi (PyPI).
 """
@@ -519,6 +523,138 @@ def bench_api(binary, results, rounds=5, seconds=4):
                           "ratio_jobs_to_healthz_median": round(statistics.median(ratios), 3)}
 
 
+def rss_mib(proc):
+    return psutil.Process(proc.pid).memory_info().rss / 2**20
+
+
+class Sampler(threading.Thread):
+    """Peak RSS of `proc` while running, sampled every 20 ms."""
+    def __init__(self, proc):
+        super().__init__(daemon=True)
+        self.proc, self.peak, self.stop_flag = proc, 0.0, threading.Event()
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            self.peak = max(self.peak, rss_mib(self.proc))
+            time.sleep(0.02)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join()
+        return self.peak
+
+
+class Prober(threading.Thread):
+    """Other requests while followers run: GET `path` back to back, latencies in ms."""
+    def __init__(self, api, path):
+        super().__init__(daemon=True)
+        self.api, self.path, self.lat, self.stop_flag = api, path, [], threading.Event()
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            t0 = time.perf_counter()
+            st, _ = self.api.call("GET", self.path)
+            assert st == 200, st
+            self.lat.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.005)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join()
+        return round(pct(self.lat, 99), 2), len(self.lat)
+
+
+def open_follower(port, token, run):
+    s = socket.create_connection(("127.0.0.1", port))
+    # Connection: close, so the server closes the socket after the `end` event.
+    s.sendall((f"GET /api/v1/runs/{run}/output/follow HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               f"Authorization: {token}\r\nConnection: close\r\n\r\n").encode())
+    return s
+
+
+def read_all(s, counts, i):
+    n = 0
+    while True:
+        b = s.recv(1 << 16)
+        if not b:
+            break
+        n += len(b)
+    counts[i] = n
+
+
+def bench_followers(binary, results, followers=200):
+    data = tempfile.mkdtemp(prefix="stw-follow-")
+    port = free_port()
+    proc, api, _ = start_steward(binary, os.path.join(data, "d"), port, {
+        "STEWARD_OUTPUT_LIMIT": str(16 * 2**20), "STEWARD_MAX_FOLLOWERS": "1000",
+        "STEWARD_MAX_FOLLOWERS_PER_USER": "1000"})
+    token = api.headers["authorization"]
+    eight_mb = "head -c 6000000 /dev/zero | tr '\\0' x | fold -w 100"
+    # The live run prints the same 8 MB over about 8 s, then waits, so every
+    # follower joins while it runs.
+    live = ("i=0; while [ $i -lt 80 ]; do head -c 75000 /dev/zero | tr '\\0' x | fold -w 100; "
+            "sleep 0.1; i=$((i+1)); done; sleep 25")
+    for name, script in (("finished", eight_mb), ("live", live)):
+        st, _ = api.call("POST", "/api/v1/jobs", {"name": name, "spec": {"kind": "command", "argv": ["sh", "-c", script]}})
+        assert st == 201
+    st, run = api.call("POST", "/api/v1/jobs/finished/run")
+    finished = run["id"]
+    while api.call("GET", f"/api/v1/runs/{finished}")[1]["status"] in ("queued", "running"):
+        time.sleep(0.1)
+    out = {}
+    for scenario in ("finished", "live"):
+        if scenario == "live":
+            st, run = api.call("POST", "/api/v1/jobs/live/run")
+            target = run["id"]
+        else:
+            target = finished
+        probe_path = f"/api/v1/runs/{target}"
+        # The same server with no followers, over the same kind of window.
+        sampler = Sampler(proc); sampler.start()
+        prober = Prober(api, probe_path); prober.start()
+        time.sleep(5)
+        base_p99, _ = prober.stop()
+        base_peak = sampler.stop()
+        before = rss_mib(proc)
+        # Followers that never read.
+        sampler = Sampler(proc); sampler.start()
+        prober = Prober(api, probe_path); prober.start()
+        idle = [open_follower(port, token, target) for _ in range(followers)]
+        time.sleep(8)
+        idle_peak = sampler.peak
+        # Followers that read everything, while the idle ones stay.
+        counts = [0] * followers
+        readers = [open_follower(port, token, target) for _ in range(followers)]
+        threads = [threading.Thread(target=read_all, args=(s, counts, i)) for i, s in enumerate(readers)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        read_seconds = time.perf_counter() - t0
+        during_p99, probes = prober.stop()
+        peak = sampler.stop()
+        for s_ in idle + readers:
+            s_.close()
+        time.sleep(5)
+        after = rss_mib(proc)
+        out[scenario] = {
+            "followers_idle": followers, "followers_reading": followers,
+            "rss_mib_before": round(before, 1), "rss_mib_peak_no_followers": round(base_peak, 1),
+            "rss_mib_peak_idle_followers": round(idle_peak, 1), "rss_mib_peak_all_followers": round(peak, 1),
+            "rss_mib_after": round(after, 1),
+            "growth_mib_idle_followers": round(idle_peak - before, 1),
+            "growth_mib_all_followers": round(peak - before, 1),
+            "after_vs_before": round(after / before, 3),
+            "bytes_read_per_reader_min": min(counts), "read_seconds": round(read_seconds, 1),
+            "p99_ms_other_requests_no_followers": base_p99, "p99_ms_other_requests_with_followers": during_p99,
+            "p99_ratio": round(during_p99 / base_p99, 2) if base_p99 else None, "probes": probes,
+        }
+    stop(proc)
+    shutil.rmtree(data, ignore_errors=True)
+    results["followers"] = out
+
+
 def bench_audit(results):
     out = subprocess.run(["cargo", "bench", "-q", "-p", "steward-store", "--bench", "audit_append"],
                          cwd=ROOT, check=True, capture_output=True, text=True).stdout
@@ -537,7 +673,7 @@ def main():
     stamp = os.path.join(tempfile.gettempdir(), "steward-bench-stamp")
     subprocess.run(["gcc", "-O2", "-o", stamp, os.path.join(HERE, "stamp.c")], check=True)
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
-    todo = a.only or ["startup", "throughput", "idle", "signin", "api", "audit", "precision"]
+    todo = a.only or ["startup", "throughput", "idle", "signin", "api", "audit", "followers", "precision"]
     if "startup" in todo:
         bench_startup(a.steward, results)
     if "throughput" in todo:
@@ -550,6 +686,8 @@ def main():
         bench_api(a.steward, results)
     if "audit" in todo:
         bench_audit(results)
+    if "followers" in todo:
+        bench_followers(a.steward, results)
     if "precision" in todo:
         for per_second in a.per_second:
             bench_precision_steward(a.steward, stamp, a.window, per_second, results)

@@ -45,11 +45,41 @@ fn yes() -> bool {
 }
 
 /// What a job runs. Later kinds (docker, postgres, ...) are added as variants.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobSpec {
     Command(CommandSpec),
     Http(HttpSpec),
+}
+
+/// The same shape, for reading: serde reads an internally tagged enum from
+/// whatever the input offers, a JSON array by position included. A spec is
+/// read as an object first, so `["command", ["true"]]` is refused.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum TaggedSpec {
+    Command(CommandSpec),
+    Http(HttpSpec),
+}
+
+impl<'de> Deserialize<'de> for JobSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> serde::de::Visitor<'de> for ObjectOnly {
+            type Value = TaggedSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object with a \"kind\"")
+            }
+            // Only a map: the same map access, so errors keep their field path.
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TaggedSpec, A::Error> {
+                TaggedSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        Ok(match d.deserialize_map(ObjectOnly)? {
+            TaggedSpec::Command(c) => Self::Command(c),
+            TaggedSpec::Http(h) => Self::Http(h),
+        })
+    }
 }
 
 impl JobSpec {

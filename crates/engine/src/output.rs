@@ -218,6 +218,12 @@ impl OutputBuffer {
                 }
             }
         }
+        // Lines dropped from between the kept head and tail, with nothing kept
+        // after them (a line longer than half the limit is dropped whole).
+        if batch.lines.is_empty() && batch.next < g.next_seq {
+            batch.skipped += g.next_seq - batch.next;
+            batch.next = g.next_seq;
+        }
         batch.finished = g.finished && batch.next >= g.next_seq;
         batch
     }
@@ -326,6 +332,22 @@ mod tests {
         b.close();
         let end = b.read_from(late.next, 1 << 20);
         assert!(end.lines.is_empty() && end.finished, "{end:?}");
+    }
+
+    #[test]
+    fn a_follower_past_everything_kept_skips_to_the_end() {
+        // With a small limit a long line is dropped whole: nothing is kept
+        // after the head, and a follower must not wait forever for it.
+        let b = OutputBuffer::new(1024);
+        let t = DateTime::from_timestamp(0, 0).unwrap();
+        b.push(t, Stream::Stdout, b"short");
+        b.push(t, Stream::Stdout, &[b'x'; 900]);
+        let first = b.read_from(0, 1 << 20);
+        assert_eq!(first.lines.len(), 1);
+        let rest = b.read_from(first.next, 1 << 20);
+        assert!(rest.skipped > 0 || !rest.lines.is_empty(), "{rest:?}");
+        b.close();
+        assert!(b.read_from(rest.next, 1 << 20).finished);
     }
 
     #[test]

@@ -406,9 +406,12 @@ fn command_sandbox(
             tracing::warn!("this kernel does not enforce Landlock: command jobs are kept from Steward's files only by file permissions");
         }
     }
+    // The binary itself: jobs may run it, never change it.
+    let readonly = std::fs::canonicalize(&helper).into_iter().collect();
     Ok(Sandbox {
         helper,
         hidden,
+        readonly,
         required,
     })
 }

@@ -63,6 +63,11 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("malformed JSON: {e}"),
         )
     })?;
+    // Parsing into a value keeps the last of repeated keys; refuse them, so no
+    // two readers of one body can disagree on what it says.
+    if let Err(e) = serde_json::from_slice::<NoRepeatedKeys>(bytes) {
+        return Err(ApiError::invalid("", e.to_string()));
+    }
     if !value.is_object() {
         return Err(ApiError::invalid(
             "",
@@ -85,6 +90,54 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::invalid(field, message)
     })
+}
+
+/// Walks a JSON document and fails on the first object with a repeated key.
+struct NoRepeatedKeys;
+
+impl<'de> serde::Deserialize<'de> for NoRepeatedKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NoRepeatedKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(de::Error::custom(format!("the key {key:?} appears twice")));
+                    }
+                    map.next_value::<NoRepeatedKeys>()?;
+                }
+                Ok(NoRepeatedKeys)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<NoRepeatedKeys>()?.is_some() {}
+                Ok(NoRepeatedKeys)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(NoRepeatedKeys)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(NoRepeatedKeys)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(NoRepeatedKeys)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(NoRepeatedKeys)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(NoRepeatedKeys)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(NoRepeatedKeys)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn describe(v: &Value) -> &'static str {
@@ -353,5 +406,21 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("name"), "{}", e.message);
         let e = parse_object::<Outer>(br#"{"name": "x", "inner": {}}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("inner.a"), "{}", e.message);
+        let e = parse_object::<Outer>(br#"{"name": "x", "name": "y"}"#).unwrap_err();
+        assert!(e.message.contains("appears twice"), "{}", e.message);
+        // The real job body: a tagged spec or policies given by position.
+        let ok = br#"{"name": "x", "spec": {"kind": "command", "argv": ["true"]}}"#;
+        parse_object::<steward_domain::JobDefinition>(ok).unwrap();
+        for bad in [
+            &br#"{"name": "x", "spec": ["command", ["true"]]}"#[..],
+            br#"{"name": "x", "spec": {"kind": "command", "argv": ["true"]}, "policies": ["1h"]}"#,
+            br#"["x", {"kind": "command", "argv": ["true"]}]"#,
+        ] {
+            assert!(
+                parse_object::<steward_domain::JobDefinition>(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -96,40 +96,52 @@ pub async fn execute(
             .map_or("(steward's own)", |r| r.name.as_str()),
     ));
 
+    // The job's whole environment, in order (later entries win).
+    let mut vars: Vec<(&str, &str)> = vec![("PATH", SAFE_PATH)];
+    if let Some(user) = &settings.run_as {
+        vars.push(("HOME", &user.home));
+        vars.push(("USER", &user.name));
+    }
+    vars.extend(ctx.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    vars.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+
     #[allow(clippy::disallowed_methods)] // the executor is where processes are started
     let mut cmd = match &settings.sandbox {
         Some(sandbox) => {
+            // The supervisor starts with no environment at all (nothing in it
+            // may be loaded before the sandbox holds) and stays Steward's own
+            // user; the gate gets the job's environment on its standard input
+            // and switches to the job's account itself.
             let mut c = Command::new(&sandbox.helper);
-            c.args(sandbox.args(&program_path, args));
+            let account = settings
+                .run_as
+                .as_ref()
+                .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
+            c.args(sandbox.args(&program_path, args, account))
+                .env_clear()
+                .stdin(Stdio::piped());
             c
         }
         None => {
             let mut c = Command::new(&program_path);
-            c.args(args);
+            c.args(args).env_clear().stdin(Stdio::null());
+            for (k, v) in &vars {
+                c.env(k, v);
+            }
+            if let Some(user) = &settings.run_as {
+                c.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+            }
             c
         }
     };
     let sandboxed = settings.sandbox.is_some();
-    cmd.env_clear()
-        .env("PATH", SAFE_PATH)
-        .current_dir(&workdir)
-        .stdin(Stdio::null())
+    cmd.current_dir(&workdir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true);
-    if let Some(user) = &settings.run_as {
-        cmd.uid(user.uid.as_raw())
-            .gid(user.gid.as_raw())
-            .env("HOME", &user.home)
-            .env("USER", &user.name);
-    }
-    for (k, v) in &ctx.env {
-        cmd.env(k, v);
-    }
-    for (k, v) in &spec.env {
-        cmd.env(k.as_str(), v);
-    }
+        // Dropping the run's future must not SIGKILL the supervisor alone (its
+        // job would be orphaned): the guard below asks it to end them all.
+        .kill_on_drop(!sandboxed);
 
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -139,6 +151,15 @@ pub async fn execute(
             return ExecResult::failed(msg);
         }
     };
+    let mut ending = SupervisorGuard(child.id().filter(|_| sandboxed));
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt as _;
+        let env = super::sandbox::encode_env(vars.iter().copied());
+        // Dropped after writing: the gate reads to the end.
+        if let Err(e) = stdin.write_all(&env).await {
+            ctx.note(&format!("could not hand the job its environment: {e}"));
+        }
+    }
     let pgid = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
@@ -177,6 +198,8 @@ pub async fn execute(
             (stop(&mut child, pgid, sandboxed, settings.kill_grace, ctx).await, Some(RunStatus::Cancelled))
         }
     };
+    // Reaped (or beyond reach): its pid is no longer ours to signal.
+    ending.0 = None;
     // The leader is gone; take down anything it left behind in its group.
     if let Some(pg) = pgid {
         let _ = killpg(pg, Signal::SIGKILL);
@@ -227,6 +250,19 @@ pub async fn execute(
         _ => {}
     }
     ExecResult { status, outcome }
+}
+
+/// Asks the supervisor to kill the whole job when the run's future goes away
+/// before it was reaped (SIGUSR1). Disarmed once reaped: the pid may then be
+/// another process's.
+struct SupervisorGuard(Option<u32>);
+
+impl Drop for SupervisorGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGUSR1);
+        }
+    }
 }
 
 /// The kill grace while Steward shuts down: `docker stop` waits 10 s in all,

@@ -1,6 +1,16 @@
-//! The sandbox every command job runs in: a small helper process (the steward
-//! binary itself, started with [`HELPER_ARG`]) that stands between Steward and
-//! the job and does two things the kernel offers and a plain spawn does not.
+//! The sandbox every command job runs in: the steward binary itself, in two
+//! stages between Steward and the job.
+//!
+//! 1. The **supervisor** ([`HELPER_ARG`]) is started with an empty environment
+//!    (so nothing the job's environment names, `LD_PRELOAD` say, is loaded
+//!    into it), stays outside the job's Landlock domain and keeps Steward's
+//!    user, so the job can neither read its memory nor (Landlock ABI 6) signal
+//!    it. It is the job's child subreaper.
+//! 2. The **gate** ([`GATE_ARG`]), the supervisor's child, also starts with an
+//!    empty environment, reads the job's environment from its standard input
+//!    (not argv: other users can read a process's argv), restricts itself with
+//!    Landlock, drops to the job's account, and `exec`s the job, which keeps
+//!    the restriction and the process id.
 //!
 //! - **Landlock** hides Steward's own files (the data directory with the
 //!   database and the key file, the configuration, secret files) from the job
@@ -29,8 +39,13 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// The first argument that turns the steward binary into the helper.
+/// The first argument that turns the steward binary into the supervisor.
 pub const HELPER_ARG: &str = "__steward-sandbox";
+/// The first argument of the gate (started by the supervisor only).
+pub const GATE_ARG: &str = "__steward-sandbox-gate";
+
+/// The job's environment, as the gate reads it from its standard input.
+const MAX_ENV_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Exit status of the helper when it could not start the job at all.
 const CANNOT_START: u8 = 126;
@@ -42,14 +57,22 @@ pub struct Sandbox {
     pub helper: PathBuf,
     /// Paths no job may read or write.
     pub hidden: Vec<PathBuf>,
+    /// Paths a job may read and execute but not change (the steward binary:
+    /// a job that could rewrite it would run before the next job's sandbox).
+    pub readonly: Vec<PathBuf>,
     /// Refuse to run a job when Landlock cannot be enforced (the default when
     /// jobs run as Steward's own user, since then nothing else protects it).
     pub required: bool,
 }
 
 impl Sandbox {
-    /// The helper's argv (after the program): hidden paths, then the job.
-    pub fn args(&self, program: &Path, args: &[String]) -> Vec<OsString> {
+    /// The supervisor's argv: the rules, the account, then the job.
+    pub fn args(
+        &self,
+        program: &Path,
+        args: &[String],
+        run_as: Option<(u32, u32)>,
+    ) -> Vec<OsString> {
         let mut out: Vec<OsString> = vec![HELPER_ARG.into(), "--parent".into()];
         out.push(std::process::id().to_string().into());
         if self.required {
@@ -58,6 +81,14 @@ impl Sandbox {
         for h in &self.hidden {
             out.push("--hide".into());
             out.push(h.clone().into_os_string());
+        }
+        for r in &self.readonly {
+            out.push("--readonly".into());
+            out.push(r.clone().into_os_string());
+        }
+        if let Some((uid, gid)) = run_as {
+            out.extend(["--uid".into(), uid.to_string().into()]);
+            out.extend(["--gid".into(), gid.to_string().into()]);
         }
         out.push("--".into());
         out.push(program.as_os_str().to_owned());
@@ -71,7 +102,7 @@ pub fn landlock_available() -> bool {
     use landlock::{Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, ABI};
     Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
-        .handle_access(AccessFs::from_all(ABI::V1))
+        .handle_access(AccessFs::from_all(ABI::V3))
         .and_then(landlock::Ruleset::create)
         .is_ok()
 }
@@ -80,8 +111,37 @@ struct HelperArgs {
     parent: Option<i32>,
     require: bool,
     hidden: Vec<PathBuf>,
+    readonly: Vec<PathBuf>,
+    uid: Option<u32>,
+    gid: Option<u32>,
     program: PathBuf,
     args: Vec<OsString>,
+}
+
+impl HelperArgs {
+    /// The gate's argv: the same rules and job, without the supervisor's parts.
+    fn gate_args(&self) -> Vec<OsString> {
+        let mut out: Vec<OsString> = vec![GATE_ARG.into()];
+        if self.require {
+            out.push("--require".into());
+        }
+        for h in &self.hidden {
+            out.extend(["--hide".into(), h.clone().into_os_string()]);
+        }
+        for r in &self.readonly {
+            out.extend(["--readonly".into(), r.clone().into_os_string()]);
+        }
+        if let Some(u) = self.uid {
+            out.extend(["--uid".into(), u.to_string().into()]);
+        }
+        if let Some(g) = self.gid {
+            out.extend(["--gid".into(), g.to_string().into()]);
+        }
+        out.push("--".into());
+        out.push(self.program.clone().into_os_string());
+        out.extend(self.args.iter().cloned());
+        out
+    }
 }
 
 fn parse(mut it: impl Iterator<Item = OsString>) -> Result<HelperArgs, String> {
@@ -89,8 +149,15 @@ fn parse(mut it: impl Iterator<Item = OsString>) -> Result<HelperArgs, String> {
         parent: None,
         require: false,
         hidden: vec![],
+        readonly: vec![],
+        uid: None,
+        gid: None,
         program: PathBuf::new(),
         args: vec![],
+    };
+    let number = |v: Option<OsString>| -> Result<u32, String> {
+        v.and_then(|v| v.to_str()?.parse().ok())
+            .ok_or_else(|| "--uid and --gid need a number".to_owned())
     };
     loop {
         let Some(arg) = it.next() else {
@@ -104,6 +171,11 @@ fn parse(mut it: impl Iterator<Item = OsString>) -> Result<HelperArgs, String> {
             Some("--hide") => a
                 .hidden
                 .push(it.next().ok_or("--hide needs a path")?.into()),
+            Some("--readonly") => a
+                .readonly
+                .push(it.next().ok_or("--readonly needs a path")?.into()),
+            Some("--uid") => a.uid = Some(number(it.next())?),
+            Some("--gid") => a.gid = Some(number(it.next())?),
             Some("--") => break,
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
@@ -140,27 +212,89 @@ pub fn helper_main(args: impl Iterator<Item = OsString>) -> ExitCode {
     if let Err(e) = signals.thread_block() {
         return refuse(&format!("cannot block signals: {e}"));
     }
-    match restrict(&a.hidden) {
-        Ok(true) => {}
-        Ok(false) if !a.require => {}
-        Ok(false) => {
-            return refuse(
-                "this kernel does not enforce Landlock, so the job could read Steward's key and \
-                 database; refused (an admin may accept this with executor.allow_unisolated_commands)",
-            )
-        }
-        Err(e) => return refuse(&format!("cannot isolate the job from Steward's files: {e}")),
-    }
-    // The standard library resets the signal mask and dispositions in the child.
+    // The gate inherits standard input (the job's environment from Steward)
+    // and output; the standard library resets the signal mask in the child.
+    // `/proc/self/exe`: this very binary, even if its path was replaced.
     #[allow(clippy::disallowed_methods)] // the command executor's helper starts the job
-    let child = std::process::Command::new(&a.program).args(&a.args).spawn();
+    let child = std::process::Command::new("/proc/self/exe")
+        .args(a.gate_args())
+        .env_clear()
+        .spawn();
     let main = match child {
         Ok(c) => Pid::from_raw(i32::try_from(c.id()).unwrap_or(i32::MAX)),
-        Err(e) => return refuse(&format!("could not start {:?}: {e}", a.program)),
+        Err(e) => return refuse(&format!("could not start the sandbox gate: {e}")),
     };
     let status = supervise(main, &signals);
     end_all_descendants(main, &mut None);
     exit_like(status)
+}
+
+/// The gate's main: environment from stdin, Landlock, the job's account, exec.
+pub fn gate_main(args: impl Iterator<Item = OsString>) -> ExitCode {
+    use std::io::Read as _;
+    use std::os::unix::process::CommandExt as _;
+    let a = match parse(args) {
+        Ok(a) => a,
+        Err(e) => return refuse(&format!("bad gate arguments: {e}")),
+    };
+    let mut raw = Vec::new();
+    if let Err(e) = std::io::stdin().take(MAX_ENV_BYTES).read_to_end(&mut raw) {
+        return refuse(&format!("cannot read the job's environment: {e}"));
+    }
+    let env: Vec<(OsString, OsString)> = raw
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| {
+            let i = kv.iter().position(|b| *b == b'=')?;
+            use std::os::unix::ffi::OsStrExt as _;
+            Some((
+                std::ffi::OsStr::from_bytes(&kv[..i]).to_owned(),
+                std::ffi::OsStr::from_bytes(&kv[i + 1..]).to_owned(),
+            ))
+        })
+        .collect();
+    match restrict(&a.hidden, &a.readonly, a.require) {
+        Ok(true) => {}
+        Ok(false) if !a.require => {}
+        Ok(false) => {
+            return refuse(
+                "this kernel does not enforce Landlock (ABI 3 or later), so the job could read \
+                 Steward's key and database; refused (an admin may accept this with \
+                 executor.allow_unisolated_commands)",
+            )
+        }
+        Err(e) => return refuse(&format!("cannot isolate the job from Steward's files: {e}")),
+    }
+    if let Err(e) = drop_to(a.uid, a.gid) {
+        return refuse(&format!("cannot switch to the job's account: {e}"));
+    }
+    #[allow(clippy::disallowed_methods)] // the command executor's gate becomes the job
+    let err = std::process::Command::new(&a.program)
+        .args(&a.args)
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .exec();
+    refuse(&format!("could not start {:?}: {err}", a.program))
+}
+
+/// Drops root for the job's account: no supplementary groups, then the group,
+/// then the user (in that order: after the user, the others cannot change).
+fn drop_to(uid: Option<u32>, gid: Option<u32>) -> Result<(), nix::Error> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    if Uid::effective().is_root() {
+        setgroups(&[])?;
+    }
+    if let Some(g) = gid {
+        setgid(Gid::from_raw(g))?;
+    }
+    if let Some(u) = uid {
+        setuid(Uid::from_raw(u))?;
+    }
+    Ok(())
 }
 
 /// Waits for the main process, relaying Steward's stop requests to every
@@ -243,6 +377,19 @@ fn parent_of(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The job's environment as the gate reads it: `KEY=VALUE` entries, each
+/// ended by a NUL byte (values cannot contain NUL: specs refuse it).
+pub fn encode_env<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in vars {
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
 fn exit_like(status: WaitStatus) -> ExitCode {
     match status {
         WaitStatus::Exited(_, code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -261,24 +408,45 @@ fn refuse(msg: &str) -> ExitCode {
     ExitCode::from(CANNOT_START)
 }
 
-/// Applies the Landlock rules hiding `hidden`. Ok(true) when enforced.
-fn restrict(hidden: &[PathBuf]) -> Result<bool, String> {
+/// Applies the Landlock rules hiding `hidden` and protecting `readonly`.
+/// Ok(true) when enforced. With `require`, the file-system rights of ABI 3
+/// (Linux 6.2: truncation included) are a hard requirement; newer rights and
+/// the signal scope (ABI 6) are applied where the kernel has them.
+fn restrict(hidden: &[PathBuf], readonly: &[PathBuf], require: bool) -> Result<bool, String> {
     use landlock::{
-        path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr,
-        RulesetStatus, Scope, ABI,
+        path_beneath_rules, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr,
+        RulesetCreatedAttr, RulesetStatus, Scope, ABI,
     };
-    let abi = ABI::V6;
-    let hidden: Vec<PathBuf> = hidden
-        .iter()
-        .filter_map(|h| std::fs::canonicalize(h).ok())
-        .collect();
+    let newest = ABI::V6;
+    let canonical = |ps: &[PathBuf]| -> Vec<PathBuf> {
+        ps.iter()
+            .filter_map(|h| std::fs::canonicalize(h).ok())
+            .collect()
+    };
+    let readonly = canonical(readonly);
+    let mut hidden = canonical(hidden);
+    hidden.extend(readonly.iter().cloned());
     let (open, listable) = allowed_around(&hidden);
+    let floor = if require {
+        CompatLevel::HardRequirement
+    } else {
+        CompatLevel::BestEffort
+    };
     let status = Ruleset::default()
-        .handle_access(AccessFs::from_all(abi))
+        .set_compatibility(floor)
+        .handle_access(AccessFs::from_all(ABI::V3))
+        .map(|r| r.set_compatibility(CompatLevel::BestEffort))
+        .and_then(|r| r.handle_access(AccessFs::from_all(newest)))
         .and_then(|r| r.scope(Scope::Signal))
         .and_then(Ruleset::create)
-        .and_then(|r| r.add_rules(path_beneath_rules(&open, AccessFs::from_all(abi))))
+        .and_then(|r| r.add_rules(path_beneath_rules(&open, AccessFs::from_all(newest))))
         .and_then(|r| r.add_rules(path_beneath_rules(&listable, AccessFs::ReadDir)))
+        .and_then(|r| {
+            r.add_rules(path_beneath_rules(
+                &readonly,
+                AccessFs::Execute | AccessFs::ReadFile,
+            ))
+        })
         .and_then(landlock::RulesetCreated::restrict_self)
         .map_err(|e| e.to_string())?;
     Ok(status.ruleset != RulesetStatus::NotEnforced)
@@ -302,7 +470,10 @@ fn allowed_around(hidden: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
         };
         for e in entries.flatten() {
             let p = e.path();
-            if is_hidden(&p) {
+            // A symbolic link beside a hidden path may point into it; a rule
+            // on the link would be a rule on its target. Where links lead,
+            // the real paths have their own rules.
+            if is_hidden(&p) || e.file_type().map_or(true, |t| t.is_symlink()) {
                 continue;
             }
             if leads_to_hidden(&p) {
@@ -326,7 +497,10 @@ mod tests {
         for d in ["a/data", "a/work", "b"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
+        // A link beside the hidden path that points into it is no way in.
+        std::os::unix::fs::symlink(root.join("a/data"), root.join("a/link")).unwrap();
         let (open, listable) = allowed_around(&[root.join("a/data")]);
+        assert!(!open.contains(&root.join("a/link")));
         assert!(open.contains(&root.join("a/work")));
         assert!(open.contains(&root.join("b")));
         assert!(!open.iter().any(|p| p.starts_with(root.join("a/data"))));
@@ -340,14 +514,27 @@ mod tests {
         let s = Sandbox {
             helper: "/bin/steward".into(),
             hidden: vec!["/data".into()],
+            readonly: vec!["/bin/steward".into()],
             required: true,
         };
-        let args = s.args(Path::new("/bin/echo"), &["--".into(), "x".into()]);
+        let args = s.args(
+            Path::new("/bin/echo"),
+            &["--".into(), "x".into()],
+            Some((65534, 65534)),
+        );
         assert_eq!(args[0], HELPER_ARG);
         let a = parse(args.into_iter().skip(1)).unwrap();
         assert!(a.require);
         assert_eq!(a.hidden, vec![PathBuf::from("/data")]);
+        assert_eq!(a.readonly, vec![PathBuf::from("/bin/steward")]);
+        assert_eq!((a.uid, a.gid), (Some(65534), Some(65534)));
         assert_eq!(a.program, PathBuf::from("/bin/echo"));
         assert_eq!(a.args, vec![OsString::from("--"), OsString::from("x")]);
+        // The gate gets the same rules and job.
+        let g = a.gate_args();
+        assert_eq!(g[0], GATE_ARG);
+        let b = parse(g.into_iter().skip(1)).unwrap();
+        assert_eq!((b.hidden, b.readonly, b.uid), (a.hidden, a.readonly, a.uid));
+        assert_eq!((b.program, b.args), (a.program, a.args));
     }
 }

@@ -17,6 +17,7 @@ use steward_engine::clock::SystemClock;
 /// which include reading another process's environment; files stay hidden.
 fn thief(data: &std::path::Path, steward_pid: u32, as_root: bool) -> String {
     let d = data.display();
+    let bin = env!("CARGO_BIN_EXE_steward");
     let process = if as_root {
         String::new()
     } else {
@@ -37,6 +38,8 @@ done
 if echo planted > "{d}/planted" 2>/dev/null; then echo "WROTE planted"; fi
 if rm -f "{d}/steward.db-shm" 2>/dev/null && [ ! -e "{d}/steward.db-shm" ]; then echo "REMOVED shm"; fi
 if kill -0 {steward_pid} 2>/dev/null; then echo "SIGNALLED steward"; fi
+if kill -STOP $PPID 2>/dev/null; then kill -CONT $PPID; echo "SIGNALLED supervisor"; fi
+if : >> "{bin}" 2>/dev/null; then echo "WROTE the steward binary"; fi
 ls "{d}" >/dev/null 2>&1 && echo "LISTED"
 echo "finished"
 "#
@@ -51,7 +54,7 @@ fn assert_kept_out(out: &str, key: &str) {
     );
     // What the job printed (the `sys` line quotes the script itself).
     let printed: Vec<&str> = out.lines().filter(|l| l.contains(" out ")).collect();
-    for bad in ["READ ", "WROTE", "REMOVED", "SIGNALLED"] {
+    for bad in ["READ ", "WROTE", "REMOVED", "SIGNALLED", "STOLE"] {
         assert!(
             !printed.iter().any(|l| l.contains(bad)),
             "a job got at Steward's files ({bad}):\n{out}"
@@ -242,5 +245,67 @@ async fn a_process_that_leaves_the_session_ends_with_its_run() {
     let run = t.wait_run(id, Duration::from_secs(20)).await;
     assert_eq!(run["status"], "cancelled", "{run}");
     assert!(gone(pid).await, "escaper {pid} outlived the cancel");
+    t.stop().await;
+}
+
+/// Code a job names in its environment (`LD_PRELOAD`) is loaded by the
+/// dynamic loader of whatever process gets that environment first: it must be
+/// the job itself, inside the sandbox, never Steward's helpers before it.
+#[tokio::test]
+async fn a_preloaded_library_runs_only_inside_the_sandbox() {
+    let t = TestApp::start().await;
+    let data = std::fs::canonicalize(t.dir.path().join("data")).unwrap();
+    let key = std::fs::read_to_string(data.join("steward.key")).unwrap();
+    let work = work_dir(t.dir.path());
+    let src = work.join("evil.c");
+    std::fs::write(
+        &src,
+        format!(
+            r#"#include <stdio.h>
+__attribute__((constructor)) static void steal(void) {{
+    char line[256];
+    FILE *f = fopen("{}/steward.key", "r");
+    if (f && fgets(line, sizeof line, f)) fprintf(stderr, "STOLE %s", line);
+    else fprintf(stderr, "preload ran, key DENIED\n");
+    if (f) fclose(f);
+}}
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let lib = work.join("evil.so");
+    let cc = std::process::Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .output()
+        .expect("gcc");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let lib = lib.to_str().unwrap();
+    t.command_job(
+        "preload",
+        &["sh", "-c", "echo finished"],
+        json!({"spec": {"kind": "command", "argv": ["sh", "-c", "echo finished"], "env": {"LD_PRELOAD": lib}}}),
+    )
+    .await;
+    let (_, run) = t.post("/api/v1/jobs/preload/run", json!({})).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
+    let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
+    assert_eq!(run["status"], "succeeded", "{run} {out}");
+    assert!(
+        out.contains("preload ran, key DENIED"),
+        "the library did not run in the job: {out}"
+    );
+    assert!(!out.contains("STOLE"), "{out}");
+    for line in key.lines().filter(|l| l.starts_with("key ")) {
+        assert!(!out.contains(line), "{out}");
+    }
     t.stop().await;
 }

@@ -112,9 +112,7 @@ pub async fn sign_out_everywhere(
         .await?;
     Ok((
         [(header::SET_COOKIE, state.auth.session_cookie(None, 0))],
-        Json(super::views::SessionsEnded {
-            sessions_ended: n,
-        }),
+        Json(super::views::SessionsEnded { sessions_ended: n }),
     )
         .into_response())
 }

@@ -129,9 +129,14 @@ pub fn from_stored(text: Arc<str>, status: String, permit: FollowPermit) -> Even
             if at >= text.len() {
                 return None;
             }
-            let mut end = (at + BATCH_BYTES).min(text.len());
-            // Whole lines: extend to the next newline (lines are bounded at capture).
-            end = text[end..].find('\n').map_or(text.len(), |i| end + i + 1);
+            let from = (at + BATCH_BYTES).min(text.len());
+            // Whole lines: extend to the next newline (lines are bounded at
+            // capture). Searched in bytes: `from` may fall inside a character,
+            // the newline after it never does.
+            let end = text.as_bytes()[from..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(text.len(), |i| from + i + 1);
             let events: Vec<Result<Event, Infallible>> =
                 text[at..end].lines().map(|l| Ok(line(l))).collect();
             Some((stream::iter(events), (text, end, Some(permit))))
