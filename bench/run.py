@@ -544,24 +544,22 @@ class Sampler(threading.Thread):
         return self.peak
 
 
-class Prober(threading.Thread):
-    """Other requests while followers run: GET `path` back to back, latencies in ms."""
-    def __init__(self, api, path):
-        super().__init__(daemon=True)
-        self.api, self.path, self.lat, self.stop_flag = api, path, [], threading.Event()
+class Prober:
+    """Other requests while followers run, from a process of its own (wrk, one
+    connection back to back), so the load generator's own threads do not
+    inflate the figure: p99 in ms."""
+    def __init__(self, port, token, path, seconds):
+        self.proc = subprocess.Popen(
+            ["wrk", "-t1", "-c1", f"-d{seconds}s", "--latency", "-H", f"Authorization: {token}",
+             f"http://127.0.0.1:{port}{path}"], stdout=subprocess.PIPE, text=True)
 
-    def run(self):
-        while not self.stop_flag.is_set():
-            t0 = time.perf_counter()
-            st, _ = self.api.call("GET", self.path)
-            assert st == 200, st
-            self.lat.append((time.perf_counter() - t0) * 1000)
-            time.sleep(0.005)
-
-    def stop(self):
-        self.stop_flag.set()
-        self.join()
-        return round(pct(self.lat, 99), 2), len(self.lat)
+    def result(self):
+        out = self.proc.communicate()[0]
+        line = [l for l in out.splitlines() if l.strip().startswith("99%")][0].split()[1]
+        n = int([l for l in out.splitlines() if "requests in" in l][0].split()[0])
+        value = float(line.rstrip("usm"))
+        ms = value / 1000.0 if line.endswith("us") else (value if line.endswith("ms") else value * 1000.0)
+        return round(ms, 2), n
 
 
 def open_follower(port, token, run):
@@ -582,7 +580,34 @@ def read_all(s, counts, i):
     counts[i] = n
 
 
+def follow_phase(proc, port, token, target, followers):
+    """Idle followers, then readers while they stay; returns measurements."""
+    m = {}
+    sampler = Sampler(proc); sampler.start()
+    idle = [open_follower(port, token, target) for _ in range(followers)] if followers else []
+    time.sleep(4)
+    m["peak_idle"] = sampler.peak
+    counts = [0] * followers
+    prober = Prober(port, token, f"/api/v1/runs/{target}", 6)
+    readers = [open_follower(port, token, target) for _ in range(followers)]
+    threads = [threading.Thread(target=read_all, args=(s_, counts, i)) for i, s_ in enumerate(readers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    m["read_seconds"] = round(time.perf_counter() - t0, 1)
+    m["p99"], m["probes"] = prober.result()
+    m["peak_all"] = sampler.stop()
+    for s_ in idle + readers:
+        s_.close()
+    m["min_bytes_read"] = min(counts) if counts else 0
+    return m
+
+
 def bench_followers(binary, results, followers=200):
+    """Each scenario runs twice on one server, without followers (control) and
+    with them, and compares the two at the same points."""
     data = tempfile.mkdtemp(prefix="stw-follow-")
     port = free_port()
     proc, api, _ = start_steward(binary, os.path.join(data, "d"), port, {
@@ -590,65 +615,55 @@ def bench_followers(binary, results, followers=200):
         "STEWARD_MAX_FOLLOWERS_PER_USER": "1000"})
     token = api.headers["authorization"]
     eight_mb = "head -c 6000000 /dev/zero | tr '\\0' x | fold -w 100"
-    # The live run prints the same 8 MB over about 8 s, then waits, so every
-    # follower joins while it runs.
+    # The live run prints the same 8 MB in about 8 s, then waits 16 s: the
+    # followers join when all of it is printed and stay until the run ends.
     live = ("i=0; while [ $i -lt 80 ]; do head -c 75000 /dev/zero | tr '\\0' x | fold -w 100; "
-            "sleep 0.1; i=$((i+1)); done; sleep 25")
+            "sleep 0.1; i=$((i+1)); done; sleep 16")
     for name, script in (("finished", eight_mb), ("live", live)):
-        st, _ = api.call("POST", "/api/v1/jobs", {"name": name, "spec": {"kind": "command", "argv": ["sh", "-c", script]}})
+        st, _ = api.call("POST", "/api/v1/jobs", {"name": name, "policies": {"overlap": "allow"},
+                                                 "spec": {"kind": "command", "argv": ["sh", "-c", script]}})
         assert st == 201
+    def wait_end(run):
+        while api.call("GET", f"/api/v1/runs/{run}")[1]["status"] in ("queued", "running"):
+            time.sleep(0.1)
     st, run = api.call("POST", "/api/v1/jobs/finished/run")
     finished = run["id"]
-    while api.call("GET", f"/api/v1/runs/{finished}")[1]["status"] in ("queued", "running"):
-        time.sleep(0.1)
+    wait_end(finished)
+    # One follower reads it all first: what one follower leaves in the
+    # allocator is part of the baseline; growth past it is what many cost.
+    warm = [0]
+    read_all(open_follower(port, token, finished), warm, 0)
     out = {}
     for scenario in ("finished", "live"):
-        if scenario == "live":
-            st, run = api.call("POST", "/api/v1/jobs/live/run")
-            target = run["id"]
-        else:
-            target = finished
-        probe_path = f"/api/v1/runs/{target}"
-        # The same server with no followers, over the same kind of window.
-        sampler = Sampler(proc); sampler.start()
-        prober = Prober(api, probe_path); prober.start()
-        time.sleep(5)
-        base_p99, _ = prober.stop()
-        base_peak = sampler.stop()
-        before = rss_mib(proc)
-        # Followers that never read.
-        sampler = Sampler(proc); sampler.start()
-        prober = Prober(api, probe_path); prober.start()
-        idle = [open_follower(port, token, target) for _ in range(followers)]
-        time.sleep(8)
-        idle_peak = sampler.peak
-        # Followers that read everything, while the idle ones stay.
-        counts = [0] * followers
-        readers = [open_follower(port, token, target) for _ in range(followers)]
-        threads = [threading.Thread(target=read_all, args=(s, counts, i)) for i, s in enumerate(readers)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        read_seconds = time.perf_counter() - t0
-        during_p99, probes = prober.stop()
-        peak = sampler.stop()
-        for s_ in idle + readers:
-            s_.close()
-        time.sleep(5)
-        after = rss_mib(proc)
+        passes = {}
+        for label, n in (("control", 0), ("followers", followers)):
+            if scenario == "live":
+                st, run = api.call("POST", "/api/v1/jobs/live/run")
+                target = run["id"]
+                time.sleep(9)  # all printed, still running
+            else:
+                target = finished
+            before = rss_mib(proc)
+            m = follow_phase(proc, port, token, target, n)
+            if scenario == "live":
+                wait_end(target)
+            time.sleep(4)
+            m["before"], m["after"] = before, rss_mib(proc)
+            passes[label] = m
+        c, f = passes["control"], passes["followers"]
         out[scenario] = {
             "followers_idle": followers, "followers_reading": followers,
-            "rss_mib_before": round(before, 1), "rss_mib_peak_no_followers": round(base_peak, 1),
-            "rss_mib_peak_idle_followers": round(idle_peak, 1), "rss_mib_peak_all_followers": round(peak, 1),
-            "rss_mib_after": round(after, 1),
-            "growth_mib_idle_followers": round(idle_peak - before, 1),
-            "growth_mib_all_followers": round(peak - before, 1),
-            "after_vs_before": round(after / before, 3),
-            "bytes_read_per_reader_min": min(counts), "read_seconds": round(read_seconds, 1),
-            "p99_ms_other_requests_no_followers": base_p99, "p99_ms_other_requests_with_followers": during_p99,
-            "p99_ratio": round(during_p99 / base_p99, 2) if base_p99 else None, "probes": probes,
+            "rss_mib_before": round(f["before"], 1),
+            "rss_mib_peak_idle_followers": round(f["peak_idle"], 1),
+            "rss_mib_peak_all_followers": round(f["peak_all"], 1),
+            "rss_mib_after": round(f["after"], 1),
+            "control_rss_mib_before_peak_after": [round(c["before"], 1), round(c["peak_all"], 1), round(c["after"], 1)],
+            "growth_mib_idle_followers_vs_control": round(f["peak_idle"] - max(c["peak_idle"], f["before"]), 1),
+            "growth_mib_all_followers_vs_control": round(f["peak_all"] - max(c["peak_all"], f["before"]), 1),
+            "after_vs_control_after": round(f["after"] / c["after"], 3),
+            "bytes_read_per_reader_min": f["min_bytes_read"], "read_seconds": f["read_seconds"],
+            "p99_ms_other_requests_control": c["p99"], "p99_ms_other_requests_with_followers": f["p99"],
+            "probes_control_followers": [c["probes"], f["probes"]],
         }
     stop(proc)
     shutil.rmtree(data, ignore_errors=True)

@@ -71,7 +71,10 @@ impl<'de> Deserialize<'de> for JobSpec {
                 f.write_str("an object with a \"kind\"")
             }
             // Only a map: the same map access, so errors keep their field path.
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TaggedSpec, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TaggedSpec, A::Error> {
                 TaggedSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
             }
         }

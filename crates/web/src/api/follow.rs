@@ -9,7 +9,7 @@
 
 use crate::error::ApiError;
 use axum::http::StatusCode;
-use axum::response::sse::Event;
+use bytes::Bytes;
 use futures_util::stream::{self, StreamExt as _};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,8 +18,10 @@ use steward_domain::{RunId, UserId};
 use steward_engine::output::OutputBuffer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Bytes of output one follower takes per pull.
-const BATCH_BYTES: usize = 16 * 1024;
+/// Bytes of output one follower takes per pull. Small on purpose: hyper
+/// queues up to 16 frames per connection whatever their size, so this bounds
+/// what a follower that does not read holds (about 16 × 5 KiB).
+const BATCH_BYTES: usize = 4 * 1024;
 
 pub struct Followers {
     total: Arc<Semaphore>,
@@ -112,13 +114,32 @@ impl Followers {
     }
 }
 
-fn line(text: &str) -> Event {
-    Event::default()
-        .event("line")
-        .data(text.trim_end_matches('\n'))
+/// A comment line every so often keeps proxies from closing an idle stream.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Appends one `line` event. Captured lines never contain a newline (they
+/// are split at capture), so each is exactly one `data:` field.
+fn push_line(frame: &mut Vec<u8>, text: &str) {
+    frame.extend_from_slice(b"event: line\ndata: ");
+    frame.extend_from_slice(text.trim_end_matches(['\n', '\r']).as_bytes());
+    frame.extend_from_slice(b"\n\n");
 }
 
-pub type Events = futures_util::stream::BoxStream<'static, Result<Event, Infallible>>;
+fn end_frame(status: &str) -> Bytes {
+    Bytes::from(format!("event: end\ndata: {status}\n\n"))
+}
+
+/// One write per batch: the events of a whole batch in one frame, so a
+/// follower costs the connection a few large writes, not one per line.
+pub type Events = futures_util::stream::BoxStream<'static, Result<Bytes, Infallible>>;
+
+/// The response for a stream of frames.
+pub fn response(events: Events) -> axum::response::Response {
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "text/event-stream")
+        .body(axum::body::Body::from_stream(events))
+        .unwrap_or_default()
+}
 
 /// The lines of a finished run's stored output, then `end` with its status.
 pub fn from_stored(text: Arc<str>, status: String, permit: FollowPermit) -> Events {
@@ -137,16 +158,15 @@ pub fn from_stored(text: Arc<str>, status: String, permit: FollowPermit) -> Even
                 .iter()
                 .position(|b| *b == b'\n')
                 .map_or(text.len(), |i| from + i + 1);
-            let events: Vec<Result<Event, Infallible>> =
-                text[at..end].lines().map(|l| Ok(line(l))).collect();
-            Some((stream::iter(events), (text, end, Some(permit))))
+            let mut frame = Vec::with_capacity(end - at + (end - at) / 4);
+            for l in text[at..end].lines() {
+                push_line(&mut frame, l);
+            }
+            Some((Ok(Bytes::from(frame)), (text, end, Some(permit))))
         },
-    )
-    .flatten();
+    );
     batches
-        .chain(stream::once(async move {
-            Ok(Event::default().event("end").data(status))
-        }))
+        .chain(stream::once(async move { Ok(end_frame(&status)) }))
         .boxed()
 }
 
@@ -170,16 +190,18 @@ where
             loop {
                 let batch = buffer.read_from(cursor, BATCH_BYTES);
                 if batch.skipped > 0 || !batch.lines.is_empty() {
-                    let mut events = Vec::with_capacity(batch.lines.len() + 1);
+                    let mut frame = Vec::with_capacity(BATCH_BYTES + BATCH_BYTES / 4);
                     if batch.skipped > 0 {
-                        events.push(Ok(line(&format!(
+                        push_line(&mut frame, &format!(
                             "[steward: {} lines skipped: they were dropped from the kept output before this follower read them]",
                             batch.skipped
-                        ))));
+                        ));
                     }
-                    events.extend(batch.lines.iter().map(|l| Ok(line(l))));
+                    for l in &batch.lines {
+                        push_line(&mut frame, l);
+                    }
                     return Some((
-                        stream::iter(events),
+                        Ok(Bytes::from(frame)),
                         State::Reading(buffer, batch.next, permit, final_status),
                     ));
                 }
@@ -187,15 +209,19 @@ where
                     drop(buffer);
                     let status = final_status().await;
                     drop(permit);
+                    return Some((Ok(end_frame(&status)), State::Done));
+                }
+                if tokio::time::timeout(KEEP_ALIVE, buffer.wait_for_line(batch.next))
+                    .await
+                    .is_err()
+                {
                     return Some((
-                        stream::iter(vec![Ok(Event::default().event("end").data(status))]),
-                        State::Done,
+                        Ok(Bytes::from_static(b":\n\n")),
+                        State::Reading(buffer, cursor, permit, final_status),
                     ));
                 }
-                buffer.wait_for_line(batch.next).await;
             }
         },
     )
-    .flatten()
     .boxed()
 }

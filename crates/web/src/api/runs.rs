@@ -10,7 +10,6 @@ use crate::extract::ApiQuery;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -153,5 +152,5 @@ pub async fn follow(
             follow::from_stored(text, status.as_str().to_owned(), permit)
         }
     };
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(follow::response(events))
 }

@@ -63,6 +63,8 @@ pub struct CreatedToken {
     secret: String,
 }
 
+/// Create an API token (the secret is shown once). Needs a session, or a token
+/// scoped to `tokens:write`; the scopes never exceed the caller's.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewTokenRequest,
     responses((status = 201, body = CreatedToken), (status = 422)))]
 pub async fn create(
@@ -98,6 +100,8 @@ pub struct ListQuery {
     all: bool,
 }
 
+/// List your API tokens (never their secrets). Needs a session, or a token
+/// scoped to `tokens:read`.
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(ListQuery), responses((status = 200, body = [TokenView])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -108,6 +112,8 @@ pub async fn list(
     Ok(Json(tokens.into_iter().map(Into::into).collect()))
 }
 
+/// Revoke one of your API tokens. Needs a session, or a token scoped to
+/// `tokens:write`.
 #[utoipa::path(delete, path = "/api/v1/tokens/{token}", tag = "tokens", params(("token" = i64, Path)), responses((status = 204), (status = 404)))]
 pub async fn revoke(
     State(state): State<AppState>,
