@@ -326,16 +326,28 @@ fn reap(main: Pid, main_status: &mut Option<WaitStatus>) {
     }
 }
 
-/// SIGKILL to every descendant, again and again, until the helper has no
-/// child left (descendants of killed processes are re-parented here).
+/// SIGKILL to every descendant, again and again, until the supervisor has no
+/// child left (descendants of killed processes are re-parented here). With
+/// no child left there can be no descendant at all, so the usual ending (the
+/// job left nothing behind) costs one `waitpid`, not a scan of `/proc`.
 fn end_all_descendants(main: Pid, main_status: &mut Option<WaitStatus>) {
     loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return, // ECHILD: nobody left
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(s) => {
+                if s.pid() == Some(main) {
+                    *main_status = Some(s);
+                }
+                continue;
+            }
+        }
         signal_descendants(Signal::SIGKILL);
         match waitpid(None, None) {
             Ok(s) if s.pid() == Some(main) => *main_status = Some(s),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return, // ECHILD: nobody left
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
         }
     }
 }
