@@ -612,7 +612,7 @@ def bench_followers(binary, results, followers=200):
     port = free_port()
     proc, api, _ = start_steward(binary, os.path.join(data, "d"), port, {
         "STEWARD_OUTPUT_LIMIT": str(16 * 2**20), "STEWARD_MAX_FOLLOWERS": "1000",
-        "STEWARD_MAX_FOLLOWERS_PER_USER": "1000"})
+        "STEWARD_MAX_FOLLOWERS_PER_USER": "1000"})  # the default sending budget, 32 MiB/s
     token = api.headers["authorization"]
     eight_mb = "head -c 6000000 /dev/zero | tr '\\0' x | fold -w 100"
     # The live run prints the same 8 MB in about 8 s, then waits 16 s: the

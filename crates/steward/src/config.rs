@@ -139,6 +139,9 @@ pub struct ApiConfig {
     /// batch of output), in total and per user.
     pub max_followers: usize,
     pub max_followers_per_user: usize,
+    /// Bytes per second all followers together may send (0: no limit), so
+    /// a crowd of readers cannot take the machine from the rest of the API.
+    pub follow_bytes_per_second: u64,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -219,6 +222,7 @@ impl Default for ApiConfig {
             rate_limit_burst: 200,
             max_followers: 256,
             max_followers_per_user: 16,
+            follow_bytes_per_second: 32 * 1024 * 1024,
         }
     }
 }
@@ -347,6 +351,9 @@ impl Config {
         if let Some(v) = env("STEWARD_MAX_FOLLOWERS") {
             self.api.max_followers = parse("STEWARD_MAX_FOLLOWERS", &v)?;
         }
+        if let Some(v) = env("STEWARD_FOLLOW_BYTES_PER_SECOND") {
+            self.api.follow_bytes_per_second = parse("STEWARD_FOLLOW_BYTES_PER_SECOND", &v)?;
+        }
         if let Some(v) = env("STEWARD_MAX_FOLLOWERS_PER_USER") {
             self.api.max_followers_per_user = parse("STEWARD_MAX_FOLLOWERS_PER_USER", &v)?;
         }
@@ -422,6 +429,12 @@ impl Config {
             if !dir.starts_with('/') {
                 errs.push(invalid("executor.workdir", "must be an absolute path"));
             }
+        }
+        if (1..64 * 1024).contains(&self.api.follow_bytes_per_second) {
+            errs.push(invalid(
+                "api.follow_bytes_per_second",
+                "must be 0 (no limit) or at least 65536",
+            ));
         }
         if !(1..=100_000).contains(&self.api.max_followers) {
             errs.push(invalid("api.max_followers", "must be between 1 and 100000"));

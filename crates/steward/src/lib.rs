@@ -179,6 +179,7 @@ impl Application {
                 max_body_bytes: config.api.max_body_bytes,
                 max_followers: config.api.max_followers,
                 max_followers_per_user: config.api.max_followers_per_user,
+                follow_bytes_per_second: config.api.follow_bytes_per_second,
                 observer: overrides.response_observer.clone(),
                 allowed_hosts: config.allowed_hosts(),
                 public_origin: config

@@ -44,6 +44,8 @@ pub struct WebSettings {
     /// Output followers at once, in total and per user.
     pub max_followers: usize,
     pub max_followers_per_user: usize,
+    /// What all followers together may send per second (0: no limit).
+    pub follow_bytes_per_second: u64,
     /// Sees every routed response (tests validate them against the OpenAPI
     /// document); `None` in production, where the layer is not installed.
     pub observer: Option<ResponseObserver>,
@@ -124,6 +126,7 @@ pub fn router(
         followers: Arc::new(api::follow::Followers::new(
             settings.max_followers,
             settings.max_followers_per_user,
+            settings.follow_bytes_per_second,
         )),
     };
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

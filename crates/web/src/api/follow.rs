@@ -5,7 +5,9 @@
 //! happens when the client's connection takes it. A follower that never reads
 //! therefore costs one batch and a socket. How many may follow is capped per
 //! user and in total; the permit travels inside the stream and is returned when
-//! the client leaves.
+//! the client leaves. All followers together send at most
+//! `api.follow_bytes_per_second`, so a crowd reading at full speed cannot take
+//! the machine from the rest of the API.
 
 use crate::error::ApiError;
 use axum::http::StatusCode;
@@ -23,8 +25,25 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// what a follower that does not read holds (about 16 × 5 KiB).
 const BATCH_BYTES: usize = 4 * 1024;
 
+/// Bytes per second for all followers together (cells of 1 KiB).
+pub type Budget = Option<Arc<governor::DefaultDirectRateLimiter>>;
+
+/// Waits until `bytes` may be sent.
+async fn spend(budget: &Budget, bytes: usize) {
+    if let Some(b) = budget {
+        let cells = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        if let Some(n) = std::num::NonZeroU32::new(cells) {
+            // A frame is never larger than the burst (BATCH_BYTES ≪ 256 KiB).
+            let _ = b.until_n_ready(n).await;
+        }
+    }
+}
+
 pub struct Followers {
     total: Arc<Semaphore>,
+    budget: Budget,
     max_total: usize,
     per_user: usize,
     by_user: Arc<Mutex<HashMap<UserId, usize>>>,
@@ -56,14 +75,28 @@ impl Drop for FollowPermit {
 }
 
 impl Followers {
-    pub fn new(max_total: usize, per_user: usize) -> Self {
+    pub fn new(max_total: usize, per_user: usize, bytes_per_second: u64) -> Self {
+        let kib = u32::try_from(bytes_per_second / 1024).unwrap_or(u32::MAX);
+        let budget = std::num::NonZeroU32::new(kib).map(|per_second| {
+            let burst = std::num::NonZeroU32::new(256).unwrap_or(per_second);
+            Arc::new(governor::RateLimiter::direct(
+                governor::Quota::per_second(per_second)
+                    .allow_burst(burst.min(per_second.max(burst))),
+            ))
+        });
         Self {
+            budget,
             total: Arc::new(Semaphore::new(max_total)),
             max_total,
             per_user,
             by_user: Arc::default(),
             stored: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// The shared sending budget, for the streams.
+    pub fn budget(&self) -> Budget {
+        self.budget.clone()
     }
 
     /// A place for one more follower of `user`, or 429 naming the limit.
@@ -142,10 +175,10 @@ pub fn response(events: Events) -> axum::response::Response {
 }
 
 /// The lines of a finished run's stored output, then `end` with its status.
-pub fn from_stored(text: Arc<str>, status: String, permit: FollowPermit) -> Events {
-    let batches = stream::unfold(
-        (text, 0usize, Some(permit)),
-        |(text, at, permit)| async move {
+pub fn from_stored(text: Arc<str>, status: String, permit: FollowPermit, budget: Budget) -> Events {
+    let batches = stream::unfold((text, 0usize, Some(permit)), move |(text, at, permit)| {
+        let budget = budget.clone();
+        async move {
             let permit = permit?;
             if at >= text.len() {
                 return None;
@@ -162,9 +195,10 @@ pub fn from_stored(text: Arc<str>, status: String, permit: FollowPermit) -> Even
             for l in text[at..end].lines() {
                 push_line(&mut frame, l);
             }
+            spend(&budget, frame.len()).await;
             Some((Ok(Bytes::from(frame)), (text, end, Some(permit))))
-        },
-    );
+        }
+    });
     batches
         .chain(stream::once(async move { Ok(end_frame(&status)) }))
         .boxed()
@@ -172,7 +206,12 @@ pub fn from_stored(text: Arc<str>, status: String, permit: FollowPermit) -> Even
 
 /// The live output of a running run from its first kept line, following it
 /// until the run ends; then `end` with the status `final_status` reads.
-pub fn from_live<F, Fut>(buffer: OutputBuffer, permit: FollowPermit, final_status: F) -> Events
+pub fn from_live<F, Fut>(
+    buffer: OutputBuffer,
+    permit: FollowPermit,
+    budget: Budget,
+    final_status: F,
+) -> Events
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = String> + Send,
@@ -183,7 +222,9 @@ where
     }
     stream::unfold(
         State::Reading(buffer, 0, permit, final_status),
-        |state| async move {
+        move |state| {
+            let budget = budget.clone();
+            async move {
             let State::Reading(buffer, cursor, permit, final_status) = state else {
                 return None;
             };
@@ -200,6 +241,7 @@ where
                     for l in &batch.lines {
                         push_line(&mut frame, l);
                     }
+                    spend(&budget, frame.len()).await;
                     return Some((
                         Ok(Bytes::from(frame)),
                         State::Reading(buffer, batch.next, permit, final_status),
@@ -220,6 +262,7 @@ where
                         State::Reading(buffer, cursor, permit, final_status),
                     ));
                 }
+            }
             }
         },
     )

@@ -134,13 +134,18 @@ pub async fn follow(
     let events = match live {
         Some(buffer) => {
             let engine = state.engine.clone();
-            follow::from_live(buffer, permit, move || async move {
-                // The record is written just before the buffer ends; read it back.
-                match engine.store().get_run(id).await {
-                    Ok(r) => r.status.as_str().to_owned(),
-                    Err(_) => "unknown".to_owned(),
-                }
-            })
+            follow::from_live(
+                buffer,
+                permit,
+                state.followers.budget(),
+                move || async move {
+                    // The record is written just before the buffer ends; read it back.
+                    match engine.store().get_run(id).await {
+                        Ok(r) => r.status.as_str().to_owned(),
+                        Err(_) => "unknown".to_owned(),
+                    }
+                },
+            )
         }
         None => {
             let store = state.engine.store().clone();
@@ -149,7 +154,12 @@ pub async fn follow(
                 .stored_output(id, || async move { Ok(store.run_output(id).await?) })
                 .await?;
             let status = state.engine.store().get_run(id).await?.status;
-            follow::from_stored(text, status.as_str().to_owned(), permit)
+            follow::from_stored(
+                text,
+                status.as_str().to_owned(),
+                permit,
+                state.followers.budget(),
+            )
         }
     };
     Ok(follow::response(events))
