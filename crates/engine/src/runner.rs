@@ -47,8 +47,13 @@ pub enum SubmitError {
     Saturated(usize),
     /// A manual run the overlap policy refuses: the caller is told which run
     /// is active instead of a `skipped` record of a click.
-    #[error("a run of this job is still active (run {active}); its overlap policy is {policy}")]
-    Overlap { active: RunId, policy: &'static str },
+    #[error("a run of this job is still active{}; its overlap policy is {policy}",
+        .active.map(|r| format!(" (run {r})")).unwrap_or_default())]
+    Overlap {
+        /// None while the active run's record is still being written.
+        active: Option<RunId>,
+        policy: &'static str,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -208,8 +213,7 @@ impl Runner {
                         .iter()
                         .filter(|(_, a)| a.job == job.id)
                         .map(|(id, _)| *id)
-                        .min()
-                        .unwrap_or(RunId(0));
+                        .min();
                     Err(SubmitError::Overlap {
                         active,
                         policy: if overlap == OverlapPolicy::Queue {

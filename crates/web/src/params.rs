@@ -9,35 +9,26 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use utoipa::openapi::path::ParameterIn;
-use utoipa::OpenApi as _;
 
 type Table = HashMap<(String, String), Vec<String>>;
 
-/// (METHOD, route pattern) → the query parameter names its operation declares.
+/// (METHOD, route pattern) → the query parameter names its operation declares,
+/// read from the served document.
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let doc = crate::api::ApiDoc::openapi();
+        let doc = crate::api::document::document();
         let mut t = Table::new();
-        for (path, item) in doc.paths.paths {
-            let ops = [
-                ("GET", item.get),
-                ("PUT", item.put),
-                ("POST", item.post),
-                ("DELETE", item.delete),
-                ("PATCH", item.patch),
-            ];
-            for (method, op) in ops {
-                let Some(op) = op else { continue };
-                let names = op
-                    .parameters
-                    .unwrap_or_default()
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                let names = op["parameters"]
+                    .as_array()
                     .into_iter()
-                    .filter(|p| matches!(p.parameter_in, ParameterIn::Query))
-                    .map(|p| p.name)
+                    .flatten()
+                    .filter(|p| p["in"] == "query")
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
                     .collect();
-                t.insert((method.to_owned(), path.clone()), names);
+                t.insert((method.to_uppercase(), path.clone()), names);
             }
         }
         t
