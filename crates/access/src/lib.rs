@@ -3,6 +3,7 @@
 //! ([`vault`]), and mail for password resets. The web layer and the CLI call
 //! these; the rules (permissions, password policy, audit records) come from
 //! `steward-domain`, persistence from `steward-store`.
+#![forbid(unsafe_code)]
 
 pub mod accounts;
 pub mod grants;

@@ -53,12 +53,11 @@ pub fn derive(purpose: &str, secret: &str) -> String {
     URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
-/// Equality that takes the same time wherever the inputs differ.
+/// Equality that takes the same time wherever the inputs differ (only the
+/// length may show, and the values compared here are of fixed or public length).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq as _;
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Everything that crosses a layer boundary is parsed here into a type that is
 //! known good (`JobName`, `Schedule`, `HttpUrl`, ...). The store, engine and web
 //! crates depend on this crate; it depends on none of them.
+#![forbid(unsafe_code)]
 
 pub mod access;
 pub mod audit;

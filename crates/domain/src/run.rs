@@ -69,6 +69,16 @@ impl RunStatus {
         )
     }
 
+    /// The states a run may be in for it to become `self`: the guard the
+    /// store puts on every status change, so that no write skips a step or
+    /// reopens a finished run.
+    pub fn predecessors(self) -> Vec<RunStatus> {
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.can_become(self))
+            .collect()
+    }
+
     /// A failure that the retry policy may answer with another attempt.
     pub fn is_retryable_failure(self) -> bool {
         matches!(self, Self::Failed | Self::TimedOut)
@@ -130,6 +140,9 @@ mod tests {
         assert!(Running.can_become(Abandoned));
         assert!(!Queued.can_become(Succeeded));
         assert!(!Queued.can_become(Abandoned));
+        assert_eq!(Running.predecessors(), vec![Queued]);
+        assert_eq!(Cancelled.predecessors(), vec![Queued, Running]);
+        assert!(Queued.predecessors().is_empty());
         for t in RunStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
             for n in RunStatus::ALL {
                 assert!(!t.can_become(n), "{t} -> {n} allowed");

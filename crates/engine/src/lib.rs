@@ -1,6 +1,7 @@
 //! The engine: scheduler, runner and executors, and the job service that the web
 //! layer and the CLI call. Rules about what a job may be live in `steward-domain`;
 //! this crate decides when and how things run.
+#![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod executor;
@@ -76,6 +77,10 @@ pub enum ServiceError {
     ShuttingDown,
     #[error("{0}")]
     Busy(String),
+    /// Something the change depends on (the vault, the database) cannot be
+    /// reached now; the same request may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[source] StoreError),
 }
@@ -159,7 +164,37 @@ impl Engine {
             let killed = pgid.map_or(0, |pg| executor::command::kill_leftovers(pg, *run));
             tracing::warn!(run = %run, killed, "run left running by the previous process is now abandoned");
         }
+        // What a previous process left in its runs' cgroups (also processes
+        // that outlived their supervisor, in any session) ends here.
+        if let Some(cgroups) = settings.sandbox.as_ref().and_then(|s| s.cgroups.clone()) {
+            let swept = tokio::task::spawn_blocking(move || cgroups.sweep())
+                .await
+                .unwrap_or_default();
+            for (cgroup, killed) in swept {
+                tracing::warn!(cgroup = %cgroup.display(), killed, "a previous process left this run's cgroup behind; ended");
+            }
+        }
         let jobs = store.list_jobs().await?;
+        // The per-job "last finished / last succeeded" gauges start from the
+        // store, not from this process's start (an alert on a stale backup
+        // must not be reset by a restart).
+        for ending in store.last_endings().await? {
+            if let Some(job) = jobs.iter().find(|j| j.id == ending.job) {
+                let label = metrics::JobLabel {
+                    job: job.name().to_string(),
+                };
+                metrics
+                    .job_last_finish
+                    .get_or_create(&label)
+                    .set(ending.finished.timestamp());
+                if let Some(t) = ending.succeeded {
+                    metrics
+                        .job_last_success
+                        .get_or_create(&label)
+                        .set(t.timestamp());
+                }
+            }
+        }
         for run in store.queued_runs().await? {
             if let Some(job) = jobs.iter().find(|j| j.id == run.job_id) {
                 tracing::info!(run = %run.id, job = %job.name(), "resuming a queued run");
@@ -350,10 +385,12 @@ impl Engine {
             }
         }
         for name in secrets::spec_references(&def.spec)? {
-            let exists =
-                self.settings.secrets.exists(&name).await.map_err(|e| {
-                    ServiceError::Conflict(format!("cannot check secret {name}: {e}"))
-                })?;
+            let exists = self.settings.secrets.exists(&name).await.map_err(|e| {
+                tracing::error!(secret = %name, error = %e, "cannot check whether a secret exists");
+                ServiceError::Unavailable(format!(
+                    "cannot check whether secret {name} exists now; see the server log"
+                ))
+            })?;
             if !exists {
                 return Err(ValidationError::new(
                     "spec",
@@ -558,7 +595,16 @@ impl Engine {
         if let Some(t) = task {
             let _ = t.await;
         }
-        self.runner.shutdown(grace).await
+        let cancelled = self.runner.shutdown(grace).await;
+        if let Some(cgroups) = self
+            .settings
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.cgroups.as_ref())
+        {
+            cgroups.remove_if_empty();
+        }
+        cancelled
     }
 }
 

@@ -443,6 +443,7 @@ impl Runner {
         tracing::info!(run = %run.id, job = %job.name(), trigger = run.trigger.as_str(), attempt = run.attempt, "run started");
 
         let ctx = ExecContext {
+            run: run.id,
             timeout: job.definition.policies.timeout.get(),
             cancel: cancel.clone(),
             stopping: self.stopping.clone(),

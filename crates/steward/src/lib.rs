@@ -1,5 +1,6 @@
 //! The `steward` binary's library half: configuration, wiring and the
 //! [`Application`] that tests boot on port 0.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod cli;
@@ -17,6 +18,7 @@ use steward_access::{Access, AccessSettings};
 use steward_crypto::{Keyring, PasswordHasher};
 use steward_domain::RunId;
 use steward_engine::clock::{Clock, SystemClock};
+use steward_engine::executor::cgroup::RunCgroups;
 use steward_engine::executor::command::RunAs;
 use steward_engine::executor::sandbox::Sandbox;
 use steward_engine::metrics::Metrics;
@@ -392,7 +394,7 @@ fn command_sandbox(
     hidden.extend(config.auth.master_key_file.clone());
     hidden.extend(config.auth.bootstrap_admin_password_file.clone());
     hidden.extend(config.metrics.token_file.clone());
-    let hidden = hidden
+    let mut hidden: Vec<_> = hidden
         .into_iter()
         .filter_map(|p| std::fs::canonicalize(&p).ok())
         .collect();
@@ -407,6 +409,22 @@ fn command_sandbox(
             tracing::warn!("this kernel does not enforce Landlock: command jobs are kept from Steward's files only by file permissions");
         }
     }
+    // A cgroup per run where the machine allows it; the instance name comes
+    // from the data directory, so Stewards sharing a machine keep apart.
+    let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or(config.data_dir.clone());
+    let instance =
+        &steward_crypto::token::sha256_hex(data_dir.as_os_str().as_encoded_bytes())[..16];
+    let cgroups = match RunCgroups::detect(instance) {
+        Ok(c) => {
+            tracing::info!(cgroup = %c.base().display(), "each run gets a cgroup of its own");
+            hidden.extend(c.mounts().iter().cloned());
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!("runs get no cgroup of their own ({e}): descendants of a job are still ended by its sandbox while it lives, but one that outlives a killed sandbox is not found at the next start");
+            None
+        }
+    };
     // The binary itself: jobs may run it, never change it.
     let readonly = std::fs::canonicalize(&helper).into_iter().collect();
     Ok(Sandbox {
@@ -414,6 +432,7 @@ fn command_sandbox(
         hidden,
         readonly,
         required,
+        cgroups,
     })
 }
 

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 use clap::Parser as _;
 use std::process::ExitCode;
 use steward::admin::AdminTask;

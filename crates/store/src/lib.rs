@@ -3,6 +3,7 @@
 //! Callers see domain types only; each backend (SQLite now, PostgreSQL with the
 //! scale-out issue) lives in its own module with its own migrations. Nothing here
 //! knows about HTTP or processes.
+#![forbid(unsafe_code)]
 
 pub mod access;
 pub mod audit;
@@ -88,4 +89,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the oldest finished runs of a job beyond `keep`.
     async fn prune_runs(&self, job: JobId, keep: u32) -> Result<u64>;
     async fn count_runs_by_status(&self) -> Result<Vec<(RunStatus, i64)>>;
+    /// For each job with a run that started and ended: when its last run
+    /// ended, and when its last successful one did (the metrics' start point).
+    async fn last_endings(&self) -> Result<Vec<LastEndings>>;
+}
+
+/// When a job's runs last ended, read at start for the per-job metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastEndings {
+    pub job: JobId,
+    pub finished: DateTime<Utc>,
+    pub succeeded: Option<DateTime<Utc>>,
 }

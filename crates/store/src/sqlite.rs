@@ -323,34 +323,44 @@ impl Store for SqliteStore {
     }
 
     async fn start_run(&self, id: RunId, at: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
-        )
-        .bind(ms(at))
-        .bind(id.0)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
+        let sql = format!(
+            "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status IN ({})",
+            status_list(RunStatus::Running)
+        );
+        let done = sqlx::query(&sql)
+            .bind(ms(at))
+            .bind(id.0)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn finish_run(&self, id: RunId, u: &RunUpdate) -> Result<bool> {
-        let done = sqlx::query(
+        if !u.status.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "a run's end cannot be {}",
+                u.status
+            )));
+        }
+        let sql = format!(
             "UPDATE runs SET status = ?, finished_at = ?, exit_code = ?, signal = ?, http_status = ?, error = ?, \
-             output_truncated = ?, output = COALESCE(?, output) WHERE id = ? AND status IN ('queued', 'running')",
-        )
-        .bind(u.status.as_str())
-        .bind(ms(u.finished_at))
-        .bind(u.outcome.exit_code)
-        .bind(u.outcome.signal)
-        .bind(u.outcome.http_status.map(i64::from))
-        .bind(u.outcome.error.as_deref())
-        .bind(u.output_truncated)
-        .bind(u.output.as_deref())
-        .bind(id.0)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
+             output_truncated = ?, output = COALESCE(?, output) WHERE id = ? AND status IN ({})",
+            status_list(u.status)
+        );
+        let done = sqlx::query(&sql)
+            .bind(u.status.as_str())
+            .bind(ms(u.finished_at))
+            .bind(u.outcome.exit_code)
+            .bind(u.outcome.signal)
+            .bind(u.outcome.http_status.map(i64::from))
+            .bind(u.outcome.error.as_deref())
+            .bind(u.output_truncated)
+            .bind(u.output.as_deref())
+            .bind(id.0)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -473,6 +483,39 @@ impl Store for SqliteStore {
             .into_iter()
             .filter_map(|(s, n)| RunStatus::parse(&s).map(|s| (s, n)))
             .collect())
+    }
+
+    async fn last_endings(&self) -> Result<Vec<crate::LastEndings>> {
+        let rows: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT job_id, MAX(finished_at), MAX(CASE WHEN status = 'succeeded' THEN finished_at END) \
+             FROM runs WHERE started_at IS NOT NULL AND finished_at IS NOT NULL GROUP BY job_id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(job, finished, succeeded)| crate::LastEndings {
+                job: JobId(job),
+                finished: from_ms(finished),
+                succeeded: succeeded.map(from_ms),
+            })
+            .collect())
+    }
+}
+
+/// The SQL list of the states a run may be in to become `next` (the domain's
+/// state machine; the names are fixed identifiers, never user input).
+fn status_list(next: RunStatus) -> String {
+    let names: Vec<String> = next
+        .predecessors()
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    if names.is_empty() {
+        "NULL".into()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -648,6 +691,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(page.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn status_changes_follow_the_domain_state_machine() {
+        let s = SqliteStore::open_in_memory().await.unwrap();
+        let job = s.create_job(&def("a"), t(0), &audit()).await.unwrap();
+        let r = s.insert_run(&scheduled(job.id, t(1))).await.unwrap();
+        let end = |status| RunUpdate {
+            status,
+            finished_at: t(2),
+            outcome: RunOutcome::default(),
+            output: None,
+            output_truncated: false,
+        };
+        // A run that never started cannot have succeeded, failed or timed out.
+        for status in [RunStatus::Succeeded, RunStatus::Failed, RunStatus::TimedOut] {
+            assert!(!s.finish_run(r.id, &end(status)).await.unwrap(), "{status}");
+        }
+        assert_eq!(s.get_run(r.id).await.unwrap().status, RunStatus::Queued);
+        // An ending that is not one is refused outright.
+        let e = s
+            .finish_run(r.id, &end(RunStatus::Running))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+        // Cancelled before it started is a valid ending; then nothing restarts it.
+        assert!(s
+            .finish_run(r.id, &end(RunStatus::Cancelled))
+            .await
+            .unwrap());
+        assert!(!s.start_run(r.id, t(3)).await.unwrap());
+        assert_eq!(s.get_run(r.id).await.unwrap().status, RunStatus::Cancelled);
     }
 
     #[tokio::test]

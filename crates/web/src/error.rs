@@ -75,6 +75,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Busy(m) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_active_runs", m)
             }
+            ServiceError::Unavailable(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
             ServiceError::ShuttingDown => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

@@ -36,7 +36,10 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes()) {
+        if !steward_crypto::token::constant_time_eq(
+            given.as_bytes(),
+            token.expose_secret().as_bytes(),
+        ) {
             return crate::error::ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -70,8 +73,4 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         body,
     )
         .into_response()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -105,6 +105,24 @@ pub async fn execute(
     vars.extend(ctx.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     vars.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
 
+    // The run's cgroup, made before the job starts (the gate enters it).
+    let cgroup = match settings.sandbox.as_ref().and_then(|s| s.cgroups.clone()) {
+        Some(cgroups) => {
+            let run = ctx.run;
+            match tokio::task::spawn_blocking(move || cgroups.make(run)).await {
+                Ok(Ok(c)) => Some(c),
+                Ok(Err(e)) => {
+                    let msg = format!("could not make this run's cgroup: {e}");
+                    ctx.note(&msg);
+                    return ExecResult::failed(msg);
+                }
+                Err(e) => {
+                    return ExecResult::failed(format!("could not make this run's cgroup: {e}"))
+                }
+            }
+        }
+        None => None,
+    };
     #[allow(clippy::disallowed_methods)] // the executor is where processes are started
     let mut cmd = match &settings.sandbox {
         Some(sandbox) => {
@@ -117,7 +135,8 @@ pub async fn execute(
                 .run_as
                 .as_ref()
                 .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
-            c.args(sandbox.args(&program_path, args, account))
+            let cgroup_dir = cgroup.as_ref().map(super::cgroup::RunCgroup::path);
+            c.args(sandbox.args(&program_path, args, account, cgroup_dir))
                 .env_clear()
                 .stdin(Stdio::piped());
             c
@@ -200,9 +219,18 @@ pub async fn execute(
     };
     // Reaped (or beyond reach): its pid is no longer ours to signal.
     ending.0 = None;
-    // The leader is gone; take down anything it left behind in its group.
+    // The leader is gone; take down anything it left behind in its group and
+    // in its cgroup (where even a process that outlived its supervisor is).
     if let Some(pg) = pgid {
         let _ = killpg(pg, Signal::SIGKILL);
+    }
+    if let Some(cg) = cgroup {
+        let left = cg.end().await;
+        if left > 0 {
+            ctx.note(&format!(
+                "killed {left} process(es) left in the run's cgroup"
+            ));
+        }
     }
     for mut r in readers.into_iter().flatten() {
         // A process that escaped the group (setsid) may hold the pipe; stop reading

@@ -27,10 +27,6 @@ impl HttpExecutor {
         })
     }
 
-    pub fn policy(&self) -> &OutboundPolicy {
-        &self.policy
-    }
-
     pub async fn execute(&self, spec: &HttpSpec, ctx: &ExecContext) -> ExecResult {
         ctx.note(&format!(
             "http {} {}",

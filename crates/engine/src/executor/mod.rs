@@ -2,6 +2,7 @@
 //! the store, retries or schedules; the runner gives them a context and records
 //! what they return.
 
+pub mod cgroup;
 pub mod command;
 pub mod http;
 pub mod sandbox;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Everything an attempt needs from its surroundings.
 pub struct ExecContext {
+    pub run: steward_domain::RunId,
     pub timeout: Duration,
     pub cancel: CancellationToken,
     /// Cancelled when Steward begins to shut down: stopping a process then

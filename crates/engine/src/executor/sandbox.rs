@@ -26,6 +26,10 @@
 //!   main process ends, or the run is stopped, the helper kills every
 //!   descendant it has, until none is left.
 //!
+//! - **A cgroup per run** (`executor::cgroup`, where the machine allows):
+//!   the gate enters it before anything else, and refuses `clone3` to the
+//!   job by seccomp, so that nothing the job starts can be born elsewhere.
+//!
 //! Signals from Steward to the helper: SIGTERM asks every descendant to stop
 //! (SIGTERM to each, in or out of the group); SIGUSR1 kills them all (SIGKILL).
 //! If Steward dies, the kernel sends the helper SIGUSR1 (parent-death signal).
@@ -63,6 +67,8 @@ pub struct Sandbox {
     /// Refuse to run a job when Landlock cannot be enforced (the default when
     /// jobs run as Steward's own user, since then nothing else protects it).
     pub required: bool,
+    /// Where each run gets a cgroup of its own (None: the machine gives none).
+    pub cgroups: Option<super::cgroup::RunCgroups>,
 }
 
 impl Sandbox {
@@ -72,11 +78,15 @@ impl Sandbox {
         program: &Path,
         args: &[String],
         run_as: Option<(u32, u32)>,
+        cgroup: Option<&Path>,
     ) -> Vec<OsString> {
         let mut out: Vec<OsString> = vec![HELPER_ARG.into(), "--parent".into()];
         out.push(std::process::id().to_string().into());
         if self.required {
             out.push("--require".into());
+        }
+        if let Some(dir) = cgroup {
+            out.extend(["--cgroup".into(), dir.as_os_str().to_owned()]);
         }
         for h in &self.hidden {
             out.push("--hide".into());
@@ -110,6 +120,7 @@ pub fn landlock_available() -> bool {
 struct HelperArgs {
     parent: Option<i32>,
     require: bool,
+    cgroup: Option<PathBuf>,
     hidden: Vec<PathBuf>,
     readonly: Vec<PathBuf>,
     uid: Option<u32>,
@@ -124,6 +135,9 @@ impl HelperArgs {
         let mut out: Vec<OsString> = vec![GATE_ARG.into()];
         if self.require {
             out.push("--require".into());
+        }
+        if let Some(dir) = &self.cgroup {
+            out.extend(["--cgroup".into(), dir.clone().into_os_string()]);
         }
         for h in &self.hidden {
             out.extend(["--hide".into(), h.clone().into_os_string()]);
@@ -148,6 +162,7 @@ fn parse(mut it: impl Iterator<Item = OsString>) -> Result<HelperArgs, String> {
     let mut a = HelperArgs {
         parent: None,
         require: false,
+        cgroup: None,
         hidden: vec![],
         readonly: vec![],
         uid: None,
@@ -168,6 +183,7 @@ fn parse(mut it: impl Iterator<Item = OsString>) -> Result<HelperArgs, String> {
                 a.parent = it.next().and_then(|p| p.to_str()?.parse().ok());
             }
             Some("--require") => a.require = true,
+            Some("--cgroup") => a.cgroup = Some(it.next().ok_or("--cgroup needs a path")?.into()),
             Some("--hide") => a
                 .hidden
                 .push(it.next().ok_or("--hide needs a path")?.into()),
@@ -253,6 +269,15 @@ pub fn gate_main(args: impl Iterator<Item = OsString>) -> ExitCode {
             ))
         })
         .collect();
+    // Into the run's cgroup first, so the job and all it starts are born there.
+    if let Some(dir) = &a.cgroup {
+        if let Err(e) = super::cgroup::enter(dir) {
+            return refuse(&format!(
+                "cannot enter the run's cgroup {}: {e}",
+                dir.display()
+            ));
+        }
+    }
     match restrict(&a.hidden, &a.readonly, a.require) {
         Ok(true) => {}
         Ok(false) if !a.require => {}
@@ -268,6 +293,11 @@ pub fn gate_main(args: impl Iterator<Item = OsString>) -> ExitCode {
     if let Err(e) = drop_to(a.uid, a.gid) {
         return refuse(&format!("cannot switch to the job's account: {e}"));
     }
+    if a.cgroup.is_some() {
+        if let Err(e) = forbid_clone_into_cgroup() {
+            return refuse(&format!("cannot keep the job in its cgroup: {e}"));
+        }
+    }
     #[allow(clippy::disallowed_methods)] // the command executor's gate becomes the job
     let err = std::process::Command::new(&a.program)
         .args(&a.args)
@@ -276,6 +306,36 @@ pub fn gate_main(args: impl Iterator<Item = OsString>) -> ExitCode {
         .stdin(std::process::Stdio::null())
         .exec();
     refuse(&format!("could not start {:?}: {err}", a.program))
+}
+
+/// `clone3` fails with ENOSYS for the job and everything it starts (C
+/// libraries and runtimes then use `clone`). `clone3(CLONE_INTO_CGROUP)`
+/// places a child in the cgroup a directory descriptor names, and such a
+/// descriptor can be opened with `O_PATH`, which Landlock does not check
+/// (nor does a cgroup namespace stop it, unless cgroup2 is mounted with
+/// `nsdelegate`): without this, a job with write access to a cgroup (root,
+/// or Steward's own user under delegation) could start a child outside its
+/// run's cgroup. Writing `cgroup.procs`, the other way out, is closed by
+/// Landlock hiding every cgroup2 mount.
+fn forbid_clone_into_cgroup() -> Result<(), String> {
+    use seccompiler::{SeccompAction, SeccompFilter};
+    // Required for an unprivileged process to install a filter (set by
+    // Landlock already where it is enforced).
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    let arch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| format!("seccomp on {}: {e:?}", std::env::consts::ARCH))?;
+    let filter = SeccompFilter::new(
+        [(libc::SYS_clone3, vec![])].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(|e| format!("seccomp filter: {e}"))?;
+    let program: seccompiler::BpfProgram = filter
+        .try_into()
+        .map_err(|e| format!("seccomp filter: {e:?}"))?;
+    seccompiler::apply_filter(&program).map_err(|e| format!("seccomp: {e}"))
 }
 
 /// Drops root for the job's account: no supplementary groups, then the group,
@@ -528,15 +588,25 @@ mod tests {
             hidden: vec!["/data".into()],
             readonly: vec!["/bin/steward".into()],
             required: true,
+            cgroups: None,
         };
         let args = s.args(
             Path::new("/bin/echo"),
             &["--".into(), "x".into()],
             Some((65534, 65534)),
+            Some(Path::new("/sys/fs/cgroup/steward-x/run-7")),
         );
         assert_eq!(args[0], HELPER_ARG);
         let a = parse(args.into_iter().skip(1)).unwrap();
         assert!(a.require);
+        assert_eq!(
+            a.cgroup,
+            Some(PathBuf::from("/sys/fs/cgroup/steward-x/run-7"))
+        );
+        let gate = a.gate_args();
+        assert!(gate
+            .windows(2)
+            .any(|w| w[0] == "--cgroup" && w[1] == "/sys/fs/cgroup/steward-x/run-7"));
         assert_eq!(a.hidden, vec![PathBuf::from("/data")]);
         assert_eq!(a.readonly, vec![PathBuf::from("/bin/steward")]);
         assert_eq!((a.uid, a.gid), (Some(65534), Some(65534)));

@@ -178,8 +178,12 @@ async fn health_readiness_metrics_and_headers() {
 
     t.command_job("m", &["true"], json!({})).await;
     let (_, r) = t.post("/api/v1/jobs/m/run", json!({})).await;
-    t.wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10))
+    let run = t
+        .wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10))
         .await;
+    let finished = chrono::DateTime::parse_from_rfc3339(run["finished_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
     let m = t.text("/metrics").await;
     for needle in [
         "steward_jobs 1",
@@ -191,6 +195,15 @@ async fn health_readiness_metrics_and_headers() {
         "steward_job_last_success_timestamp_seconds{job=\"m\"}",
     ] {
         assert!(m.contains(needle), "{needle} missing from:\n{m}");
+    }
+    // The per-job gauges survive a restart: they start from the store (an
+    // alert on a stale backup must not be silenced by restarting Steward).
+    let dir = t.stop().await;
+    let t = TestApp::start_in(dir, |_| {}, Arc::new(steward_engine::clock::SystemClock)).await;
+    let m = t.text("/metrics").await;
+    for gauge in ["last_success", "last_finish"] {
+        let line = format!("steward_job_{gauge}_timestamp_seconds{{job=\"m\"}} {finished}\n");
+        assert!(m.contains(&line), "{line} missing after a restart:\n{m}");
     }
     t.stop().await;
 }

@@ -275,17 +275,7 @@ __attribute__((constructor)) static void steal(void) {{
     )
     .unwrap();
     let lib = work.join("evil.so");
-    let cc = std::process::Command::new("gcc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&lib)
-        .arg(&src)
-        .output()
-        .expect("gcc");
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    compile(&src, &lib, &["-shared", "-fPIC"]);
     let lib = lib.to_str().unwrap();
     t.command_job(
         "preload",
@@ -308,4 +298,90 @@ __attribute__((constructor)) static void steal(void) {{
         assert!(!out.contains(line), "{out}");
     }
     t.stop().await;
+}
+
+/// `clone3(CLONE_INTO_CGROUP)` takes a directory descriptor, and Landlock does
+/// not check `O_PATH` opens: a job running as root that opens the cgroup
+/// root that way could start a child outside its run's cgroup. The run's
+/// cgroup namespace makes the kernel refuse it.
+#[tokio::test]
+async fn a_job_cannot_start_a_child_outside_its_cgroup() {
+    let Ok(cgroups) = steward_engine::executor::cgroup::RunCgroups::detect(&format!(
+        "it-clone3-{}",
+        std::process::id()
+    )) else {
+        eprintln!("skipped: this machine gives Steward no cgroups");
+        return;
+    };
+    let t = TestApp::start().await;
+    let work = work_dir(t.dir.path());
+    let src = work.join("escape.c");
+    std::fs::write(
+        &src,
+        r#"#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_PATH | O_DIRECTORY);
+    if (fd < 0) { printf("open refused: %s\n", strerror(errno)); return 0; }
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_INTO_CGROUP;
+    args.exit_signal = SIGCHLD;
+    args.cgroup = fd;
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0) { execlp("sleep", "sleep", "300", (char *)0); _exit(1); }
+    if (pid < 0) { printf("clone3 refused: %s\n", strerror(errno)); return 0; }
+    printf("ESCAPED %ld\n", pid);
+    fflush(stdout);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let bin = work.join("escape");
+    compile(&src, &bin, &[]);
+    let root = cgroups.mounts()[0].display().to_string();
+    let bin = bin.display().to_string();
+    t.command_job("clone3", &[&bin, &root], json!({})).await;
+    let (_, run) = t.post("/api/v1/jobs/clone3/run", json!({})).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
+    let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
+    if let Some(pid) = out
+        .split("ESCAPED ")
+        .nth(1)
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!("a job started a child outside its run's cgroup: {out}");
+    }
+    assert!(out.contains("refused"), "{out}");
+    t.stop().await;
+}
+
+/// Compiles a C attack program with gcc (installed by the test command).
+fn compile(src: &std::path::Path, out: &std::path::Path, flags: &[&str]) {
+    let cc = Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(src)
+        .output()
+        .expect("gcc");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
 }

@@ -72,6 +72,17 @@ async fn wait_status(s: &Server, run: i64, want: &str) {
     panic!("run {run} never became {want}");
 }
 
+async fn output(s: &Server, run: i64) -> String {
+    s.client
+        .get(format!("{}/api/v1/runs/{run}/output", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + within;
     loop {
@@ -205,15 +216,7 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
 
     let mut s = spawn_server(&data, &fast_stop).await;
     // What the crashed run printed was kept.
-    let out = s
-        .client
-        .get(format!("{}/api/v1/runs/{first}/output", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let out = output(&s, first).await;
     assert_eq!(
         out.matches("out printed line ").count(),
         150,
@@ -366,4 +369,109 @@ async fn cli_config_check_and_schedule_preview() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("steward "));
+}
+
+/// Whether this machine lets a process make cgroups (root with a writable
+/// cgroup2 mount, as in CI); the probe leaves nothing behind.
+fn cgroups_here() -> Option<steward_engine::executor::cgroup::RunCgroups> {
+    let probe = format!("it-probe-{}", std::process::id());
+    let c = steward_engine::executor::cgroup::RunCgroups::detect(&probe).ok()?;
+    c.remove_if_empty();
+    Some(c)
+}
+
+/// The kernel's own bound on a run: its cgroup. A process that double-forks
+/// into a new session is found there even when the run's sandbox supervisor
+/// (the subreaper that would otherwise end it) was killed, while Steward lives
+/// and, if Steward was killed too, at the next start. A job running as root
+/// cannot move itself out of its cgroup either.
+#[tokio::test]
+async fn a_process_that_outlives_its_sandbox_is_ended_by_the_runs_cgroup() {
+    let Some(probe) = cgroups_here() else {
+        eprintln!("skipped: this machine gives Steward no cgroups (not root, or no writable cgroup2 mount)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let work = crate::helpers::work_dir(dir.path());
+    let mut s = spawn_server(&data, &[("STEWARD_SHUTDOWN_GRACE", "1s")]).await;
+    let mount = probe.mounts()[0].display().to_string();
+    let job = |name: &str| {
+        let (escaper, supervisor) = (
+            work.join(format!("{name}.escaper")),
+            work.join(format!("{name}.supervisor")),
+        );
+        let script = format!(
+            "if echo 0 > {mount}/cgroup.procs 2>/dev/null; then echo MOVED OUT; else echo stayed in; fi; \
+             (setsid sh -c 'echo $$ > {}; exec sleep 300' </dev/null >/dev/null 2>&1 &); \
+             echo $PPID > {}; exec sleep 300",
+            escaper.display(),
+            supervisor.display()
+        );
+        (
+            json!({"name": name, "spec": {"kind": "command", "argv": ["sh", "-c", script]}}),
+            escaper,
+            supervisor,
+        )
+    };
+
+    // The supervisor is killed while Steward lives: the run ends, and so does
+    // the escaper, which only the cgroup still holds.
+    let (body, escaper_file, supervisor_file) = job("alive");
+    post(&s, "/api/v1/jobs", body).await;
+    let run = post(&s, "/api/v1/jobs/alive/run", json!({})).await;
+    let id = run["id"].as_i64().unwrap();
+    let escaper = wait_pid(&escaper_file).await;
+    let supervisor = wait_pid(&supervisor_file).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut ended = Value::Null;
+    for _ in 0..400 {
+        ended = get(&s, &format!("/api/v1/runs/{id}")).await;
+        if ended["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert!(
+        crate::helpers::gone(escaper).await,
+        "escaper {escaper} outlived its killed supervisor"
+    );
+    let out = output(&s, id).await;
+    // What the job printed (the `sys` line quotes the script itself).
+    let printed: Vec<&str> = out.lines().filter(|l| l.contains(" out ")).collect();
+    assert!(
+        printed.iter().any(|l| l.ends_with("stayed in"))
+            && !printed.iter().any(|l| l.contains("MOVED OUT")),
+        "{out}"
+    );
+
+    // Steward and the supervisor are both killed (Steward stopped first, so
+    // that it cannot act on the supervisor's death): the escaper lives until
+    // the next start, which finds it in the run's cgroup.
+    let (body, escaper_file, supervisor_file) = job("crashed");
+    post(&s, "/api/v1/jobs", body).await;
+    post(&s, "/api/v1/jobs/crashed/run", json!({})).await;
+    let escaper = wait_pid(&escaper_file).await;
+    let supervisor = nix::unistd::Pid::from_raw(wait_pid(&supervisor_file).await);
+    signal(&s.child, nix::sys::signal::Signal::SIGSTOP);
+    nix::sys::signal::kill(supervisor, nix::sys::signal::Signal::SIGKILL).unwrap();
+    signal(&s.child, nix::sys::signal::Signal::SIGKILL);
+    wait_exit(&mut s.child, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        alive(escaper),
+        "the scenario needs the escaper alive after both were killed"
+    );
+    let mut s = spawn_server(&data, &[("STEWARD_SHUTDOWN_GRACE", "1s")]).await;
+    assert!(
+        crate::helpers::gone(escaper).await,
+        "escaper {escaper} outlived a restart"
+    );
+    signal(&s.child, nix::sys::signal::Signal::SIGTERM);
+    wait_exit(&mut s.child, Duration::from_secs(30));
 }

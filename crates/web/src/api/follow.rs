@@ -54,7 +54,8 @@ pub struct Followers {
 
 /// Held by a follower's stream; dropping it frees the places it took.
 pub struct FollowPermit {
-    _total: OwnedSemaphorePermit,
+    total: OwnedSemaphorePermit,
+    max_total: usize,
     user: UserId,
     by_user: Arc<Mutex<HashMap<UserId, usize>>>,
 }
@@ -70,6 +71,12 @@ impl Drop for FollowPermit {
             if *n == 0 {
                 map.remove(&self.user);
             }
+        }
+        drop(map);
+        // The last follower leaving (this permit is still held): the crowd's
+        // buffers are free now, so hand them back to the system.
+        if self.total.semaphore().available_permits() + 1 >= self.max_total {
+            crate::memory::release_freed_memory();
         }
     }
 }
@@ -123,7 +130,8 @@ impl Followers {
         })?;
         map.insert(user, mine + 1);
         Ok(FollowPermit {
-            _total: total,
+            total,
+            max_total: self.max_total,
             user,
             by_user: self.by_user.clone(),
         })
