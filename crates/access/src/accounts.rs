@@ -586,10 +586,13 @@ impl Access {
             check_email(e)?;
         }
         self.not_above(who, user.id, "this user").await?;
-        if change.disabled == Some(true) {
-            self.keeps_a_manager(crate::grants::Change::DisableUser(user.id))
-                .await?;
-        }
+        let _serial = match change.disabled {
+            Some(true) => Some(
+                self.keeps_a_manager(who, crate::grants::Change::DisableUser(user.id))
+                    .await?,
+            ),
+            _ => None,
+        };
         if change.disabled == Some(true) && user.id == who.user_id {
             return Err(AccessError::Conflict(
                 "you cannot disable your own account".into(),
@@ -633,7 +636,8 @@ impl Access {
             ));
         }
         self.not_above(who, user.id, "this user").await?;
-        self.keeps_a_manager(crate::grants::Change::RemoveUser(user.id))
+        let _serial = self
+            .keeps_a_manager(who, crate::grants::Change::RemoveUser(user.id))
             .await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),

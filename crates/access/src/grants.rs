@@ -109,7 +109,9 @@ impl Access {
             )));
         }
         within(who, role.permissions, "the role's permissions")?;
-        self.keeps_a_manager(Change::RemoveRole(role.id)).await?;
+        let _serial = self
+            .keeps_a_manager(who, Change::RemoveRole(role.id))
+            .await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "role.delete",
@@ -145,7 +147,8 @@ impl Access {
             .into_iter()
             .map(|r| r.name)
             .collect();
-        self.keeps_a_manager(Change::UserRoles(u.id, &granted))
+        let _serial = self
+            .keeps_a_manager(who, Change::UserRoles(u.id, &granted))
             .await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
@@ -163,7 +166,34 @@ impl Access {
     /// Refuses a change after which no enabled user could manage users: the
     /// effective permissions of every user are worked out as they would be
     /// after `change`, through direct grants and groups alike.
-    pub(crate) async fn keeps_a_manager(&self, change: Change<'_>) -> Result<(), AccessError> {
+    ///
+    /// The check and the write it allows must be one step, or two admins
+    /// removing each other at the same moment both pass (each sees the other
+    /// still able to manage users). So the returned guard serialises every
+    /// such change from the check until the caller drops it, after its write
+    /// has committed; the check reads the store, so it sees what the change
+    /// before it wrote. One Steward serves a data directory, so one process
+    /// holds every such change. Under the guard the caller's own permissions
+    /// are read again from the store: one whose roles were taken away while
+    /// the request waited is refused, not served with what it held before.
+    pub(crate) async fn keeps_a_manager(
+        &self,
+        who: &Identity,
+        change: Change<'_>,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, AccessError> {
+        let serial = self.manager_rule.lock().await;
+        let caller = self.store.get_user(who.user_id).await?;
+        let now_held = union(&self.store.effective_roles(who.user_id).await?);
+        if caller.disabled || !who.permissions.is_subset_of(now_held) {
+            return Err(AccessError::Forbidden(
+                "your roles changed while this request was waiting; sign in again or retry".into(),
+            ));
+        }
+        self.no_manager_left(change).await?;
+        Ok(serial)
+    }
+
+    async fn no_manager_left(&self, change: Change<'_>) -> Result<(), AccessError> {
         let manage = Permission::write(steward_domain::Module::Users);
         let roles = self.store.list_roles().await?;
         let by_name = |n: &str| roles.iter().find(|r| r.name.eq_ignore_ascii_case(n));
@@ -246,7 +276,7 @@ impl Access {
             .await?
             .ok_or(AccessError::NotFound("group"))?;
         within(who, self.group_permissions(&g).await?, "the group's roles")?;
-        self.keeps_a_manager(Change::RemoveGroup(g.id)).await?;
+        let _serial = self.keeps_a_manager(who, Change::RemoveGroup(g.id)).await?;
         let audit = who.audit_context(client).record(self.clock.now(), "group.delete", format!("group:{name}"), json!({"members": {"from": g.members, "to": null}, "roles": {"from": g.roles, "to": null}}));
         self.store.delete_group(g.id, &audit).await?;
         self.invalidate();
@@ -273,7 +303,8 @@ impl Access {
             })?;
             ids.push(u.id);
         }
-        self.keeps_a_manager(Change::GroupMembers(g.id, &ids))
+        let _serial = self
+            .keeps_a_manager(who, Change::GroupMembers(g.id, &ids))
             .await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
@@ -309,7 +340,8 @@ impl Access {
         let granted = self.resolve_roles(roles).await?;
         within(who, union(&granted), "these roles")?;
         let ids: Vec<_> = granted.iter().map(|r| r.id).collect();
-        self.keeps_a_manager(Change::GroupRoles(g.id, &granted))
+        let _serial = self
+            .keeps_a_manager(who, Change::GroupRoles(g.id, &granted))
             .await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),

@@ -97,6 +97,9 @@ pub struct Access {
     /// Reset mails being sent at once, at most.
     pub(crate) reset_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) vault: Arc<vault::Vault>,
+    /// Held from the "someone can still manage users" check through the
+    /// write it allows (see `grants::Access::keeps_a_manager`).
+    pub(crate) manager_rule: tokio::sync::Mutex<()>,
 }
 
 impl Access {
@@ -119,6 +122,7 @@ impl Access {
             limiter: limiter::SignInLimiter::default(),
             reset_limiter: limiter::SignInLimiter::default(),
             reset_slots: Arc::new(tokio::sync::Semaphore::new(4)),
+            manager_rule: tokio::sync::Mutex::new(()),
             vault,
         })
     }

@@ -124,6 +124,10 @@ pub struct Engine {
     metrics: Metrics,
     stop_scheduler: CancellationToken,
     scheduler_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Held from "the secrets a job names exist" through the job's write,
+    /// and from "no job names this secret" through the secret's deletion:
+    /// the two rules depend on each other's data.
+    references: tokio::sync::Mutex<()>,
     catalog: std::sync::RwLock<Arc<Vec<Arc<Job>>>>,
 }
 
@@ -219,6 +223,7 @@ impl Engine {
             metrics,
             stop_scheduler: stop,
             scheduler_task: std::sync::Mutex::new(Some(task)),
+            references: tokio::sync::Mutex::new(()),
             catalog: std::sync::RwLock::default(),
         });
         let mut catalog = Vec::with_capacity(jobs.len());
@@ -384,6 +389,19 @@ impl Engine {
                 }
             }
         }
+        if let JobSpec::Http(h) = &def.spec {
+            self.settings
+                .outbound
+                .precheck(&h.url)
+                .await
+                .map_err(|e| ValidationError::new("spec.url", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a definition that names a secret that does not exist. Called
+    /// with [`Engine::references`] held, through the write it allows.
+    async fn check_secrets_exist(&self, def: &JobDefinition) -> Result<(), ServiceError> {
         for name in secrets::spec_references(&def.spec)? {
             let exists = self.settings.secrets.exists(&name).await.map_err(|e| {
                 tracing::error!(secret = %name, error = %e, "cannot check whether a secret exists");
@@ -399,14 +417,36 @@ impl Engine {
                 .into());
             }
         }
-        if let JobSpec::Http(h) = &def.spec {
-            self.settings
-                .outbound
-                .precheck(&h.url)
-                .await
-                .map_err(|e| ValidationError::new("spec.url", e.to_string()))?;
-        }
         Ok(())
+    }
+
+    /// Holds off every job save until the caller has deleted the secret
+    /// `name`, after checking (under the same lock as the saves' "secret
+    /// exists" check) that no job refers to it. Without that, a job saved
+    /// while the secret is being deleted could pass its check and be stored
+    /// referring to a secret that is gone.
+    pub async fn hold_unreferenced_secret(
+        &self,
+        name: &steward_domain::SecretName,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, ServiceError> {
+        let held = self.references.lock().await;
+        let users: Vec<String> = self
+            .store
+            .list_jobs()
+            .await?
+            .iter()
+            .filter(|j| {
+                secrets::spec_references(&j.definition.spec).is_ok_and(|r| r.contains(name))
+            })
+            .map(|j| j.name().to_string())
+            .collect();
+        if !users.is_empty() {
+            return Err(ServiceError::Conflict(format!(
+                "jobs {} refer to secret {name}; change them first",
+                users.join(", ")
+            )));
+        }
+        Ok(held)
     }
 
     pub async fn create_job(
@@ -415,6 +455,8 @@ impl Engine {
         ctx: &AuditContext,
     ) -> Result<Job, ServiceError> {
         self.check_definition(&def, None).await?;
+        let _held = self.references.lock().await;
+        self.check_secrets_exist(&def).await?;
         let now = self.clock.now();
         let audit = ctx.record(
             now,
@@ -436,6 +478,8 @@ impl Engine {
         ctx: &AuditContext,
     ) -> Result<Job, ServiceError> {
         self.check_definition(&def, Some(id)).await?;
+        let _held = self.references.lock().await;
+        self.check_secrets_exist(&def).await?;
         self.save(id, def, ctx, "job.update").await
     }
 

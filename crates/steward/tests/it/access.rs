@@ -742,3 +742,62 @@ async fn there_is_always_someone_who_can_manage_users() {
         200
     );
 }
+
+/// The last admins take each other's roles away at the same moment (each the
+/// next one's, in a ring): checked one after the other, at least one change
+/// must be refused, and someone must still be able to manage users. Three
+/// times, each on a fresh server.
+#[tokio::test]
+async fn admins_removing_each_other_at_once_leave_one_who_manages_users() {
+    const RING: usize = 6;
+    for round in 0..3 {
+        let t = TestApp::start().await;
+        let mut admins = vec![];
+        for i in 0..RING {
+            admins.push(t.account(&format!("admin{i}"), &["admin"]).await);
+        }
+        // The first admin steps down: the ring holds the only managers.
+        let (s, body) = t
+            .call(
+                &admins[0].token_client(),
+                "PUT",
+                "/api/v1/users/admin/roles",
+                Some(json!({"roles": []})),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let demotions = (0..RING).map(|i| {
+            let client = admins[i].token_client();
+            let url = t.url(&format!("/api/v1/users/admin{}/roles", (i + 1) % RING));
+            async move {
+                let r = client
+                    .put(url)
+                    .json(&json!({"roles": []}))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            }
+        });
+        let statuses = futures_util::future::join_all(demotions).await;
+        // Refused: no manager would be left (409), or the caller's own roles
+        // went while it waited (403).
+        assert!(
+            statuses.iter().all(|s| [200, 403, 409].contains(s)),
+            "round {round}: {statuses:?}"
+        );
+        assert!(statuses.contains(&200), "round {round}: {statuses:?}");
+        let mut managers = 0;
+        for a in &admins {
+            let (s, _) = t
+                .call(&a.token_client(), "GET", "/api/v1/users", None)
+                .await;
+            managers += usize::from(s == 200);
+        }
+        assert!(
+            managers >= 1,
+            "round {round}: nobody can manage users after {statuses:?}"
+        );
+        t.stop().await;
+    }
+}

@@ -72,6 +72,30 @@ async fn wait_status(s: &Server, run: i64, want: &str) {
     panic!("run {run} never became {want}");
 }
 
+/// Waits until every thread of `pid` is stopped (SIGSTOP is delivered
+/// asynchronously: a thread still running could act on a child's death).
+fn wait_stopped(pid: u32) {
+    for _ in 0..500 {
+        let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|st| {
+                        st.rsplit_once(')')
+                            .map(|(_, r)| r.trim_start().starts_with('T'))
+                    })
+                    .unwrap_or(true)
+            });
+        if stopped {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("process {pid} did not stop");
+}
+
 async fn output(s: &Server, run: i64) -> String {
     s.client
         .get(format!("{}/api/v1/runs/{run}/output", s.base))
@@ -459,6 +483,7 @@ async fn a_process_that_outlives_its_sandbox_is_ended_by_the_runs_cgroup() {
     let escaper = wait_pid(&escaper_file).await;
     let supervisor = nix::unistd::Pid::from_raw(wait_pid(&supervisor_file).await);
     signal(&s.child, nix::sys::signal::Signal::SIGSTOP);
+    wait_stopped(s.child.id());
     nix::sys::signal::kill(supervisor, nix::sys::signal::Signal::SIGKILL).unwrap();
     signal(&s.child, nix::sys::signal::Signal::SIGKILL);
     wait_exit(&mut s.child, Duration::from_secs(5));

@@ -229,3 +229,37 @@ async fn a_key_file_others_can_read_or_a_missing_explicit_one_stops_the_start() 
         .await;
     assert_eq!(s, 201);
 }
+
+/// A job that names a secret is saved while the secret is deleted: one of
+/// the two must lose, never both win (a stored job referring to a secret that
+/// is gone). Twenty races.
+#[tokio::test]
+async fn a_secret_deleted_while_a_job_naming_it_is_saved() {
+    let t = TestApp::start().await;
+    for i in 0..20 {
+        let secret = format!("RACE_{i}");
+        let (s, _) = t
+            .call(
+                &t.client,
+                "PUT",
+                &format!("/api/v1/secrets/{secret}"),
+                Some(json!({"value": "race-value-123"})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let job = json!({"name": format!("race-{i}"), "spec": {"kind": "command",
+            "argv": ["true"], "env": {"X": format!("${{secret:{secret}}}")}}});
+        let path = format!("/api/v1/secrets/{secret}");
+        let (save, delete) = tokio::join!(
+            t.call(&t.client, "POST", "/api/v1/jobs", Some(job)),
+            t.call(&t.client, "DELETE", &path, None),
+        );
+        match (save.0, delete.0) {
+            (201, 409) | (422, 204) => {}
+            other => panic!(
+                "race {i}: job save and secret deletion both ended {other:?}: {save:?} {delete:?}"
+            ),
+        }
+    }
+    t.stop().await;
+}

@@ -83,26 +83,9 @@ pub async fn delete(
     ApiPath(raw): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let name = name(&raw)?;
-    // Refuse while a job still refers to it: its next run would fail.
-    let jobs = state.engine.store().list_jobs().await?;
-    let users: Vec<String> = jobs
-        .iter()
-        .filter(|j| {
-            steward_engine::secrets::spec_references(&j.definition.spec)
-                .is_ok_and(|r| r.contains(&name))
-        })
-        .map(|j| j.name().to_string())
-        .collect();
-    if !users.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!(
-                "jobs {} refer to secret {name}; change them first",
-                users.join(", ")
-            ),
-        ));
-    }
+    // Refused while a job still refers to it (its next run would fail);
+    // job saves wait until the deletion is done.
+    let _held = state.engine.hold_unreferenced_secret(&name).await?;
     state.access.vault().delete(&name, &caller.ctx()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
