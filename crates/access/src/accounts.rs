@@ -191,16 +191,16 @@ impl Access {
 
     pub async fn sign_out(&self, who: &Identity, client: &ClientInfo) -> Result<(), AccessError> {
         if let Via::Session { id, .. } = &who.via {
-            self.store.delete_session(who.user_id, *id).await?;
-            self.invalidate();
-            self.audit
-                .append_audit(&who.audit_context(client).record(
-                    self.clock.now(),
-                    "auth.sign_out",
-                    format!("user:{}", who.username),
-                    json!({"session": id}),
-                ))
+            let audit = who.audit_context(client).record(
+                self.clock.now(),
+                "auth.sign_out",
+                format!("user:{}", who.username),
+                json!({"session": id}),
+            );
+            self.store
+                .delete_session(who.user_id, *id, Some(&audit))
                 .await?;
+            self.invalidate();
         }
         Ok(())
     }
@@ -211,16 +211,22 @@ impl Access {
         who: &Identity,
         client: &ClientInfo,
     ) -> Result<u64, AccessError> {
-        let n = self.store.delete_sessions(who.user_id, None).await?;
-        self.invalidate();
-        self.audit
-            .append_audit(&who.audit_context(client).record(
-                self.clock.now(),
+        let ctx = who.audit_context(client);
+        let now = self.clock.now();
+        let target = format!("user:{}", who.username);
+        let audit = |n: u64| {
+            ctx.record(
+                now,
                 "auth.sign_out_everywhere",
-                format!("user:{}", who.username),
+                target.clone(),
                 json!({"sessions": n}),
-            ))
+            )
+        };
+        let n = self
+            .store
+            .delete_sessions(who.user_id, None, &audit)
             .await?;
+        self.invalidate();
         Ok(n)
     }
 
@@ -234,18 +240,20 @@ impl Access {
         id: SessionId,
         client: &ClientInfo,
     ) -> Result<(), AccessError> {
-        if !self.store.delete_session(who.user_id, id).await? {
+        let audit = who.audit_context(client).record(
+            self.clock.now(),
+            "auth.session_revoke",
+            format!("user:{}", who.username),
+            json!({"session": id}),
+        );
+        if !self
+            .store
+            .delete_session(who.user_id, id, Some(&audit))
+            .await?
+        {
             return Err(AccessError::NotFound("session"));
         }
         self.invalidate();
-        self.audit
-            .append_audit(&who.audit_context(client).record(
-                self.clock.now(),
-                "auth.session_revoke",
-                format!("user:{}", who.username),
-                json!({"session": id}),
-            ))
-            .await?;
         Ok(())
     }
 
@@ -357,21 +365,25 @@ impl Access {
         };
         let secret = BearerSecret::generate("");
         let now = self.clock.now();
-        self.store
-            .create_reset(&secret.hash, user.id, now, now + self.settings.reset_ttl)
-            .await?;
         let ctx = AuditContext {
             actor: Actor::anonymous(),
             address: client.address,
             user_agent: client.user_agent.clone(),
         };
-        self.audit
-            .append_audit(&ctx.record(
+        let audit = ctx.record(
+            now,
+            "auth.password_reset_request",
+            format!("user:{}", user.username),
+            json!({}),
+        );
+        self.store
+            .create_reset(
+                &secret.hash,
+                user.id,
                 now,
-                "auth.password_reset_request",
-                format!("user:{}", user.username),
-                json!({}),
-            ))
+                now + self.settings.reset_ttl,
+                &audit,
+            )
             .await?;
         let base = self
             .settings

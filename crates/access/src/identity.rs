@@ -235,7 +235,7 @@ impl Access {
         };
         if session.expires_at <= now || session.last_seen_at + self.settings.session_idle <= now {
             self.store
-                .delete_session(session.user_id, session.id)
+                .delete_session(session.user_id, session.id, None)
                 .await?;
             return Ok(None);
         }

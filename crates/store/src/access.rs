@@ -188,10 +188,23 @@ pub trait AccessStore: Send + Sync + 'static {
     async fn find_session(&self, token_hash: &[u8; 32]) -> Result<Option<Session>>;
     async fn touch_session(&self, id: SessionId, now: DateTime<Utc>) -> Result<()>;
     async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>>;
-    /// Deletes one session of `user`; false when there was none.
-    async fn delete_session(&self, user: UserId, id: SessionId) -> Result<bool>;
-    /// Deletes all of `user`'s sessions but `keep`; returns how many.
-    async fn delete_sessions(&self, user: UserId, keep: Option<SessionId>) -> Result<u64>;
+    /// Deletes one session of `user`, appending `audit` (if any: an expired
+    /// session's removal is housekeeping) in the same transaction; false,
+    /// and nothing appended, when there was none.
+    async fn delete_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool>;
+    /// Deletes all of `user`'s sessions but `keep` and appends the record
+    /// `audit` makes of how many, in one transaction; returns how many.
+    async fn delete_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        audit: &(dyn Fn(u64) -> AuditRecord + Sync),
+    ) -> Result<u64>;
     async fn delete_expired_sessions(
         &self,
         idle_before: DateTime<Utc>,
@@ -210,12 +223,14 @@ pub trait AccessStore: Send + Sync + 'static {
         audit: &AuditRecord,
     ) -> Result<bool>;
 
+    /// Stores a reset link (and drops expired ones), appending `audit`.
     async fn create_reset(
         &self,
         token_hash: &[u8; 32],
         user: UserId,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
+        audit: &AuditRecord,
     ) -> Result<()>;
     /// The user of a live (unused, unexpired) link, without using it up.
     async fn reset_user(&self, token_hash: &[u8; 32], now: DateTime<Utc>)

@@ -523,3 +523,59 @@ async fn secrets_tokens_and_passwords_stay_out_of_the_server_log() {
         assert!(!text.contains(leak), "{leak:?} appears in the server log");
     }
 }
+
+/// Ending sessions is audited in the same transaction as the change: one
+/// record per change that happened, none for one that did not (a session
+/// that does not exist), with what was ended.
+#[tokio::test]
+async fn ending_sessions_appends_one_record_with_the_change() {
+    let t = TestApp::start().await;
+    let a = t.account("ses", &["viewer"]).await;
+    let other = a.new_session(&t.base).await;
+    let third = a.new_session(&t.base).await;
+    let s = a.session_client();
+    let (st, _) = t
+        .call(&s, "DELETE", "/api/v1/auth/sessions/999999", None)
+        .await;
+    assert_eq!(st, 404);
+    assert!(
+        session_events(&t).await.is_empty(),
+        "{:?}",
+        session_events(&t).await
+    );
+    let (st, _) = t
+        .call(&other, "POST", "/api/v1/auth/sign-out", Some(json!({})))
+        .await;
+    assert_eq!(st, 204);
+    let (st, _) = t
+        .call(
+            &third,
+            "POST",
+            "/api/v1/auth/sign-out-everywhere",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let got = session_events(&t).await;
+    let names: Vec<&str> = got.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        names,
+        ["auth.sign_out_everywhere", "auth.sign_out"],
+        "{got:?}"
+    );
+    // The first session and the third were left: two ended at once.
+    assert_eq!(got[0].1["sessions"], 2, "{got:?}");
+    t.stop().await;
+}
+
+/// The session events recorded for user `ses`, newest first.
+async fn session_events(t: &TestApp) -> Vec<(String, Value)> {
+    let (_, page) = t.get("/api/v1/audit?target=user:ses&limit=1000").await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap().to_owned(), e["diff"].clone()))
+        .filter(|(e, _)| e.starts_with("auth.sign_out") || e == "auth.session_revoke")
+        .collect()
+}

@@ -536,23 +536,44 @@ impl AccessStore for SqliteStore {
         rows.iter().map(session_from_row).collect()
     }
 
-    async fn delete_session(&self, user: UserId, id: SessionId) -> Result<bool> {
+    async fn delete_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
         let done = sqlx::query("DELETE FROM sessions WHERE id = ? AND user_id = ?")
             .bind(id.0)
             .bind(user.0)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false); // dropped: rolled back, nothing appended
+        }
+        if let Some(a) = audit {
+            append(&mut tx, a).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 
-    async fn delete_sessions(&self, user: UserId, keep: Option<SessionId>) -> Result<u64> {
+    async fn delete_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        audit: &(dyn Fn(u64) -> AuditRecord + Sync),
+    ) -> Result<u64> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
         let done = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id IS NOT ?")
             .bind(user.0)
             .bind(keep.map(|s| s.0))
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
+        append(&mut tx, &audit(done.rows_affected())).await?;
+        tx.commit().await.map_err(backend)?;
         Ok(done.rows_affected())
     }
 
@@ -662,22 +683,25 @@ impl AccessStore for SqliteStore {
         user: UserId,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
+        audit: &AuditRecord,
     ) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
         sqlx::query("INSERT INTO password_resets (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
             .bind(&token_hash[..])
             .bind(user.0)
             .bind(ms(now))
             .bind(ms(expires_at))
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
         // Old links are kept only until they expire.
         sqlx::query("DELETE FROM password_resets WHERE expires_at < ?")
             .bind(ms(now))
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        Ok(())
+        append(&mut tx, audit).await?;
+        tx.commit().await.map_err(backend)
     }
 
     async fn reset_user(
