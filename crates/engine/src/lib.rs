@@ -535,23 +535,7 @@ impl Engine {
     }
 
     pub async fn delete_job(&self, id: JobId, ctx: &AuditContext) -> Result<(), ServiceError> {
-        let active: Vec<RunId> = self
-            .store
-            .list_runs(&steward_store::RunFilter {
-                job_id: Some(id),
-                status: Some(RunStatus::Running),
-                limit: 1000,
-                ..Default::default()
-            })
-            .await?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        if !active.is_empty() {
-            return Err(ServiceError::Conflict(
-                "the job has a running run; cancel it first".into(),
-            ));
-        }
+        // "No running run" is checked by the store, inside the deletion.
         // The catalog holds every job's current definition: no store scan.
         let jobs = self.jobs();
         let Some(job) = jobs.iter().find(|j| j.id == id) else {
@@ -571,7 +555,10 @@ impl Engine {
             audit_diff(Some(&job.definition), None),
         );
         self.scheduler.remove(id);
-        self.store.delete_job(id, &audit).await?;
+        if let Err(e) = self.store.delete_job(id, &audit).await {
+            self.scheduler.upsert(job.clone());
+            return Err(e.into());
+        }
         let label = metrics::JobLabel {
             job: job.name().to_string(),
         };

@@ -229,6 +229,19 @@ impl Store for SqliteStore {
 
     async fn delete_job(&self, id: JobId, audit: &AuditRecord) -> Result<()> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
+        // Checked in the deleting transaction: a run that starts after it
+        // finds its row gone and does not run (start_run answers false).
+        let running: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE job_id = ? AND status = 'running'")
+                .bind(id.0)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend)?;
+        if running > 0 {
+            return Err(StoreError::Conflict(
+                "the job has a running run; cancel it first".into(),
+            ));
+        }
         let done = sqlx::query("DELETE FROM jobs WHERE id = ?")
             .bind(id.0)
             .execute(&mut *tx)
@@ -723,6 +736,29 @@ mod tests {
             .unwrap());
         assert!(!s.start_run(r.id, t(3)).await.unwrap());
         assert_eq!(s.get_run(r.id).await.unwrap().status, RunStatus::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_job_with_a_running_run_is_not_deleted() {
+        let s = SqliteStore::open_in_memory().await.unwrap();
+        let job = s.create_job(&def("a"), t(0), &audit()).await.unwrap();
+        let r = s.insert_run(&scheduled(job.id, t(1))).await.unwrap();
+        assert!(s.start_run(r.id, t(1)).await.unwrap());
+        let e = s.delete_job(job.id, &audit()).await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+        assert!(s.get_job(job.id).await.is_ok());
+        // A queued run goes with its job, and cannot start afterwards.
+        let end = RunUpdate {
+            status: RunStatus::Succeeded,
+            finished_at: t(2),
+            outcome: RunOutcome::default(),
+            output: None,
+            output_truncated: false,
+        };
+        assert!(s.finish_run(r.id, &end).await.unwrap());
+        let queued = s.insert_run(&scheduled(job.id, t(3))).await.unwrap();
+        s.delete_job(job.id, &audit()).await.unwrap();
+        assert!(!s.start_run(queued.id, t(4)).await.unwrap());
     }
 
     #[tokio::test]

@@ -415,3 +415,47 @@ async fn overload_sheds_work_visibly() {
     .await;
     t.stop().await;
 }
+
+/// A job deleted while its run starts: either the deletion is refused (the
+/// run is running) or the run never executes; never a process running for a
+/// job whose record is gone. Twenty races, the run's process leaving a mark.
+#[tokio::test]
+async fn a_job_deleted_while_its_run_starts() {
+    let t = TestApp::start().await;
+    let work = t.work();
+    let mut deleted_first = 0;
+    for i in 0..20 {
+        let mark = work.join(format!("ran-{i}"));
+        let name = format!("del-{i}");
+        t.command_job(
+            &name,
+            &["sh", "-c", &format!("touch {}; sleep 0.3", mark.display())],
+            json!({}),
+        )
+        .await;
+        let run_path = format!("/api/v1/jobs/{name}/run");
+        let job_path = format!("/api/v1/jobs/{name}");
+        let (run, delete) = tokio::join!(
+            t.post(&run_path, json!({})),
+            t.call(&t.client, "DELETE", &job_path, None),
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        match delete.0 {
+            // Refused: the run was running, and is still on record.
+            409 => {
+                let id = run.1["id"].as_i64().unwrap();
+                let (s, r) = t.get(&format!("/api/v1/runs/{id}")).await;
+                assert_eq!(s, 200, "race {i}: {r}");
+            }
+            204 => {
+                deleted_first += 1;
+                assert!(
+                    !mark.exists(),
+                    "race {i}: the run executed for a deleted job (run answered {run:?})"
+                );
+            }
+            other => panic!("race {i}: deletion answered {other}: {delete:?}"),
+        }
+    }
+    eprintln!("{deleted_first} of 20 deletions came first");
+}
