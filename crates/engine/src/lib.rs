@@ -182,8 +182,10 @@ impl Engine {
         // The per-job "last finished / last succeeded" gauges start from the
         // store, not from this process's start (an alert on a stale backup
         // must not be reset by a restart).
+        let by_id: std::collections::HashMap<JobId, &Job> =
+            jobs.iter().map(|j| (j.id, j)).collect();
         for ending in store.last_endings().await? {
-            if let Some(job) = jobs.iter().find(|j| j.id == ending.job) {
+            if let Some(job) = by_id.get(&ending.job) {
                 let label = metrics::JobLabel {
                     job: job.name().to_string(),
                 };
@@ -200,9 +202,9 @@ impl Engine {
             }
         }
         for run in store.queued_runs().await? {
-            if let Some(job) = jobs.iter().find(|j| j.id == run.job_id) {
+            if let Some(job) = by_id.get(&run.job_id) {
                 tracing::info!(run = %run.id, job = %job.name(), "resuming a queued run");
-                runner.resume(Arc::new(job.clone()), run);
+                runner.resume(Arc::new((*job).clone()), run);
             }
         }
         let stop = CancellationToken::new();
