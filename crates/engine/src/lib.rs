@@ -432,10 +432,10 @@ impl Engine {
         name: &steward_domain::SecretName,
     ) -> Result<tokio::sync::MutexGuard<'_, ()>, ServiceError> {
         let held = self.references.lock().await;
+        // The catalog, not a store scan: every save updates it before it
+        // lets go of `references`, so under the lock it is current.
         let users: Vec<String> = self
-            .store
-            .list_jobs()
-            .await?
+            .jobs()
             .iter()
             .filter(|j| {
                 secrets::spec_references(&j.definition.spec).is_ok_and(|r| r.contains(name))
