@@ -9,7 +9,8 @@ use std::time::Instant;
 use steward_crypto::{BearerSecret, Verification};
 use steward_domain::access::check_password;
 use steward_domain::{Actor, ActorKind, AuditContext, SessionId, Username};
-use steward_store::access::{Grantee, NewSession, NewUser, PasswordSet, Session, User, UserChange};
+use steward_store::access::{Grantee, NewSession, NewUser, Session, User, UserChange};
+use steward_store::{read_one, write_one, WriteTx};
 
 /// What a successful sign-in hands back: the cookie value (shown once) and
 /// the session's CSRF token.
@@ -24,6 +25,53 @@ pub struct SignedIn {
 pub enum Bootstrap {
     Given(SecretString),
     Generate,
+}
+
+/// A new password hash and what goes with it: the rule for what a password
+/// change ends, in one place for every way a password changes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PasswordSet<'a> {
+    pub hash: &'a str,
+    pub must_change: bool,
+    /// End the user's sessions, except `keep`.
+    pub revoke_sessions: bool,
+    pub keep: Option<SessionId>,
+    /// Revoke the user's API tokens too (account recovery: a token minted
+    /// from a stolen session must not survive the reset).
+    pub revoke_tokens: bool,
+}
+
+impl<'a> PasswordSet<'a> {
+    /// Account recovery: every session and every API token ends.
+    fn recovery(hash: &'a str, must_change: bool) -> Self {
+        Self {
+            hash,
+            must_change,
+            revoke_sessions: true,
+            keep: None,
+            revoke_tokens: true,
+        }
+    }
+}
+
+/// Applies `change` on `tx`. Every pending reset link goes too: a link sent
+/// before this change must not undo it.
+async fn set_password(
+    tx: &mut dyn WriteTx,
+    user: steward_domain::UserId,
+    change: &PasswordSet<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), AccessError> {
+    tx.set_password(user, change.hash, change.must_change, now)
+        .await?;
+    if change.revoke_sessions {
+        tx.delete_sessions(user, change.keep).await?;
+    }
+    if change.revoke_tokens {
+        tx.revoke_tokens_of(user, now).await?;
+    }
+    tx.delete_pending_resets(user).await?;
+    Ok(())
 }
 
 fn user_ctx(user: &User, client: &ClientInfo) -> AuditContext {
@@ -46,7 +94,7 @@ impl Access {
     /// Creates `admin` on first start. Returns the generated password, which
     /// the caller prints once; `None` when users exist or a password was given.
     pub async fn bootstrap(&self, how: Bootstrap) -> Result<Option<SecretString>, AccessError> {
-        if self.store.count_users().await? > 0 {
+        if read_one!(self.store, |tx| tx.count_users()).await? > 0 {
             return Ok(None);
         }
         let (password, generated) = match how {
@@ -62,28 +110,32 @@ impl Access {
                 true,
             ),
         };
-        let admin = self
-            .store
-            .find_role("admin")
-            .await?
-            .ok_or(AccessError::NotFound("role admin"))?;
         let hash = self.hash(&password).await?;
         let now = self.clock.now();
         let username = Username::parse("admin")?;
         let ctx = AuditContext::system("bootstrap");
-        self.store
-            .create_user(
-                &NewUser {
-                    username,
-                    email: None,
-                    password_hash: hash,
-                    must_change: true,
-                    roles: vec![admin.id],
-                },
-                now,
-                &ctx.record(now, "user.create", "user:admin", json!({"roles": {"from": null, "to": ["admin"]}, "must_change": {"from": null, "to": true}})),
-            )
+        let mut tx = self.store.write().await?;
+        if tx.count_users().await? > 0 {
+            return Ok(None); // another start got there first
+        }
+        let admin = tx
+            .find_role("admin")
+            .await?
+            .ok_or(AccessError::NotFound("role admin"))?;
+        tx.create_user(
+            &NewUser {
+                username,
+                email: None,
+                password_hash: hash,
+                must_change: true,
+                roles: vec![admin.id],
+            },
+            now,
+        )
+        .await?;
+        tx.append_audit(&ctx.record(now, "user.create", "user:admin", json!({"roles": {"from": null, "to": ["admin"]}, "must_change": {"from": null, "to": true}})))
             .await?;
+        tx.commit().await?;
         Ok(generated.then_some(password))
     }
 
@@ -109,7 +161,7 @@ impl Access {
             });
         }
         let user = if username.len() <= 64 {
-            self.store.find_user(username).await?
+            read_one!(self.store, |tx| tx.find_user(username)).await?
         } else {
             None
         };
@@ -122,21 +174,15 @@ impl Access {
         let user = match (user, verdict) {
             (Some(u), Verification::Valid { needs_rehash }) if !u.disabled => {
                 if needs_rehash {
+                    // Same password, new parameters: nothing else ends.
                     let hash = self.hash(password).await?;
-                    self.store
-                        .set_password(
-                            u.id,
-                            &PasswordSet {
-                                hash: &hash,
-                                must_change: u.must_change,
-                                revoke_sessions: false,
-                                keep: None,
-                                revoke_tokens: false,
-                            },
-                            now,
-                            None,
-                        )
-                        .await?;
+                    write_one!(self.store, |tx| tx.set_password(
+                        u.id,
+                        &hash,
+                        u.must_change,
+                        now
+                    ))
+                    .await?;
                 }
                 u
             }
@@ -154,16 +200,15 @@ impl Access {
                     || "user:(unknown)".to_owned(),
                     |u| format!("user:{}", u.username),
                 );
-                self.audit
-                    .append_audit(&anonymous.record(now, "auth.sign_in_failed", target, json!({})))
-                    .await?;
+                let record = anonymous.record(now, "auth.sign_in_failed", target, json!({}));
+                write_one!(self.store, |tx| tx.append_audit(&record)).await?;
                 return Err(AccessError::InvalidCredentials);
             }
         };
         self.limiter.succeeded(username);
         let secret = BearerSecret::generate("");
-        let session = self
-            .store
+        let mut tx = self.store.write().await?;
+        let session = tx
             .create_session(&NewSession {
                 token_hash: secret.hash,
                 user_id: user.id,
@@ -173,14 +218,14 @@ impl Access {
                 user_agent: bounded(client.user_agent.clone()),
             })
             .await?;
-        self.audit
-            .append_audit(&user_ctx(&user, client).record(
-                now,
-                "auth.sign_in",
-                format!("user:{}", user.username),
-                json!({"session": session}),
-            ))
-            .await?;
+        tx.append_audit(&user_ctx(&user, client).record(
+            now,
+            "auth.sign_in",
+            format!("user:{}", user.username),
+            json!({"session": session}),
+        ))
+        .await?;
+        tx.commit().await?;
         Ok(SignedIn {
             csrf_token: csrf_token_for(&secret.text),
             cookie: SecretString::from(secret.text),
@@ -197,9 +242,11 @@ impl Access {
                 format!("user:{}", who.username),
                 json!({"session": id}),
             );
-            self.store
-                .delete_session(who.user_id, *id, Some(&audit))
-                .await?;
+            let mut tx = self.store.write().await?;
+            if tx.delete_session(who.user_id, *id).await? {
+                tx.append_audit(&audit).await?;
+                tx.commit().await?;
+            }
             self.invalidate();
         }
         Ok(())
@@ -214,24 +261,22 @@ impl Access {
         let ctx = who.audit_context(client);
         let now = self.clock.now();
         let target = format!("user:{}", who.username);
-        let audit = |n: u64| {
-            ctx.record(
-                now,
-                "auth.sign_out_everywhere",
-                target.clone(),
-                json!({"sessions": n}),
-            )
-        };
-        let n = self
-            .store
-            .delete_sessions(who.user_id, None, &audit)
-            .await?;
+        let mut tx = self.store.write().await?;
+        let n = tx.delete_sessions(who.user_id, None).await?;
+        tx.append_audit(&ctx.record(
+            now,
+            "auth.sign_out_everywhere",
+            target,
+            json!({"sessions": n}),
+        ))
+        .await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(n)
     }
 
     pub async fn sessions(&self, who: &Identity) -> Result<Vec<Session>, AccessError> {
-        Ok(self.store.list_sessions(who.user_id).await?)
+        Ok(read_one!(self.store, |tx| tx.list_sessions(who.user_id)).await?)
     }
 
     pub async fn revoke_session(
@@ -246,13 +291,12 @@ impl Access {
             format!("user:{}", who.username),
             json!({"session": id}),
         );
-        if !self
-            .store
-            .delete_session(who.user_id, id, Some(&audit))
-            .await?
-        {
+        let mut tx = self.store.write().await?;
+        if !tx.delete_session(who.user_id, id).await? {
             return Err(AccessError::NotFound("session"));
         }
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(())
     }
@@ -265,7 +309,7 @@ impl Access {
         new: &SecretString,
         client: &ClientInfo,
     ) -> Result<(), AccessError> {
-        let user = self.store.get_user(who.user_id).await?;
+        let user = read_one!(self.store, |tx| tx.get_user(who.user_id)).await?;
         if let Err(wait) =
             self.limiter
                 .begin(user.username.as_str(), client.address, Instant::now())
@@ -304,20 +348,17 @@ impl Access {
             format!("user:{}", user.username),
             json!({"password": {"from": "[redacted]", "to": "[redacted]"}}),
         );
-        self.store
-            .set_password(
-                user.id,
-                &PasswordSet {
-                    hash: &hash,
-                    must_change: false,
-                    revoke_sessions: true,
-                    keep,
-                    revoke_tokens: false,
-                },
-                now,
-                Some(&audit),
-            )
-            .await?;
+        let mut tx = self.store.write().await?;
+        let change = PasswordSet {
+            hash: &hash,
+            must_change: false,
+            revoke_sessions: true,
+            keep,
+            revoke_tokens: false,
+        };
+        set_password(&mut *tx, user.id, &change, now).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(())
     }
@@ -352,10 +393,12 @@ impl Access {
     }
 
     async fn send_reset(&self, login: &str, client: &ClientInfo) -> Result<(), AccessError> {
-        let user = match self.store.find_user(login).await? {
+        let mut rx = self.store.read().await?;
+        let user = match rx.find_user(login).await? {
             Some(u) => Some(u),
-            None => self.store.find_user_by_email(login).await?,
+            None => rx.find_user_by_email(login).await?,
         };
+        drop(rx);
         let Some(user) = user.filter(|u| !u.disabled) else {
             return Ok(());
         };
@@ -376,15 +419,11 @@ impl Access {
             format!("user:{}", user.username),
             json!({}),
         );
-        self.store
-            .create_reset(
-                &secret.hash,
-                user.id,
-                now,
-                now + self.settings.reset_ttl,
-                &audit,
-            )
+        let mut tx = self.store.write().await?;
+        tx.create_reset(&secret.hash, user.id, now, now + self.settings.reset_ttl)
             .await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         let base = self
             .settings
             .public_url
@@ -424,16 +463,14 @@ impl Access {
         // The link is looked at first and used up only once the new password
         // passes the policy, so a refused password does not burn it.
         let hash_of_token = BearerSecret::hash_of(token);
-        let user_id = self
-            .store
+        let mut rx = self.store.read().await?;
+        let user_id = rx
             .reset_user(&hash_of_token, now)
             .await?
             .ok_or_else(invalid)?;
-        let user = self.store.get_user(user_id).await?;
+        let user = rx.get_user(user_id).await?;
+        drop(rx);
         check_password(new.expose_secret(), &[user.username.as_str(), "steward"])?;
-        if self.store.consume_reset(&hash_of_token, now).await? != Some(user_id) {
-            return Err(invalid());
-        }
         let hash = self.hash(new).await?;
         let ctx = AuditContext {
             actor: Actor::anonymous(),
@@ -446,20 +483,15 @@ impl Access {
             format!("user:{}", user.username),
             json!({"password": {"from": "[redacted]", "to": "[redacted]"}}),
         );
-        self.store
-            .set_password(
-                user.id,
-                &PasswordSet {
-                    hash: &hash,
-                    must_change: false,
-                    revoke_sessions: true,
-                    keep: None,
-                    revoke_tokens: true,
-                },
-                now,
-                Some(&audit),
-            )
-            .await?;
+        let mut tx = self.store.write().await?;
+        // Used up on the transaction that sets the password: one use, even
+        // when two requests carry the same link at once.
+        if tx.consume_reset(&hash_of_token, now).await? != Some(user_id) {
+            return Err(invalid());
+        }
+        set_password(&mut *tx, user.id, &PasswordSet::recovery(&hash, false), now).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         self.limiter.succeeded(user.username.as_str());
         Ok(())
@@ -468,9 +500,7 @@ impl Access {
     /// `steward admin reset-password`: a new one-time password, must change,
     /// every session ended. Runs with the server stopped.
     pub async fn admin_reset_password(&self, username: &str) -> Result<SecretString, AccessError> {
-        let user = self
-            .store
-            .find_user(username)
+        let user = read_one!(self.store, |tx| tx.find_user(username))
             .await?
             .ok_or(AccessError::NotFound("user"))?;
         let password = SecretString::from(
@@ -483,59 +513,32 @@ impl Access {
         let hash = self.hash(&password).await?;
         let now = self.clock.now();
         let audit = AuditContext::system("cli admin reset-password").record(now, "auth.password_reset", format!("user:{}", user.username), json!({"password": {"from": "[redacted]", "to": "[redacted]"}, "must_change": {"from": user.must_change, "to": true}}));
-        self.store
-            .set_password(
-                user.id,
-                &PasswordSet {
-                    hash: &hash,
-                    must_change: true,
-                    revoke_sessions: true,
-                    keep: None,
-                    revoke_tokens: true,
-                },
-                now,
-                Some(&audit),
-            )
-            .await?;
+        let mut tx = self.store.write().await?;
+        set_password(&mut *tx, user.id, &PasswordSet::recovery(&hash, true), now).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(password)
     }
 
     pub async fn users(&self) -> Result<Vec<(User, Vec<String>)>, AccessError> {
         let mut out = vec![];
-        for u in self.store.list_users().await? {
-            let roles = self.store.granted_roles(Grantee::User(u.id)).await?;
+        let mut rx = self.store.read().await?;
+        for u in rx.list_users().await? {
+            let roles = rx.granted_roles(Grantee::User(u.id)).await?;
             out.push((u, roles.into_iter().map(|r| r.name).collect()));
         }
         Ok(out)
     }
 
     pub async fn user(&self, name: &str) -> Result<(User, Vec<String>), AccessError> {
-        let u = self
-            .store
+        let mut rx = self.store.read().await?;
+        let u = rx
             .find_user(name)
             .await?
             .ok_or(AccessError::NotFound("user"))?;
-        let roles = self.store.granted_roles(Grantee::User(u.id)).await?;
+        let roles = rx.granted_roles(Grantee::User(u.id)).await?;
         Ok((u, roles.into_iter().map(|r| r.name).collect()))
-    }
-
-    /// The roles named, or a validation error naming the first unknown one.
-    pub(crate) async fn resolve_roles(
-        &self,
-        names: &[String],
-    ) -> Result<Vec<steward_store::access::Role>, AccessError> {
-        let mut roles = vec![];
-        for (i, n) in names.iter().enumerate() {
-            let r = self.store.find_role(n).await?.ok_or_else(|| {
-                steward_domain::ValidationError::new(
-                    format!("roles[{i}]"),
-                    format!("no role named {n:?}"),
-                )
-            })?;
-            roles.push(r);
-        }
-        Ok(roles)
     }
 
     /// Creates a user with an initial password they must change at first sign-in.
@@ -553,10 +556,11 @@ impl Access {
         }
         check_password(password.expose_secret(), &[username.as_str(), "steward"])
             .map_err(|e| steward_domain::ValidationError::new("password", e.message))?;
-        let granted = self.resolve_roles(roles).await?;
+        let hash = self.hash(password).await?;
+        let mut tx = self.store.write().await?;
+        let granted = Self::resolve_roles(&mut *tx, roles).await?;
         crate::grants::within(who, crate::grants::union(&granted), "the new user's roles")?;
         let role_ids = granted.iter().map(|r| r.id).collect();
-        let hash = self.hash(password).await?;
         let now = self.clock.now();
         let audit = who.audit_context(client).record(
             now,
@@ -564,8 +568,7 @@ impl Access {
             format!("user:{username}"),
             json!({"email": {"from": null, "to": email}, "roles": {"from": null, "to": roles}}),
         );
-        let user = self
-            .store
+        let user = tx
             .create_user(
                 &NewUser {
                     username,
@@ -575,9 +578,10 @@ impl Access {
                     roles: role_ids,
                 },
                 now,
-                &audit,
             )
             .await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(user)
     }
@@ -589,22 +593,19 @@ impl Access {
         change: UserChange,
         client: &ClientInfo,
     ) -> Result<User, AccessError> {
-        let user = self
-            .store
-            .find_user(name)
-            .await?
-            .ok_or(AccessError::NotFound("user"))?;
         if let Some(Some(e)) = &change.email {
             check_email(e)?;
         }
-        self.not_above(who, user.id, "this user").await?;
-        let _serial = match change.disabled {
-            Some(true) => Some(
-                self.keeps_a_manager(who, crate::grants::Change::DisableUser(user.id))
-                    .await?,
-            ),
-            _ => None,
-        };
+        let mut tx = self.store.write().await?;
+        let user = tx
+            .find_user(name)
+            .await?
+            .ok_or(AccessError::NotFound("user"))?;
+        Self::not_above(&mut *tx, who, user.id, "this user").await?;
+        if change.disabled == Some(true) {
+            Self::keeps_a_manager(&mut *tx, who, crate::grants::Change::DisableUser(user.id))
+                .await?;
+        }
         if change.disabled == Some(true) && user.id == who.user_id {
             return Err(AccessError::Conflict(
                 "you cannot disable your own account".into(),
@@ -623,10 +624,13 @@ impl Access {
             format!("user:{}", user.username),
             serde_json::Value::Object(diff),
         );
-        let updated = self
-            .store
-            .update_user(user.id, &change, self.clock.now(), &audit)
-            .await?;
+        let updated = tx.update_user(user.id, &change, self.clock.now()).await?;
+        if change.disabled == Some(true) {
+            // A disabled account is signed out everywhere at once.
+            tx.delete_sessions(user.id, None).await?;
+        }
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(updated)
     }
@@ -637,8 +641,8 @@ impl Access {
         name: &str,
         client: &ClientInfo,
     ) -> Result<(), AccessError> {
-        let user = self
-            .store
+        let mut tx = self.store.write().await?;
+        let user = tx
             .find_user(name)
             .await?
             .ok_or(AccessError::NotFound("user"))?;
@@ -647,17 +651,17 @@ impl Access {
                 "you cannot delete your own account".into(),
             ));
         }
-        self.not_above(who, user.id, "this user").await?;
-        let _serial = self
-            .keeps_a_manager(who, crate::grants::Change::RemoveUser(user.id))
-            .await?;
+        Self::not_above(&mut *tx, who, user.id, "this user").await?;
+        Self::keeps_a_manager(&mut *tx, who, crate::grants::Change::RemoveUser(user.id)).await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "user.delete",
             format!("user:{}", user.username),
             json!({}),
         );
-        self.store.delete_user(user.id, &audit).await?;
+        tx.delete_user(user.id).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(())
     }
@@ -684,10 +688,10 @@ impl Access {
     /// Deletes sessions past their idle or absolute limit.
     pub async fn sweep_sessions(&self) -> Result<u64, AccessError> {
         let now = self.clock.now();
-        Ok(self
-            .store
-            .delete_expired_sessions(now - self.settings.session_idle, now)
-            .await?)
+        let idle_before = now - self.settings.session_idle;
+        Ok(write_one!(self.store, |tx| tx
+            .delete_expired_sessions(idle_before, now))
+        .await?)
     }
 }
 
@@ -698,21 +702,15 @@ mod tests {
     use argon2::password_hash::{PasswordHasher as _, SaltString};
     use std::sync::Arc;
     use steward_engine::clock::SystemClock;
-    use steward_store::{AccessStore as _, SqliteStore};
+    use steward_store::{SqliteStore, Store as _};
 
     async fn access() -> (tempfile::TempDir, SqliteStore, Arc<Access>) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open_in_memory().await.unwrap();
         let ring = steward_crypto::Keyring::load_or_create(&dir.path().join("key"), true).unwrap();
         let clock: Arc<dyn steward_engine::clock::Clock> = Arc::new(SystemClock);
-        let vault = crate::vault::Vault::new(
-            ring,
-            Arc::new(store.clone()),
-            Arc::new(store.clone()),
-            clock.clone(),
-        );
+        let vault = crate::vault::Vault::new(ring, Arc::new(store.clone()), clock.clone());
         let a = Access::new(
-            Arc::new(store.clone()),
             Arc::new(store.clone()),
             steward_crypto::PasswordHasher::new(2).unwrap(),
             clock,
@@ -720,6 +718,11 @@ mod tests {
             vault,
         );
         (dir, store, a)
+    }
+
+    async fn admin_row(store: &SqliteStore) -> User {
+        let mut rx = store.read().await.unwrap();
+        rx.find_user("admin").await.unwrap().unwrap()
     }
 
     #[tokio::test]
@@ -735,7 +738,7 @@ mod tests {
             a.bootstrap(Bootstrap::Generate).await.unwrap().is_none(),
             "only once"
         );
-        let admin = store.find_user("admin").await.unwrap().unwrap();
+        let admin = admin_row(&store).await;
         assert!(admin.must_change);
         // As an older Steward (or another tool) would have stored it.
         let weak = argon2::Argon2::new(
@@ -749,28 +752,17 @@ mod tests {
         )
         .unwrap()
         .to_string();
-        let set = PasswordSet {
-            hash: &weak,
-            must_change: true,
-            revoke_sessions: false,
-            keep: None,
-            revoke_tokens: false,
-        };
-        store
-            .set_password(admin.id, &set, chrono::DateTime::UNIX_EPOCH, None)
+        let mut tx = store.write().await.unwrap();
+        tx.set_password(admin.id, &weak, true, chrono::DateTime::UNIX_EPOCH)
             .await
             .unwrap();
+        tx.commit().await.unwrap();
         let signed = a
             .sign_in("admin", &pw, &ClientInfo::default())
             .await
             .unwrap();
         assert!(signed.user.must_change, "the flag survives the rehash");
-        let after = store
-            .find_user("admin")
-            .await
-            .unwrap()
-            .unwrap()
-            .password_hash;
+        let after = admin_row(&store).await.password_hash;
         assert!(
             after.starts_with("$argon2id$v=19$m=65536,t=3,p=1$"),
             "{after}"

@@ -4,6 +4,7 @@ use crate::{Access, AccessError, ClientInfo, Identity};
 use serde_json::json;
 use steward_domain::{Permission, PermissionSet, UserId, Username, ValidationError};
 use steward_store::access::{Grantee, Group, Role};
+use steward_store::{ReadTx, WriteTx};
 
 /// A change to who holds what, as [`Access::keeps_a_manager`] weighs it.
 #[derive(Clone, Copy)]
@@ -42,25 +43,40 @@ pub(crate) fn within(who: &Identity, wanted: PermissionSet, what: &str) -> Resul
 }
 
 impl Access {
-    /// Refuses changes to a user who holds more than the caller.
+    /// Refuses changes to a user who holds more than the caller, read on `tx`.
     pub(crate) async fn not_above(
-        &self,
+        tx: &mut dyn ReadTx,
         who: &Identity,
         target: UserId,
         what: &str,
     ) -> Result<(), AccessError> {
-        let theirs = self.permissions_of(target).await?;
+        let theirs = union(&tx.effective_roles(target).await?);
         within(who, theirs, &format!("{what}'s roles"))
     }
 
-    async fn group_permissions(&self, group: &Group) -> Result<PermissionSet, AccessError> {
-        Ok(union(
-            &self.store.granted_roles(Grantee::Group(group.id)).await?,
-        ))
+    /// Names to roles, each missing one a validation error naming its place.
+    pub(crate) async fn resolve_roles(
+        tx: &mut dyn ReadTx,
+        names: &[String],
+    ) -> Result<Vec<Role>, AccessError> {
+        let mut roles = vec![];
+        for (i, n) in names.iter().enumerate() {
+            let r = tx.find_role(n).await?.ok_or_else(|| {
+                ValidationError::new(format!("roles[{i}]"), format!("no role named {n:?}"))
+            })?;
+            roles.push(r);
+        }
+        Ok(roles)
+    }
+
+    async fn find_group(tx: &mut dyn ReadTx, name: &str) -> Result<Group, AccessError> {
+        tx.find_group(name)
+            .await?
+            .ok_or(AccessError::NotFound("group"))
     }
 
     pub async fn roles(&self) -> Result<Vec<Role>, AccessError> {
-        Ok(self.store.list_roles().await?)
+        Ok(self.store.read().await?.list_roles().await?)
     }
 
     pub async fn create_role(
@@ -86,10 +102,11 @@ impl Access {
             format!("role:{name}"),
             json!({"permissions": {"from": null, "to": permissions}}),
         );
-        Ok(self
-            .store
-            .create_role(name, permissions, now, &audit)
-            .await?)
+        let mut tx = self.store.write().await?;
+        let role = tx.create_role(name, permissions, now).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
+        Ok(role)
     }
 
     pub async fn delete_role(
@@ -98,8 +115,8 @@ impl Access {
         name: &str,
         client: &ClientInfo,
     ) -> Result<(), AccessError> {
-        let role = self
-            .store
+        let mut tx = self.store.write().await?;
+        let role = tx
             .find_role(name)
             .await?
             .ok_or(AccessError::NotFound("role"))?;
@@ -109,16 +126,16 @@ impl Access {
             )));
         }
         within(who, role.permissions, "the role's permissions")?;
-        let _serial = self
-            .keeps_a_manager(who, Change::RemoveRole(role.id))
-            .await?;
+        Self::keeps_a_manager(&mut *tx, who, Change::RemoveRole(role.id)).await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "role.delete",
             format!("role:{name}"),
             json!({"permissions": {"from": role.permissions, "to": null}}),
         );
-        self.store.delete_role(role.id, &audit).await?;
+        tx.delete_role(role.id).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(())
     }
@@ -131,34 +148,31 @@ impl Access {
         roles: &[String],
         client: &ClientInfo,
     ) -> Result<Vec<String>, AccessError> {
-        let u = self
-            .store
+        let mut tx = self.store.write().await?;
+        let u = tx
             .find_user(user)
             .await?
             .ok_or(AccessError::NotFound("user"))?;
-        self.not_above(who, u.id, "this user").await?;
-        let granted = self.resolve_roles(roles).await?;
+        Self::not_above(&mut *tx, who, u.id, "this user").await?;
+        let granted = Self::resolve_roles(&mut *tx, roles).await?;
         within(who, union(&granted), "these roles")?;
         let ids: Vec<_> = granted.iter().map(|r| r.id).collect();
-        let before: Vec<String> = self
-            .store
+        let before: Vec<String> = tx
             .granted_roles(Grantee::User(u.id))
             .await?
             .into_iter()
             .map(|r| r.name)
             .collect();
-        let _serial = self
-            .keeps_a_manager(who, Change::UserRoles(u.id, &granted))
-            .await?;
+        Self::keeps_a_manager(&mut *tx, who, Change::UserRoles(u.id, &granted)).await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "grant.user",
             format!("user:{}", u.username),
             json!({"roles": {"from": before, "to": roles}}),
         );
-        self.store
-            .set_grants(Grantee::User(u.id), &ids, &audit)
-            .await?;
+        tx.set_grants(Grantee::User(u.id), &ids).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(roles.to_vec())
     }
@@ -167,39 +181,35 @@ impl Access {
     /// effective permissions of every user are worked out as they would be
     /// after `change`, through direct grants and groups alike.
     ///
-    /// The check and the write it allows must be one step, or two admins
-    /// removing each other at the same moment both pass (each sees the other
-    /// still able to manage users). So the returned guard serialises every
-    /// such change from the check until the caller drops it, after its write
-    /// has committed; the check reads the store, so it sees what the change
-    /// before it wrote. One Steward serves a data directory, so one process
-    /// holds every such change. Under the guard the caller's own permissions
-    /// are read again from the store: one whose roles were taken away while
-    /// the request waited is refused, not served with what it held before.
+    /// Read on the write transaction that then makes the change, so two admins
+    /// removing each other at the same moment cannot both pass: write
+    /// transactions are serialised (see `steward_store::tx`), and the second
+    /// one reads what the first committed. On that same transaction the
+    /// caller's own permissions are read again: one whose roles were taken
+    /// away while the request waited is refused, not served with what it held
+    /// when it signed in.
     pub(crate) async fn keeps_a_manager(
-        &self,
+        tx: &mut dyn WriteTx,
         who: &Identity,
         change: Change<'_>,
-    ) -> Result<tokio::sync::MutexGuard<'_, ()>, AccessError> {
-        let serial = self.manager_rule.lock().await;
-        let caller = self.store.get_user(who.user_id).await?;
-        let now_held = union(&self.store.effective_roles(who.user_id).await?);
+    ) -> Result<(), AccessError> {
+        let caller = tx.get_user(who.user_id).await?;
+        let now_held = union(&tx.effective_roles(who.user_id).await?);
         if caller.disabled || !who.permissions.is_subset_of(now_held) {
             return Err(AccessError::Forbidden(
                 "your roles changed while this request was waiting; sign in again or retry".into(),
             ));
         }
-        self.no_manager_left(change).await?;
-        Ok(serial)
+        Self::no_manager_left(tx, change).await
     }
 
-    async fn no_manager_left(&self, change: Change<'_>) -> Result<(), AccessError> {
+    async fn no_manager_left(tx: &mut dyn WriteTx, change: Change<'_>) -> Result<(), AccessError> {
         let manage = Permission::write(steward_domain::Module::Users);
-        let roles = self.store.list_roles().await?;
+        let roles = tx.list_roles().await?;
         let by_name = |n: &str| roles.iter().find(|r| r.name.eq_ignore_ascii_case(n));
         let counts = |r: &Role| !matches!(change, Change::RemoveRole(id) if id == r.id);
-        let groups = self.store.list_groups().await?;
-        for u in self.store.list_users().await? {
+        let groups = tx.list_groups().await?;
+        for u in tx.list_users().await? {
             let gone = match change {
                 Change::RemoveUser(id) | Change::DisableUser(id) => id == u.id,
                 _ => false,
@@ -209,7 +219,7 @@ impl Access {
             }
             let direct = match change {
                 Change::UserRoles(id, new) if id == u.id => new.to_vec(),
-                _ => self.store.granted_roles(Grantee::User(u.id)).await?,
+                _ => tx.granted_roles(Grantee::User(u.id)).await?,
             };
             let mut perms = union(&direct.into_iter().filter(counts).collect::<Vec<_>>());
             for g in &groups {
@@ -244,7 +254,7 @@ impl Access {
     }
 
     pub async fn groups(&self) -> Result<Vec<Group>, AccessError> {
-        Ok(self.store.list_groups().await?)
+        Ok(self.store.read().await?.list_groups().await?)
     }
 
     pub async fn create_group(
@@ -261,7 +271,11 @@ impl Access {
             format!("group:{name}"),
             json!({}),
         );
-        Ok(self.store.create_group(name, now, &audit).await?)
+        let mut tx = self.store.write().await?;
+        let group = tx.create_group(name, now).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
+        Ok(group)
     }
 
     pub async fn delete_group(
@@ -270,15 +284,15 @@ impl Access {
         name: &str,
         client: &ClientInfo,
     ) -> Result<(), AccessError> {
-        let g = self
-            .store
-            .find_group(name)
-            .await?
-            .ok_or(AccessError::NotFound("group"))?;
-        within(who, self.group_permissions(&g).await?, "the group's roles")?;
-        let _serial = self.keeps_a_manager(who, Change::RemoveGroup(g.id)).await?;
+        let mut tx = self.store.write().await?;
+        let g = Self::find_group(&mut *tx, name).await?;
+        let held = union(&tx.granted_roles(Grantee::Group(g.id)).await?);
+        within(who, held, "the group's roles")?;
+        Self::keeps_a_manager(&mut *tx, who, Change::RemoveGroup(g.id)).await?;
         let audit = who.audit_context(client).record(self.clock.now(), "group.delete", format!("group:{name}"), json!({"members": {"from": g.members, "to": null}, "roles": {"from": g.roles, "to": null}}));
-        self.store.delete_group(g.id, &audit).await?;
+        tx.delete_group(g.id).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(())
     }
@@ -290,34 +304,30 @@ impl Access {
         members: &[String],
         client: &ClientInfo,
     ) -> Result<Group, AccessError> {
-        let g = self
-            .store
-            .find_group(name)
-            .await?
-            .ok_or(AccessError::NotFound("group"))?;
-        within(who, self.group_permissions(&g).await?, "the group's roles")?;
+        let mut tx = self.store.write().await?;
+        let g = Self::find_group(&mut *tx, name).await?;
+        let held = union(&tx.granted_roles(Grantee::Group(g.id)).await?);
+        within(who, held, "the group's roles")?;
         let mut ids = vec![];
         for (i, m) in members.iter().enumerate() {
-            let u = self.store.find_user(m).await?.ok_or_else(|| {
+            let u = tx.find_user(m).await?.ok_or_else(|| {
                 ValidationError::new(format!("members[{i}]"), format!("no user named {m:?}"))
             })?;
             ids.push(u.id);
         }
-        let _serial = self
-            .keeps_a_manager(who, Change::GroupMembers(g.id, &ids))
-            .await?;
+        Self::keeps_a_manager(&mut *tx, who, Change::GroupMembers(g.id, &ids)).await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "group.members",
             format!("group:{name}"),
             json!({"members": {"from": g.members, "to": members}}),
         );
-        self.store.set_members(g.id, &ids, &audit).await?;
+        tx.set_members(g.id, &ids).await?;
+        tx.append_audit(&audit).await?;
+        let after = Self::find_group(&mut *tx, name).await?;
+        tx.commit().await?;
         self.invalidate();
-        self.store
-            .find_group(name)
-            .await?
-            .ok_or(AccessError::NotFound("group"))
+        Ok(after)
     }
 
     pub async fn set_group_roles(
@@ -327,35 +337,25 @@ impl Access {
         roles: &[String],
         client: &ClientInfo,
     ) -> Result<Group, AccessError> {
-        let g = self
-            .store
-            .find_group(name)
-            .await?
-            .ok_or(AccessError::NotFound("group"))?;
-        within(
-            who,
-            self.group_permissions(&g).await?,
-            "the group's current roles",
-        )?;
-        let granted = self.resolve_roles(roles).await?;
+        let mut tx = self.store.write().await?;
+        let g = Self::find_group(&mut *tx, name).await?;
+        let held = union(&tx.granted_roles(Grantee::Group(g.id)).await?);
+        within(who, held, "the group's current roles")?;
+        let granted = Self::resolve_roles(&mut *tx, roles).await?;
         within(who, union(&granted), "these roles")?;
         let ids: Vec<_> = granted.iter().map(|r| r.id).collect();
-        let _serial = self
-            .keeps_a_manager(who, Change::GroupRoles(g.id, &granted))
-            .await?;
+        Self::keeps_a_manager(&mut *tx, who, Change::GroupRoles(g.id, &granted)).await?;
         let audit = who.audit_context(client).record(
             self.clock.now(),
             "grant.group",
             format!("group:{name}"),
             json!({"roles": {"from": g.roles, "to": roles}}),
         );
-        self.store
-            .set_grants(Grantee::Group(g.id), &ids, &audit)
-            .await?;
+        tx.set_grants(Grantee::Group(g.id), &ids).await?;
+        tx.append_audit(&audit).await?;
+        let after = Self::find_group(&mut *tx, name).await?;
+        tx.commit().await?;
         self.invalidate();
-        self.store
-            .find_group(name)
-            .await?
-            .ok_or(AccessError::NotFound("group"))
+        Ok(after)
     }
 }

@@ -12,6 +12,7 @@ use steward_domain::{
     Actor, ActorKind, AuditContext, BuiltinRole, Permission, PermissionSet, SessionId, TokenId,
     UserId, Username,
 };
+use steward_store::{read_one, write_one};
 
 /// API tokens start with this, so secret scanners can recognise them.
 pub const TOKEN_PREFIX: &str = "stw_";
@@ -197,7 +198,7 @@ impl Access {
             return Ok(p);
         }
         let generation = self.cache.generation();
-        let roles = self.store.effective_roles(user).await?;
+        let roles = read_one!(self.store, |tx| tx.effective_roles(user)).await?;
         let set = roles.iter().fold(PermissionSet::EMPTY, |acc, r| {
             let p = if r.builtin {
                 BuiltinRole::from_name(&r.name)
@@ -225,26 +226,28 @@ impl Access {
         if let Some((identity, touch)) = self.identities.hit(&hash, now, self.settings.session_idle)
         {
             if let (true, Via::Session { id, .. }) = (touch, &identity.via) {
-                self.store.touch_session(*id, now).await?;
+                write_one!(self.store, |tx| tx.touch_session(*id, now)).await?;
             }
             return Ok(Some(identity));
         }
         let generation = self.identities.generation();
-        let Some(session) = self.store.find_session(&hash).await? else {
+        let mut rx = self.store.read().await?;
+        let Some(session) = rx.find_session(&hash).await? else {
             return Ok(None);
         };
+        let user = rx.get_user(session.user_id).await?;
+        drop(rx);
         if session.expires_at <= now || session.last_seen_at + self.settings.session_idle <= now {
-            self.store
-                .delete_session(session.user_id, session.id, None)
-                .await?;
+            write_one!(self.store, |tx| tx
+                .delete_session(session.user_id, session.id))
+            .await?;
             return Ok(None);
         }
-        let user = self.store.get_user(session.user_id).await?;
         if user.disabled {
             return Ok(None);
         }
         if (now - session.last_seen_at).num_seconds() >= TOUCH_EVERY_SECS {
-            self.store.touch_session(session.id, now).await?;
+            write_one!(self.store, |tx| tx.touch_session(session.id, now)).await?;
         }
         let identity = Identity {
             user_id: user.id,
@@ -284,18 +287,20 @@ impl Access {
         if let Some((identity, touch)) = self.identities.hit(&hash, now, self.settings.session_idle)
         {
             if let (true, Via::Token { id, .. }) = (touch, &identity.via) {
-                self.store.touch_token(*id, now).await?;
+                write_one!(self.store, |tx| tx.touch_token(*id, now)).await?;
             }
             return Ok(Some(identity));
         }
         let generation = self.identities.generation();
-        let Some(token) = self.store.find_token(&hash).await? else {
+        let mut rx = self.store.read().await?;
+        let Some(token) = rx.find_token(&hash).await? else {
             return Ok(None);
         };
         if token.revoked_at.is_some() || token.expires_at.is_some_and(|e| e <= now) {
             return Ok(None);
         }
-        let user = self.store.get_user(token.user_id).await?;
+        let user = rx.get_user(token.user_id).await?;
+        drop(rx);
         if user.disabled {
             return Ok(None);
         }
@@ -303,7 +308,7 @@ impl Access {
             .last_used_at
             .is_none_or(|t: DateTime<Utc>| (now - t).num_seconds() >= TOUCH_EVERY_SECS)
         {
-            self.store.touch_token(token.id, now).await?;
+            write_one!(self.store, |tx| tx.touch_token(token.id, now)).await?;
         }
         let owner = self.permissions_of(user.id).await?;
         let identity = Identity {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use steward_crypto::PasswordHasher;
 use steward_domain::ValidationError;
 use steward_engine::clock::Clock;
-use steward_store::{AccessStore, AuditStore, StoreError};
+use steward_store::{Store, StoreError};
 
 pub use identity::{Identity, Via};
 
@@ -48,6 +48,10 @@ impl From<StoreError> for AccessError {
         match e {
             StoreError::NotFound(w) => Self::NotFound(w),
             StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Unavailable(b) => {
+                tracing::error!(error = %b, "the database is unavailable");
+                Self::Unavailable("the database is unavailable; try again shortly".into())
+            }
             StoreError::Backend(b) => Self::Internal(b.to_string()),
         }
     }
@@ -84,8 +88,7 @@ pub struct ClientInfo {
 
 /// The identity and access service.
 pub struct Access {
-    pub(crate) store: Arc<dyn AccessStore>,
-    pub(crate) audit: Arc<dyn AuditStore>,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) hasher: PasswordHasher,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: AccessSettings,
@@ -97,15 +100,11 @@ pub struct Access {
     /// Reset mails being sent at once, at most.
     pub(crate) reset_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) vault: Arc<vault::Vault>,
-    /// Held from the "someone can still manage users" check through the
-    /// write it allows (see `grants::Access::keeps_a_manager`).
-    pub(crate) manager_rule: tokio::sync::Mutex<()>,
 }
 
 impl Access {
     pub fn new(
-        store: Arc<dyn AccessStore>,
-        audit: Arc<dyn AuditStore>,
+        store: Arc<dyn Store>,
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
         settings: AccessSettings,
@@ -113,7 +112,6 @@ impl Access {
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
-            audit,
             hasher,
             clock,
             settings,
@@ -122,7 +120,6 @@ impl Access {
             limiter: limiter::SignInLimiter::default(),
             reset_limiter: limiter::SignInLimiter::default(),
             reset_slots: Arc::new(tokio::sync::Semaphore::new(4)),
-            manager_rule: tokio::sync::Mutex::new(()),
             vault,
         })
     }
@@ -142,7 +139,25 @@ impl Access {
         &self.settings
     }
 
-    pub fn audit_store(&self) -> &Arc<dyn AuditStore> {
-        &self.audit
+    /// The audit log, newest first.
+    pub async fn audit_entries(
+        &self,
+        filter: &steward_store::audit::AuditFilter,
+    ) -> Result<Vec<steward_store::audit::AuditEntry>, AccessError> {
+        Ok(steward_store::read_one!(self.store, |tx| tx.list_audit(filter)).await?)
+    }
+
+    /// Oldest first after `after`, for export.
+    pub async fn audit_page(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<steward_store::audit::AuditEntry>, AccessError> {
+        Ok(steward_store::read_one!(self.store, |tx| tx.audit_page(after, limit)).await?)
+    }
+
+    /// Walks the whole chain (see `steward_store::audit::chain`).
+    pub async fn verify_audit(&self) -> Result<steward_store::audit::ChainReport, AccessError> {
+        Ok(self.store.verify_audit().await?)
     }
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 use steward_crypto::BearerSecret;
 use steward_domain::{Module, Permission, PermissionSet, TokenId, ValidationError};
 use steward_store::access::{ApiToken, NewToken};
+use steward_store::read_one;
 
 impl Access {
     /// Returns the token row and its secret text (shown once, never stored).
@@ -63,37 +64,36 @@ impl Access {
             return Err(ValidationError::new("expires_at", "is in the past").into());
         }
         let secret = BearerSecret::generate(TOKEN_PREFIX);
-        let audit = who.audit_context(client).record(
+        let mut audit = who.audit_context(client).record(
             now,
             "token.create",
             "token",
             json!({"name": {"from": null, "to": name}, "owner": {"from": null, "to": who.username}, "scopes": {"from": null, "to": scopes}, "expires_at": {"from": null, "to": expires_at}}),
         );
-        let token = self
-            .store
-            .create_token(
-                &NewToken {
-                    token_hash: secret.hash,
-                    hint: secret.text.chars().take(TOKEN_PREFIX.len() + 4).collect(),
-                    user_id: who.user_id,
-                    name: name.to_owned(),
-                    scopes,
-                    created_at: now,
-                    expires_at,
-                },
-                &audit,
-            )
+        let mut tx = self.store.write().await?;
+        let token = tx
+            .create_token(&NewToken {
+                token_hash: secret.hash,
+                hint: secret.text.chars().take(TOKEN_PREFIX.len() + 4).collect(),
+                user_id: who.user_id,
+                name: name.to_owned(),
+                scopes,
+                created_at: now,
+                expires_at,
+            })
             .await?;
+        // The record names the token by the id it was just given.
+        audit.target = format!("token:{}", token.id);
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         Ok((token, secret.text))
     }
 
     /// The caller's tokens; with `users:read`, everyone's.
     pub async fn tokens(&self, who: &Identity, all: bool) -> Result<Vec<ApiToken>, AccessError> {
         let everyone = all && who.allows(Permission::read(Module::Users));
-        Ok(self
-            .store
-            .list_tokens((!everyone).then_some(who.user_id))
-            .await?)
+        let owner = (!everyone).then_some(who.user_id);
+        Ok(read_one!(self.store, |tx| tx.list_tokens(owner)).await?)
     }
 
     /// Revokes one of the caller's tokens, or anyone's with `users:write`.
@@ -103,13 +103,13 @@ impl Access {
         id: TokenId,
         client: &ClientInfo,
     ) -> Result<(), AccessError> {
-        let token = self.store.get_token(id).await?;
+        let mut tx = self.store.write().await?;
+        let token = tx.get_token(id).await?;
         if token.user_id != who.user_id {
             if !who.allows(Permission::write(Module::Users)) {
                 return Err(AccessError::NotFound("token"));
             }
-            self.not_above(who, token.user_id, "the token owner")
-                .await?;
+            Self::not_above(&mut *tx, who, token.user_id, "the token owner").await?;
         }
         let audit = who.audit_context(client).record(
             self.clock.now(),
@@ -117,15 +117,13 @@ impl Access {
             format!("token:{id}"),
             json!({"name": token.name}),
         );
-        if !self
-            .store
-            .revoke_token(id, self.clock.now(), &audit)
-            .await?
-        {
+        if !tx.revoke_token(id, self.clock.now()).await? {
             return Err(AccessError::Conflict(format!(
                 "token {id} is already revoked"
             )));
         }
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(())
     }

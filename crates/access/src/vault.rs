@@ -13,8 +13,8 @@ use steward_domain::audit::REDACTED;
 use steward_domain::{AuditContext, SecretName, ValidationError};
 use steward_engine::clock::Clock;
 use steward_engine::secrets::SecretSource;
-use steward_store::secrets::{SecretMeta, SecretStore};
-use steward_store::AuditStore;
+use steward_store::secrets::SecretMeta;
+use steward_store::{read_one, write_one, Store};
 
 const SMTP_KEY: &str = "smtp";
 /// A secret value's size limit: credentials and keys, not files.
@@ -22,8 +22,7 @@ pub const MAX_SECRET_BYTES: usize = 64 * 1024;
 
 pub struct Vault {
     keyring: RwLock<Keyring>,
-    store: Arc<dyn SecretStore>,
-    audit_sink: Arc<dyn AuditStore>,
+    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     /// Held (shared) by every seal-and-write, (exclusively) by the end of a rotation.
     gate: tokio::sync::RwLock<()>,
@@ -51,16 +50,10 @@ pub struct Rotation {
 }
 
 impl Vault {
-    pub fn new(
-        keyring: Keyring,
-        store: Arc<dyn SecretStore>,
-        audit_sink: Arc<dyn AuditStore>,
-        clock: Arc<dyn Clock>,
-    ) -> Arc<Self> {
+    pub fn new(keyring: Keyring, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Self {
             keyring: RwLock::new(keyring),
             store,
-            audit_sink,
             clock,
             gate: tokio::sync::RwLock::new(()),
             rotating: tokio::sync::Mutex::new(()),
@@ -74,7 +67,7 @@ impl Vault {
     }
 
     pub async fn list(&self) -> Result<Vec<SecretMeta>, AccessError> {
-        Ok(self.store.list_secrets().await?)
+        Ok(read_one!(self.store, |tx| tx.list_secrets()).await?)
     }
 
     /// Creates or replaces a secret. The audit record says that the value
@@ -112,9 +105,9 @@ impl Vault {
             )
         };
         let now = self.clock.now();
+        let mut tx = self.store.write().await?;
         // A first setting had no value before; the record must not claim one.
-        // (Read before the write: the store issue moves this into its transaction.)
-        let before = if self.store.secret_exists(name).await? {
+        let before = if tx.secret_exists(name).await? {
             json!(REDACTED)
         } else {
             serde_json::Value::Null
@@ -125,12 +118,18 @@ impl Vault {
             format!("secret:{name}"),
             json!({"value": {"from": before, "to": REDACTED}, "description": description}),
         );
-        Ok(self
-            .store
-            .put_secret(name, description, &sealed, version, now, &audit)
-            .await?)
+        let created = tx
+            .put_secret(name, description, &sealed, version, now)
+            .await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
+        Ok(created)
     }
 
+    /// Deletes a secret no job names. The check is read on the deleting
+    /// transaction, and a job's save checks that its secrets exist on its own
+    /// write transaction: writes are serialised, so of a save naming the
+    /// secret and this deletion exactly one succeeds.
     pub async fn delete(&self, name: &SecretName, ctx: &AuditContext) -> Result<(), AccessError> {
         let audit = ctx.record(
             self.clock.now(),
@@ -138,11 +137,23 @@ impl Vault {
             format!("secret:{name}"),
             json!({}),
         );
-        Ok(self.store.delete_secret(name, &audit).await?)
+        let mut tx = self.store.write().await?;
+        let users = tx.jobs_naming_secret(name).await?;
+        if !users.is_empty() {
+            let names: Vec<&str> = users.iter().map(|j| j.as_str()).collect();
+            return Err(AccessError::Conflict(format!(
+                "jobs {} refer to secret {name}; change them first",
+                names.join(", ")
+            )));
+        }
+        tx.delete_secret(name).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn smtp(&self) -> Result<Option<(SmtpSettings, bool)>, AccessError> {
-        let Some(s) = self.store.get_setting(SMTP_KEY).await? else {
+        let Some(s) = read_one!(self.store, |tx| tx.get_setting(SMTP_KEY)).await? else {
             return Ok(None);
         };
         let settings: SmtpSettings = serde_json::from_value(s.value).map_err(internal)?;
@@ -159,7 +170,8 @@ impl Vault {
     ) -> Result<(), AccessError> {
         settings.validate()?;
         let _sealing = self.gate.read().await;
-        let before = self.store.get_setting(SMTP_KEY).await?;
+        let mut tx = self.store.write().await?;
+        let before = tx.get_setting(SMTP_KEY).await?;
         if password.is_none() {
             // Keeping the stored password while pointing it elsewhere would hand
             // it to the new server: it must be given again.
@@ -205,21 +217,21 @@ impl Vault {
             }
         }
         let audit = ctx.record(self.clock.now(), "settings.smtp", "settings:smtp", diff);
-        self.store
-            .put_setting(
-                SMTP_KEY,
-                &after,
-                sealed.as_deref().zip(version),
-                self.clock.now(),
-                &audit,
-            )
-            .await?;
+        tx.put_setting(
+            SMTP_KEY,
+            &after,
+            sealed.as_deref().zip(version),
+            self.clock.now(),
+        )
+        .await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Sends one message with the stored SMTP settings.
     pub async fn send_mail(&self, to: &str, subject: &str, body: &str) -> Result<(), AccessError> {
-        let Some(s) = self.store.get_setting(SMTP_KEY).await? else {
+        let Some(s) = read_one!(self.store, |tx| tx.get_setting(SMTP_KEY)).await? else {
             return Err(AccessError::Unavailable(
                 "SMTP is not configured (PUT /api/v1/settings/smtp)".into(),
             ));
@@ -275,7 +287,7 @@ impl Vault {
         // retired while something still needs it.
         let _quiet = self.gate.write().await;
         self.reseal_stale(&mut report, progress).await?;
-        let in_use = self.store.key_versions_in_use().await?;
+        let in_use = read_one!(self.store, |tx| tx.key_versions_in_use()).await?;
         report.retired = {
             let mut ring = self
                 .keyring
@@ -285,7 +297,7 @@ impl Vault {
                 .map_err(|e| AccessError::Unavailable(e.to_string()))?
         };
         let audit = ctx.record(self.clock.now(), "key.rotate", "keyring", json!({"version": {"from": new_version - 1, "to": new_version}, "resealed": report.resealed, "retired": report.retired}));
-        self.store_audit(&audit).await?;
+        write_one!(self.store, |tx| tx.append_audit(&audit)).await?;
         Ok(report)
     }
 
@@ -296,7 +308,8 @@ impl Vault {
         progress: &(dyn Fn(&Rotation) + Send + Sync),
     ) -> Result<(), AccessError> {
         loop {
-            let batch = self.store.stale_sealed(report.new_version, 100).await?;
+            let version = report.new_version;
+            let batch = read_one!(self.store, |tx| tx.stale_sealed(version, 100)).await?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -317,11 +330,7 @@ impl Vault {
                     ring.seal(&plain, aad)
                 };
                 // False when an edit replaced it meanwhile; the next batch re-reads it.
-                if self
-                    .store
-                    .reseal(&cell, &resealed, report.new_version)
-                    .await?
-                {
+                if write_one!(self.store, |tx| tx.reseal(&cell, &resealed, version)).await? {
                     report.resealed += 1;
                 }
             }
@@ -329,29 +338,18 @@ impl Vault {
             tokio::task::yield_now().await;
         }
     }
-
-    async fn store_audit(&self, record: &steward_domain::AuditRecord) -> Result<(), AccessError> {
-        self.audit_sink
-            .append_audit(record)
-            .await
-            .map(|_| ())
-            .map_err(AccessError::from)
-    }
 }
 
 #[async_trait]
 impl SecretSource for Vault {
     async fn exists(&self, name: &SecretName) -> Result<bool, String> {
-        self.store
-            .secret_exists(name)
+        read_one!(self.store, |tx| tx.secret_exists(name))
             .await
             .map_err(|e| e.to_string())
     }
 
     async fn open(&self, names: &[SecretName]) -> Result<Vec<(SecretName, SecretString)>, String> {
-        let sealed = self
-            .store
-            .sealed_secrets(names)
+        let sealed = read_one!(self.store, |tx| tx.sealed_secrets(names))
             .await
             .map_err(|e| e.to_string())?;
         if let Some(missing) = names.iter().find(|n| !sealed.iter().any(|(s, _)| s == *n)) {

@@ -23,10 +23,10 @@ use scheduler::{Scheduler, SchedulerHandle};
 use std::sync::Arc;
 use std::time::Duration;
 use steward_domain::{
-    AuditContext, JobDefinition, JobId, JobSpec, MissedRunPolicy, RunId, RunOutcome, RunStatus,
-    TimeZone, Trigger, ValidationError,
+    AuditContext, AuditRecord, JobDefinition, JobId, JobName, JobSpec, MissedRunPolicy, RunId,
+    RunOutcome, RunStatus, SecretName, TimeZone, Trigger, ValidationError,
 };
-use steward_store::{AuditStore, Job, Run, RunUpdate, Store, StoreError};
+use steward_store::{read_one, Job, Run, RunFilter, RunUpdate, Store, StoreError, WriteTx};
 use tokio_util::sync::CancellationToken;
 
 pub use output::OutputBuffer;
@@ -90,6 +90,10 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Unavailable(source) => {
+                tracing::error!(error = %source, "the database is unavailable");
+                Self::Unavailable("the database is unavailable; try again shortly".into())
+            }
             e @ StoreError::Backend(_) => Self::Internal(e),
         }
     }
@@ -116,7 +120,6 @@ pub enum StartError {
 
 pub struct Engine {
     store: Arc<dyn Store>,
-    audit: Arc<dyn AuditStore>,
     clock: Arc<dyn Clock>,
     runner: Arc<Runner>,
     scheduler: SchedulerHandle,
@@ -124,10 +127,6 @@ pub struct Engine {
     metrics: Metrics,
     stop_scheduler: CancellationToken,
     scheduler_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Held from "the secrets a job names exist" through the job's write,
-    /// and from "no job names this secret" through the secret's deletion:
-    /// the two rules depend on each other's data.
-    references: tokio::sync::Mutex<()>,
     catalog: std::sync::RwLock<Arc<Vec<Arc<Job>>>>,
 }
 
@@ -137,7 +136,6 @@ impl Engine {
     /// policy), then starts the scheduler.
     pub async fn start(
         store: Arc<dyn Store>,
-        audit: Arc<dyn AuditStore>,
         clock: Arc<dyn Clock>,
         settings: EngineSettings,
         metrics: Metrics,
@@ -163,7 +161,12 @@ impl Engine {
             jitter,
         );
         let now = clock.now();
-        let abandoned = store.abandon_running(now).await?;
+        let abandoned = {
+            let mut tx = store.write().await?;
+            let abandoned = tx.abandon_running(now).await?;
+            tx.commit().await?;
+            abandoned
+        };
         for (run, pgid) in &abandoned {
             let killed = pgid.map_or(0, |pg| executor::command::kill_leftovers(pg, *run));
             tracing::warn!(run = %run, killed, "run left running by the previous process is now abandoned");
@@ -178,13 +181,19 @@ impl Engine {
                 tracing::warn!(cgroup = %cgroup.display(), killed, "a previous process left this run's cgroup behind; ended");
             }
         }
-        let jobs = store.list_jobs().await?;
+        // One snapshot: the jobs, their last endings and the queued runs agree.
+        let mut rx = store.read().await?;
+        let jobs = rx.list_jobs().await?;
+        let endings = rx.last_endings().await?;
+        let queued = rx.queued_runs().await?;
+        drop(rx);
+        index_secret_references(store.as_ref(), &jobs).await?;
         // The per-job "last finished / last succeeded" gauges start from the
         // store, not from this process's start (an alert on a stale backup
         // must not be reset by a restart).
         let by_id: std::collections::HashMap<JobId, &Job> =
             jobs.iter().map(|j| (j.id, j)).collect();
-        for ending in store.last_endings().await? {
+        for ending in endings {
             if let Some(job) = by_id.get(&ending.job) {
                 let label = metrics::JobLabel {
                     job: job.name().to_string(),
@@ -201,7 +210,7 @@ impl Engine {
                 }
             }
         }
-        for run in store.queued_runs().await? {
+        for run in queued {
             if let Some(job) = by_id.get(&run.job_id) {
                 tracing::info!(run = %run.id, job = %job.name(), "resuming a queued run");
                 runner.resume(Arc::new((*job).clone()), run);
@@ -217,7 +226,6 @@ impl Engine {
         );
         let engine = Arc::new(Self {
             store,
-            audit,
             clock,
             runner,
             scheduler,
@@ -225,7 +233,6 @@ impl Engine {
             metrics,
             stop_scheduler: stop,
             scheduler_task: std::sync::Mutex::new(Some(task)),
-            references: tokio::sync::Mutex::new(()),
             catalog: std::sync::RwLock::default(),
         });
         let mut catalog = Vec::with_capacity(jobs.len());
@@ -259,7 +266,9 @@ impl Engine {
         match job.definition.policies.missed {
             MissedRunPolicy::Skip => {
                 tracing::info!(job = %job.name(), since = %first, "missed occurrences skipped (policy skip)");
-                self.store.advance_cursor(job.id, latest).await?;
+                let mut tx = self.store.write().await?;
+                tx.advance_cursor(job.id, latest).await?;
+                tx.commit().await?;
             }
             MissedRunPolicy::RunOnce => {
                 tracing::info!(job = %job.name(), occurrence = %latest, "running once for missed occurrences (policy run_once)");
@@ -269,8 +278,36 @@ impl Engine {
         Ok(())
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// For `/readyz`: the database answers.
+    pub async fn database_ready(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+
+    pub async fn job(&self, id: JobId) -> Result<Job, ServiceError> {
+        Ok(read_one!(self.store, |tx| tx.get_job(id)).await?)
+    }
+
+    pub async fn find_job(&self, name: &JobName) -> Result<Option<Job>, ServiceError> {
+        Ok(read_one!(self.store, |tx| tx.find_job(name)).await?)
+    }
+
+    pub async fn run(&self, id: RunId) -> Result<Run, ServiceError> {
+        Ok(read_one!(self.store, |tx| tx.get_run(id)).await?)
+    }
+
+    /// Newest first, `filter.before` as the cursor.
+    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>, ServiceError> {
+        Ok(read_one!(self.store, |tx| tx.list_runs(filter)).await?)
+    }
+
+    /// The stored output of a run (while it runs: what was flushed so far).
+    pub async fn stored_output(&self, id: RunId) -> Result<Option<String>, ServiceError> {
+        Ok(read_one!(self.store, |tx| tx.run_output(id)).await?)
+    }
+
+    /// Runs in the store by status: totals that survive restarts.
+    pub async fn run_counts(&self) -> Result<Vec<(RunStatus, i64)>, ServiceError> {
+        Ok(read_one!(self.store, |tx| tx.count_runs_by_status()).await?)
     }
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
@@ -351,7 +388,7 @@ impl Engine {
         // Only chains and renames need the other jobs (from the catalog).
         let renamed = match id {
             Some(id) => {
-                let old = self.store.get_job(id).await?;
+                let old = self.store.read().await?.get_job(id).await?;
                 (old.name() != &def.name).then_some(old)
             }
             None => None,
@@ -401,17 +438,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Refuses a definition that names a secret that does not exist. Called
-    /// with [`Engine::references`] held, through the write it allows.
-    async fn check_secrets_exist(&self, def: &JobDefinition) -> Result<(), ServiceError> {
-        for name in secrets::spec_references(&def.spec)? {
-            let exists = self.settings.secrets.exists(&name).await.map_err(|e| {
-                tracing::error!(secret = %name, error = %e, "cannot check whether a secret exists");
-                ServiceError::Unavailable(format!(
-                    "cannot check whether secret {name} exists now; see the server log"
-                ))
-            })?;
-            if !exists {
+    /// Refuses a definition that names a secret that does not exist, read on
+    /// the transaction that then stores the job: a secret deleted meanwhile
+    /// (the vault checks `jobs_naming_secret` on its own write transaction)
+    /// cannot slip between the check and the write.
+    async fn check_secrets_exist(
+        tx: &mut dyn WriteTx,
+        names: &[SecretName],
+    ) -> Result<(), ServiceError> {
+        for name in names {
+            if !tx.secret_exists(name).await? {
                 return Err(ValidationError::new(
                     "spec",
                     format!("refers to secret {name}, which does not exist; create it first"),
@@ -422,43 +458,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Holds off every job save until the caller has deleted the secret
-    /// `name`, after checking (under the same lock as the saves' "secret
-    /// exists" check) that no job refers to it. Without that, a job saved
-    /// while the secret is being deleted could pass its check and be stored
-    /// referring to a secret that is gone.
-    pub async fn hold_unreferenced_secret(
-        &self,
-        name: &steward_domain::SecretName,
-    ) -> Result<tokio::sync::MutexGuard<'_, ()>, ServiceError> {
-        let held = self.references.lock().await;
-        // The catalog, not a store scan: every save updates it before it
-        // lets go of `references`, so under the lock it is current.
-        let users: Vec<String> = self
-            .jobs()
-            .iter()
-            .filter(|j| {
-                secrets::spec_references(&j.definition.spec).is_ok_and(|r| r.contains(name))
-            })
-            .map(|j| j.name().to_string())
-            .collect();
-        if !users.is_empty() {
-            return Err(ServiceError::Conflict(format!(
-                "jobs {} refer to secret {name}; change them first",
-                users.join(", ")
-            )));
-        }
-        Ok(held)
-    }
-
     pub async fn create_job(
         &self,
         def: JobDefinition,
         ctx: &AuditContext,
     ) -> Result<Job, ServiceError> {
         self.check_definition(&def, None).await?;
-        let _held = self.references.lock().await;
-        self.check_secrets_exist(&def).await?;
+        let names: Vec<SecretName> = secrets::spec_references(&def.spec)?.into_iter().collect();
         let now = self.clock.now();
         let audit = ctx.record(
             now,
@@ -466,7 +472,12 @@ impl Engine {
             format!("job:{}", def.name),
             audit_diff(None, Some(&def)),
         );
-        let job = self.store.create_job(&def, now, &audit).await?;
+        let mut tx = self.store.write().await?;
+        Self::check_secrets_exist(&mut *tx, &names).await?;
+        let job = tx.create_job(&def, now).await?;
+        tx.set_job_secrets(job.id, &names).await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         let shared = Arc::new(job.clone());
         self.scheduler.upsert(shared.clone());
         self.catalog_changed(Ok(shared));
@@ -480,8 +491,6 @@ impl Engine {
         ctx: &AuditContext,
     ) -> Result<Job, ServiceError> {
         self.check_definition(&def, Some(id)).await?;
-        let _held = self.references.lock().await;
-        self.check_secrets_exist(&def).await?;
         self.save(id, def, ctx, "job.update").await
     }
 
@@ -493,12 +502,15 @@ impl Engine {
         ctx: &AuditContext,
         event: &str,
     ) -> Result<Job, ServiceError> {
-        let before = self.store.get_job(id).await?;
+        let names: Vec<SecretName> = secrets::spec_references(&def.spec)?.into_iter().collect();
+        let mut tx = self.store.write().await?;
+        let before = tx.get_job(id).await?;
         if before.definition == def {
             // Replacing a job with itself changes nothing: no write, no audit
             // record (so `steward jobs apply` is idempotent).
             return Ok(before);
         }
+        Self::check_secrets_exist(&mut *tx, &names).await?;
         let now = self.clock.now();
         let audit = ctx.record(
             now,
@@ -506,11 +518,14 @@ impl Engine {
             format!("job:{}", before.name()),
             audit_diff(Some(&before.definition), Some(&def)),
         );
-        let job = self.store.update_job(id, &def, now, &audit).await?;
+        let job = tx.update_job(id, &def, now).await?;
+        tx.set_job_secrets(id, &names).await?;
         if !before.definition.enabled && job.definition.enabled {
             // Enabling does not replay what fell while disabled.
-            self.store.advance_cursor(id, self.clock.now()).await?;
+            tx.advance_cursor(id, now).await?;
         }
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
         let shared = Arc::new(job.clone());
         self.scheduler.upsert(shared.clone());
         self.catalog_changed(Ok(shared));
@@ -525,7 +540,7 @@ impl Engine {
     ) -> Result<Job, ServiceError> {
         // Only the flag changes, so the rest of the definition is not re-checked:
         // a job whose target stopped resolving can still be switched off.
-        let mut def = self.store.get_job(id).await?.definition;
+        let mut def = self.store.read().await?.get_job(id).await?.definition;
         def.enabled = enabled;
         self.save(
             id,
@@ -537,7 +552,6 @@ impl Engine {
     }
 
     pub async fn delete_job(&self, id: JobId, ctx: &AuditContext) -> Result<(), ServiceError> {
-        // "No running run" is checked by the store, inside the deletion.
         // The catalog holds every job's current definition: no store scan.
         let jobs = self.jobs();
         let Some(job) = jobs.iter().find(|j| j.id == id) else {
@@ -557,9 +571,9 @@ impl Engine {
             audit_diff(Some(&job.definition), None),
         );
         self.scheduler.remove(id);
-        if let Err(e) = self.store.delete_job(id, &audit).await {
+        if let Err(e) = self.delete_stored_job(id, &audit).await {
             self.scheduler.upsert(job.clone());
-            return Err(e.into());
+            return Err(e);
         }
         let label = metrics::JobLabel {
             job: job.name().to_string(),
@@ -570,40 +584,65 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts a run now, subject to the job's overlap policy.
+    /// "No running run", checked on the deleting transaction: a run that
+    /// starts after it finds its row gone and does not run (`start_run`
+    /// answers false); a queued run goes with its job.
+    async fn delete_stored_job(&self, id: JobId, audit: &AuditRecord) -> Result<(), ServiceError> {
+        let mut tx = self.store.write().await?;
+        let running = RunFilter {
+            job_id: Some(id),
+            status: Some(RunStatus::Running),
+            limit: 1,
+            ..Default::default()
+        };
+        if !tx.list_runs(&running).await?.is_empty() {
+            return Err(ServiceError::Conflict(
+                "the job has a running run; cancel it first".into(),
+            ));
+        }
+        tx.delete_job(id).await?;
+        tx.append_audit(audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Starts a run now, subject to the job's overlap policy. The run and
+    /// its audit record are written in one transaction.
     pub async fn run_now(&self, id: JobId, ctx: &AuditContext) -> Result<Run, ServiceError> {
-        let job = self.store.get_job(id).await?;
+        let job = self.store.read().await?.get_job(id).await?;
         let name = job.name().to_string();
-        let run = self
-            .runner
-            .submit(Arc::new(job), Submit::new(Trigger::Manual))
-            .await?;
-        let audit = ctx.record(
-            self.clock.now(),
-            "run.manual",
-            format!("job:{name}"),
-            serde_json::json!({"run": run.id, "status": run.status}),
-        );
-        self.audit.append_audit(&audit).await?;
-        Ok(run)
+        let (ctx, clock) = (ctx.clone(), self.clock.clone());
+        let mut submit = Submit::new(Trigger::Manual);
+        submit.audit = Some(Box::new(move |run: &Run| {
+            ctx.record(
+                clock.now(),
+                "run.manual",
+                format!("job:{name}"),
+                serde_json::json!({"run": run.id, "status": run.status}),
+            )
+        }));
+        Ok(self.runner.submit(Arc::new(job), submit).await?)
     }
 
     /// Cancels a queued or running run; a finished run is a conflict.
     pub async fn cancel_run(&self, id: RunId, ctx: &AuditContext) -> Result<Run, ServiceError> {
-        let run = self.store.get_run(id).await?;
+        let ended =
+            |status| ServiceError::Conflict(format!("run {id} has already ended ({status})"));
+        let now = self.clock.now();
+        let mut tx = self.store.write().await?;
+        let run = tx.get_run(id).await?;
         if run.status.is_terminal() {
-            return Err(ServiceError::Conflict(format!(
-                "run {id} has already ended ({})",
-                run.status
-            )));
+            return Err(ended(run.status));
         }
-        let audit = ctx.record(self.clock.now(), "run.cancel", format!("run:{id}"), serde_json::json!({"job": run.job_name, "status": {"from": run.status, "to": "cancelled"}}));
-        self.audit.append_audit(&audit).await?;
-        if !self.runner.cancel(id) {
-            // Not driven by this process (e.g. queued while shutting down): settle it here.
+        // The change the audit record goes with: a queued run ends here (it
+        // can no longer start); a running one records the request, and its
+        // runner records the ending once the process has stopped.
+        let changed = if run.status == RunStatus::Running {
+            tx.request_cancel(id, now).await?
+        } else {
             let update = RunUpdate {
                 status: RunStatus::Cancelled,
-                finished_at: self.clock.now(),
+                finished_at: now,
                 outcome: RunOutcome {
                     error: Some("cancelled".into()),
                     ..Default::default()
@@ -611,9 +650,16 @@ impl Engine {
                 output: None,
                 output_truncated: false,
             };
-            self.store.finish_run(id, &update).await?;
+            tx.finish_run(id, &update).await?
+        };
+        if !changed {
+            return Err(ended(tx.get_run(id).await?.status));
         }
-        Ok(self.store.get_run(id).await?)
+        let audit = ctx.record(now, "run.cancel", format!("run:{id}"), serde_json::json!({"job": run.job_name, "status": {"from": run.status, "to": "cancelled"}}));
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
+        self.runner.cancel(id);
+        Ok(self.store.read().await?.get_run(id).await?)
     }
 
     pub fn live_output(&self, id: RunId) -> Option<OutputBuffer> {
@@ -639,6 +685,26 @@ impl Engine {
         }
         cancelled
     }
+}
+
+/// Writes which secrets each job names, for jobs saved before that index
+/// existed (and to heal it): only jobs that name any, in one transaction.
+async fn index_secret_references(store: &dyn Store, jobs: &[Job]) -> Result<(), StoreError> {
+    let named: Vec<(JobId, Vec<SecretName>)> = jobs
+        .iter()
+        .filter_map(|j| {
+            let names = secrets::spec_references(&j.definition.spec).ok()?;
+            (!names.is_empty()).then(|| (j.id, names.into_iter().collect()))
+        })
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.write().await?;
+    for (job, names) in &named {
+        tx.set_job_secrets(*job, names).await?;
+    }
+    tx.commit().await
 }
 
 /// Field-level diff of two definitions. HTTP header values are redacted: before

@@ -18,8 +18,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use steward_domain::{JobName, JobSpec, OverlapPolicy, RunId, RunOutcome, RunStatus, Trigger};
-use steward_store::{Job, NewRun, Run, RunUpdate, Store, StoreError};
+use steward_domain::{
+    AuditRecord, JobName, JobSpec, OverlapPolicy, RunId, RunOutcome, RunStatus, Trigger,
+};
+use steward_store::{read_one, write_one, Job, NewRun, Run, RunUpdate, Store, StoreError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -59,7 +61,6 @@ pub enum SubmitError {
 }
 
 /// Why a run is being created.
-#[derive(Debug, Clone)]
 pub struct Submit {
     pub trigger: Trigger,
     pub scheduled_for: Option<DateTime<Utc>>,
@@ -68,7 +69,13 @@ pub struct Submit {
     pub not_before: Option<DateTime<Utc>>,
     /// The caller already holds a slot from [`Runner::try_reserve`].
     pub reserved: bool,
+    /// The audit record of the request (a manual run), written on the
+    /// transaction that records the run.
+    pub audit: Option<AuditOf>,
 }
+
+/// Builds an audit record from the run it records.
+pub type AuditOf = Box<dyn FnOnce(&Run) -> AuditRecord + Send + Sync>;
 
 impl Submit {
     pub fn new(trigger: Trigger) -> Self {
@@ -79,6 +86,7 @@ impl Submit {
             parent: None,
             not_before: None,
             reserved: false,
+            audit: None,
         }
     }
 }
@@ -243,16 +251,8 @@ impl Runner {
             let gate = match decision? {
                 Ok(gate) => gate,
                 Err(reason) => {
-                    let run = self
-                        .store
-                        .insert_run(&self.new_run(
-                            &job,
-                            &req,
-                            RunStatus::Skipped,
-                            now,
-                            Some(reason),
-                        ))
-                        .await?;
+                    let skipped = self.new_run(&job, &req, RunStatus::Skipped, now, Some(reason));
+                    let run = self.record(&skipped, req.audit).await?;
                     self.metrics
                         .runs_finished
                         .get_or_create(&StatusLabel {
@@ -273,7 +273,7 @@ impl Runner {
                 new.status = RunStatus::Running;
                 new.started_at = Some(now);
             }
-            let run = match self.store.insert_run(&new).await {
+            let run = match self.record(&new, req.audit).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.unreserve();
@@ -287,6 +287,22 @@ impl Runner {
             self.spawn_drive(job, run.clone(), gate);
             Ok(run)
         })
+    }
+
+    /// Records a new run in one transaction: the run, the schedule cursor
+    /// moved to its occurrence (so missed-run detection never disagrees with
+    /// the runs that exist), and the request's audit record.
+    async fn record(&self, new: &NewRun, audit: Option<AuditOf>) -> Result<Run, StoreError> {
+        let mut tx = self.store.write().await?;
+        let run = tx.insert_run(new).await?;
+        if let (Trigger::Schedule, Some(at)) = (new.trigger, new.scheduled_for) {
+            tx.advance_cursor(new.job_id, at).await?;
+        }
+        if let Some(audit) = audit {
+            tx.append_audit(&audit(&run)).await?;
+        }
+        tx.commit().await?;
+        Ok(run)
     }
 
     /// Takes a slot for a run about to be submitted with `reserved: true`, or
@@ -468,7 +484,10 @@ impl Runner {
                 Box::new(move |pgid| {
                     let store = store.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = store.set_run_process_group(id, pgid).await {
+                        if let Err(e) = write_one!(store.as_ref(), |tx| tx
+                            .set_run_process_group(id, pgid))
+                        .await
+                        {
                             tracing::warn!(run = %id, error = %e, "could not record the process group");
                         }
                     });
@@ -513,7 +532,7 @@ impl Runner {
             output: Some(captured.text),
             output_truncated: captured.truncated,
         };
-        if let Err(e) = self.store.finish_run(run.id, &update).await {
+        if let Err(e) = write_one!(self.store.as_ref(), |tx| tx.finish_run(run.id, &update)).await {
             tracing::error!(run = %run.id, error = %e, "could not record the end of a run");
         }
         self.metrics.runs_running.dec();
@@ -566,7 +585,7 @@ impl Runner {
         if !prune_due {
             return;
         }
-        if let Err(e) = self.store.prune_runs(job.id, limit).await {
+        if let Err(e) = write_one!(self.store.as_ref(), |tx| tx.prune_runs(job.id, limit)).await {
             tracing::warn!(job = %job.name(), error = %e, "could not prune run history");
         }
     }
@@ -603,7 +622,7 @@ impl Runner {
             return None;
         }
         let started_at = self.clock.now();
-        match self.store.start_run(run.id, started_at).await {
+        match write_one!(self.store.as_ref(), |tx| tx.start_run(run.id, started_at)).await {
             Ok(true) => {}
             Ok(false) => {
                 // Cancelled through the store while waiting.
@@ -641,7 +660,7 @@ impl Runner {
             output: None,
             output_truncated: false,
         };
-        if let Err(e) = self.store.finish_run(run.id, &update).await {
+        if let Err(e) = write_one!(self.store.as_ref(), |tx| tx.finish_run(run.id, &update)).await {
             tracing::error!(run = %run.id, error = %e, "could not record a cancelled run");
         }
         self.forget(run.id);
@@ -659,7 +678,7 @@ impl Runner {
         }
         // Follow the job as it is now: a retry or chain of a job disabled or
         // deleted meanwhile does not happen.
-        let job = match self.store.get_job(job.id).await {
+        let job = match read_one!(self.store.as_ref(), |tx| tx.get_job(job.id)).await {
             Ok(current) if current.definition.enabled => Arc::new(current),
             Ok(_) => {
                 tracing::info!(job = %job.name(), "job disabled since the run started; no retry or chain");
@@ -681,6 +700,7 @@ impl Runner {
                     attempt: run.attempt + 1,
                     parent: Some(run.id),
                     reserved: false,
+                    audit: None,
                     not_before: Some(
                         self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                     ),
@@ -697,7 +717,7 @@ impl Runner {
             _ => &[],
         };
         for name in next {
-            match self.store.find_job(name).await {
+            match read_one!(self.store.as_ref(), |tx| tx.find_job(name)).await {
                 Ok(Some(target)) if target.definition.enabled => {
                     let req = Submit {
                         parent: Some(run.id),
@@ -791,7 +811,10 @@ async fn flush_output(
         }
         written = pushed;
         let kept = output.snapshot();
-        if let Err(e) = store.save_run_output(run, &kept.text, kept.truncated).await {
+        let saved = write_one!(store.as_ref(), |tx| {
+            tx.save_run_output(run, &kept.text, kept.truncated)
+        });
+        if let Err(e) = saved.await {
             tracing::warn!(run = %run, error = %e, "could not save the output so far");
         }
     }

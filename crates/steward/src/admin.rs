@@ -9,7 +9,7 @@ use crate::config::Config;
 use anyhow::Context as _;
 use std::sync::Arc;
 use steward_engine::clock::SystemClock;
-use steward_store::{AuditStore as _, SqliteStore};
+use steward_store::{SqliteStore, Store as _};
 
 pub enum AdminTask {
     ResetPassword(String),
@@ -103,7 +103,7 @@ pub async fn run(config: Config, task: AdminTask) -> anyhow::Result<u8> {
             let store = open_store(&config).await?;
             let mut after = 0;
             loop {
-                let page = store.audit_page(after, 1000).await?;
+                let page = store.read().await?.audit_page(after, 1000).await?;
                 let Some(last) = page.last() else { break };
                 after = last.id;
                 for e in &page {

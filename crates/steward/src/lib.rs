@@ -140,7 +140,6 @@ impl Application {
         let shared: Arc<dyn Store> = Arc::new(store.clone());
         let engine = Engine::start(
             shared,
-            Arc::new(store.clone()),
             overrides.clock.clone(),
             settings,
             Metrics::new(),
@@ -247,7 +246,7 @@ impl Application {
         {
             server.abort();
         }
-        if let Err(e) = steward_store::AuditStore::anchor_audit_head(&self.store).await {
+        if let Err(e) = steward_store::Store::anchor_audit_head(&self.store).await {
             tracing::warn!(error = %e, "could not write the audit head anchor");
         }
         self.store.close().await;
@@ -268,12 +267,7 @@ pub fn open_vault(
         None => (config.data_dir.join("steward.key"), true),
     };
     let keyring = Keyring::load_or_create(&path, create)?;
-    Ok(Vault::new(
-        keyring,
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        clock,
-    ))
+    Ok(Vault::new(keyring, Arc::new(store.clone()), clock))
 }
 
 pub fn build_access(
@@ -286,7 +280,6 @@ pub fn build_access(
     let to_chrono =
         |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
     Ok(Access::new(
-        Arc::new(store.clone()),
         Arc::new(store.clone()),
         hasher,
         clock,
@@ -308,7 +301,7 @@ fn spawn_housekeeping(
     store: SqliteStore,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    use steward_store::AuditStore as _;
+    use steward_store::Store as _;
     tokio::spawn(async move {
         let mut anchor = tokio::time::interval(std::time::Duration::from_secs(5));
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(600));

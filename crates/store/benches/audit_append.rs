@@ -10,7 +10,7 @@ use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::time::Instant;
 use steward_domain::AuditContext;
-use steward_store::{AuditStore as _, SqliteStore};
+use steward_store::{SqliteStore, Store as _};
 
 const N: i64 = 5000;
 
@@ -32,7 +32,10 @@ async fn main() {
         .unwrap();
     let t0 = Instant::now();
     for i in 0..N {
-        store.append_audit(&record(i)).await.unwrap();
+        // One write transaction per record, as a service appends it.
+        let mut tx = store.write().await.unwrap();
+        tx.append_audit(&record(i)).await.unwrap();
+        tx.commit().await.unwrap();
     }
     let chained = t0.elapsed().as_secs_f64();
     assert!(store.verify_audit().await.unwrap().problem.is_none());

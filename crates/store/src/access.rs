@@ -1,13 +1,12 @@
-//! Accounts, roles, groups, sessions, API tokens and reset links: rows and the
-//! [`AccessStore`] trait. Mutations that an operator makes carry their audit
-//! record and write it in the same transaction.
+//! Accounts, roles, groups, sessions, API tokens and reset links: the entities
+//! and what a transaction can read ([`AccessReads`]) and change
+//! ([`AccessWrites`]). Rules (who may do what, what a password change also
+//! ends) live in the `access` service; these are the area's data operations.
 
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use steward_domain::{
-    AuditRecord, GroupId, PermissionSet, RoleId, SessionId, TokenId, UserId, Username,
-};
+use steward_domain::{GroupId, PermissionSet, RoleId, SessionId, TokenId, UserId, Username};
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -98,19 +97,6 @@ pub struct NewToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// A new password hash and what goes with it.
-#[derive(Debug, Clone, Copy)]
-pub struct PasswordSet<'a> {
-    pub hash: &'a str,
-    pub must_change: bool,
-    /// End the user's sessions, except `keep`.
-    pub revoke_sessions: bool,
-    pub keep: Option<SessionId>,
-    /// Revoke the user's API tokens too (account recovery: a token minted
-    /// from a stolen session must not survive the reset).
-    pub revoke_tokens: bool,
-}
-
 /// Who a role is granted to.
 #[derive(Debug, Clone, Copy)]
 pub enum Grantee {
@@ -119,127 +105,94 @@ pub enum Grantee {
 }
 
 #[async_trait]
-pub trait AccessStore: Send + Sync + 'static {
-    async fn count_users(&self) -> Result<i64>;
-    async fn create_user(
-        &self,
-        user: &NewUser,
+pub trait AccessReads: Send {
+    async fn count_users(&mut self) -> Result<i64>;
+    async fn get_user(&mut self, id: UserId) -> Result<User>;
+    async fn find_user(&mut self, username: &str) -> Result<Option<User>>;
+    async fn find_user_by_email(&mut self, email: &str) -> Result<Option<User>>;
+    async fn list_users(&mut self) -> Result<Vec<User>>;
+    async fn list_roles(&mut self) -> Result<Vec<Role>>;
+    async fn find_role(&mut self, name: &str) -> Result<Option<Role>>;
+    /// Roles granted directly to a user or a group.
+    async fn granted_roles(&mut self, to: Grantee) -> Result<Vec<Role>>;
+    /// A user's roles, direct and through groups.
+    async fn effective_roles(&mut self, user: UserId) -> Result<Vec<Role>>;
+    async fn list_groups(&mut self) -> Result<Vec<Group>>;
+    async fn find_group(&mut self, name: &str) -> Result<Option<Group>>;
+    async fn find_session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>>;
+    /// Newest first.
+    async fn list_sessions(&mut self, user: UserId) -> Result<Vec<Session>>;
+    async fn find_token(&mut self, token_hash: &[u8; 32]) -> Result<Option<ApiToken>>;
+    /// Newest first; every user's when `user` is `None`.
+    async fn list_tokens(&mut self, user: Option<UserId>) -> Result<Vec<ApiToken>>;
+    async fn get_token(&mut self, id: TokenId) -> Result<ApiToken>;
+    /// The user a reset link that is unused and unexpired at `now` belongs to.
+    async fn reset_user(
+        &mut self,
+        token_hash: &[u8; 32],
         now: DateTime<Utc>,
-        audit: &AuditRecord,
-    ) -> Result<User>;
-    async fn get_user(&self, id: UserId) -> Result<User>;
-    async fn find_user(&self, username: &str) -> Result<Option<User>>;
-    async fn find_user_by_email(&self, email: &str) -> Result<Option<User>>;
-    async fn list_users(&self) -> Result<Vec<User>>;
-    async fn update_user(
-        &self,
-        id: UserId,
-        change: &UserChange,
-        now: DateTime<Utc>,
-        audit: &AuditRecord,
-    ) -> Result<User>;
-    async fn delete_user(&self, id: UserId, audit: &AuditRecord) -> Result<()>;
-    /// Sets the password hash and must-change flag; deletes the user's sessions
-    /// except `keep` when `revoke_sessions`, revokes tokens when asked, and
-    /// always deletes the user's open reset links; audits when a record is
-    /// given (a transparent rehash is not an event).
-    async fn set_password(
-        &self,
-        id: UserId,
-        change: &PasswordSet<'_>,
-        now: DateTime<Utc>,
-        audit: Option<&AuditRecord>,
-    ) -> Result<()>;
+    ) -> Result<Option<UserId>>;
+}
 
-    async fn list_roles(&self) -> Result<Vec<Role>>;
-    async fn find_role(&self, name: &str) -> Result<Option<Role>>;
+#[async_trait]
+pub trait AccessWrites: Send {
+    /// Creates the user with its direct role grants.
+    async fn create_user(&mut self, u: &NewUser, now: DateTime<Utc>) -> Result<User>;
+    async fn update_user(&mut self, id: UserId, c: &UserChange, now: DateTime<Utc>)
+        -> Result<User>;
+    async fn delete_user(&mut self, id: UserId) -> Result<()>;
+    /// Replaces the password hash only; what else a change ends is the service's rule.
+    async fn set_password(
+        &mut self,
+        id: UserId,
+        hash: &str,
+        must_change: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     async fn create_role(
-        &self,
+        &mut self,
         name: &str,
         permissions: PermissionSet,
         now: DateTime<Utc>,
-        audit: &AuditRecord,
     ) -> Result<Role>;
-    async fn delete_role(&self, id: RoleId, audit: &AuditRecord) -> Result<()>;
-    /// Names of the roles granted directly.
-    async fn granted_roles(&self, to: Grantee) -> Result<Vec<Role>>;
-    /// Replaces the roles granted directly.
-    async fn set_grants(&self, to: Grantee, roles: &[RoleId], audit: &AuditRecord) -> Result<()>;
-    /// Every role the user holds, directly or through a group.
-    async fn effective_roles(&self, user: UserId) -> Result<Vec<Role>>;
-
-    async fn list_groups(&self) -> Result<Vec<Group>>;
-    async fn find_group(&self, name: &str) -> Result<Option<Group>>;
-    async fn create_group(
-        &self,
-        name: &str,
-        now: DateTime<Utc>,
-        audit: &AuditRecord,
-    ) -> Result<Group>;
-    async fn delete_group(&self, id: GroupId, audit: &AuditRecord) -> Result<()>;
-    async fn set_members(
-        &self,
-        group: GroupId,
-        users: &[UserId],
-        audit: &AuditRecord,
-    ) -> Result<()>;
-
-    async fn create_session(&self, s: &NewSession) -> Result<SessionId>;
-    async fn find_session(&self, token_hash: &[u8; 32]) -> Result<Option<Session>>;
-    async fn touch_session(&self, id: SessionId, now: DateTime<Utc>) -> Result<()>;
-    async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>>;
-    /// Deletes one session of `user`, appending `audit` (if any: an expired
-    /// session's removal is housekeeping) in the same transaction; false,
-    /// and nothing appended, when there was none.
-    async fn delete_session(
-        &self,
-        user: UserId,
-        id: SessionId,
-        audit: Option<&AuditRecord>,
-    ) -> Result<bool>;
-    /// Deletes all of `user`'s sessions but `keep` and appends the record
-    /// `audit` makes of how many, in one transaction; returns how many.
-    async fn delete_sessions(
-        &self,
-        user: UserId,
-        keep: Option<SessionId>,
-        audit: &(dyn Fn(u64) -> AuditRecord + Sync),
-    ) -> Result<u64>;
+    /// Custom roles only; a built-in role is `NotFound`.
+    async fn delete_role(&mut self, id: RoleId) -> Result<()>;
+    /// Replaces the roles granted directly to `to`.
+    async fn set_grants(&mut self, to: Grantee, roles: &[RoleId]) -> Result<()>;
+    async fn create_group(&mut self, name: &str, now: DateTime<Utc>) -> Result<Group>;
+    async fn delete_group(&mut self, id: GroupId) -> Result<()>;
+    async fn set_members(&mut self, group: GroupId, users: &[UserId]) -> Result<()>;
+    async fn create_session(&mut self, s: &NewSession) -> Result<SessionId>;
+    async fn touch_session(&mut self, id: SessionId, now: DateTime<Utc>) -> Result<()>;
+    /// Ends one of `user`'s sessions; false when it was not theirs or is gone.
+    async fn delete_session(&mut self, user: UserId, id: SessionId) -> Result<bool>;
+    /// Ends every session of `user` but `keep`; returns how many ended.
+    async fn delete_sessions(&mut self, user: UserId, keep: Option<SessionId>) -> Result<u64>;
     async fn delete_expired_sessions(
-        &self,
+        &mut self,
         idle_before: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<u64>;
-
-    async fn create_token(&self, t: &NewToken, audit: &AuditRecord) -> Result<ApiToken>;
-    async fn find_token(&self, token_hash: &[u8; 32]) -> Result<Option<ApiToken>>;
-    async fn touch_token(&self, id: TokenId, now: DateTime<Utc>) -> Result<()>;
-    async fn list_tokens(&self, user: Option<UserId>) -> Result<Vec<ApiToken>>;
-    async fn get_token(&self, id: TokenId) -> Result<ApiToken>;
-    async fn revoke_token(
-        &self,
-        id: TokenId,
-        now: DateTime<Utc>,
-        audit: &AuditRecord,
-    ) -> Result<bool>;
-
-    /// Stores a reset link (and drops expired ones), appending `audit`.
+    async fn create_token(&mut self, t: &NewToken) -> Result<ApiToken>;
+    async fn touch_token(&mut self, id: TokenId, now: DateTime<Utc>) -> Result<()>;
+    /// False when it was already revoked.
+    async fn revoke_token(&mut self, id: TokenId, now: DateTime<Utc>) -> Result<bool>;
+    /// Revokes every live token of `user`; returns how many.
+    async fn revoke_tokens_of(&mut self, user: UserId, now: DateTime<Utc>) -> Result<u64>;
+    /// Stores a reset link and forgets links that expired before `now`.
     async fn create_reset(
-        &self,
+        &mut self,
         token_hash: &[u8; 32],
         user: UserId,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-        audit: &AuditRecord,
     ) -> Result<()>;
-    /// The user of a live (unused, unexpired) link, without using it up.
-    async fn reset_user(&self, token_hash: &[u8; 32], now: DateTime<Utc>)
-        -> Result<Option<UserId>>;
-    /// Marks the link used and returns its user, if it exists, is unused and
-    /// has not expired: single use, atomically.
+    /// Marks a valid link used; returns its user, or `None` if it was not valid.
     async fn consume_reset(
-        &self,
+        &mut self,
         token_hash: &[u8; 32],
         now: DateTime<Utc>,
     ) -> Result<Option<UserId>>;
+    /// Forgets every unused link of `user`.
+    async fn delete_pending_resets(&mut self, user: UserId) -> Result<u64>;
 }

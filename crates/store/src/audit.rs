@@ -1,6 +1,10 @@
-//! The audit log's read side and the [`AuditStore`] trait. Writes happen with
-//! the change they record (see the mutating methods' `audit` parameters) or
-//! through [`AuditStore::append_audit`] for events that change nothing else.
+//! The audit log: entries, what a transaction reads of it ([`AuditReads`]) and
+//! how it appends ([`AuditWrites::append_audit`], on the transaction of the
+//! change it records). The chain itself (hashing, linking, verification, the
+//! head anchor) is backend-neutral and lives in [`chain`]; a backend only
+//! stores rows and keeps appends in one order.
+
+pub mod chain;
 
 use crate::Result;
 use async_trait::async_trait;
@@ -39,16 +43,26 @@ pub struct ChainReport {
 }
 
 #[async_trait]
-pub trait AuditStore: Send + Sync + 'static {
-    async fn append_audit(&self, record: &AuditRecord) -> Result<i64>;
+pub trait AuditReads: Send {
     /// Newest first.
-    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
+    async fn list_audit(&mut self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
     /// Oldest first, from `after` (exclusive), for export and verification.
-    async fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>>;
-    /// Recomputes every hash and link; reports the first edited, deleted or
-    /// reordered row, and newest rows cut off behind the head anchor.
-    async fn verify_audit(&self) -> Result<ChainReport>;
-    /// Writes the head anchor (last id and hash) if it moved. Called
-    /// periodically and at shutdown; a no-op for stores without one.
-    async fn anchor_audit_head(&self) -> Result<()>;
+    async fn audit_page(&mut self, after: i64, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// The last entry's id and hash. Inside a write transaction the backend
+    /// guarantees no other append can come between this read and the insert.
+    async fn audit_head(&mut self) -> Result<Option<(i64, String)>>;
+    /// The stored hash of entry `id`, if it exists.
+    async fn audit_hash(&mut self, id: i64) -> Result<Option<String>>;
+}
+
+#[async_trait]
+pub trait AuditWrites: AuditReads {
+    /// Stores a linked entry exactly as given; only [`chain::append`] calls it.
+    async fn insert_audit_entry(&mut self, entry: &AuditEntry) -> Result<()>;
+
+    /// Appends `record` after the current head, on this transaction: it is
+    /// kept if and only if the change it records is.
+    async fn append_audit(&mut self, record: &AuditRecord) -> Result<i64> {
+        chain::append(self, record).await
+    }
 }

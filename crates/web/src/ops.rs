@@ -14,7 +14,7 @@ pub async fn healthz() -> &'static str {
 
 /// Readiness: the database answers and the scheduler task is alive.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let db = state.engine.store().ping().await.is_ok();
+    let db = state.engine.database_ready().await;
     let scheduler = state.engine.scheduler_running();
     let status = if db && scheduler {
         StatusCode::OK
@@ -51,7 +51,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     let m = state.engine.metrics();
     let mut body = m.encode();
     // Current totals from the store, which survive restarts (the counters do not).
-    if let Ok(counts) = state.engine.store().count_runs_by_status().await {
+    if let Ok(counts) = state.engine.run_counts().await {
         body.push_str("# HELP steward_runs_stored Runs in the store, by status.\n# TYPE steward_runs_stored gauge\n");
         for s in RunStatus::ALL {
             let n = counts

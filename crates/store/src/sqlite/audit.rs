@@ -1,46 +1,14 @@
-//! The hash-chained audit log on SQLite. Appends run inside the caller's
-//! transaction on the single writer connection, so the chain has one order.
+//! The audit log's rows on SQLite. Appends run inside a write transaction on
+//! the single writer connection, so the chain has one order; linking and
+//! verification are in `crate::audit::chain`.
 
-use super::{backend, from_ms, ms, SqliteStore};
-use crate::audit::{AuditEntry, AuditFilter, AuditStore, ChainReport};
+use super::{backend, from_ms, ms, SqliteTx};
+use crate::audit::{AuditEntry, AuditFilter, AuditReads, AuditWrites};
 use crate::Result;
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
-use steward_crypto::token::sha256_hex;
-use steward_domain::audit::AUDIT_GENESIS;
+use sqlx::{QueryBuilder, Row, Sqlite};
 use steward_domain::{Actor, ActorKind, AuditRecord};
-
-/// Appends `record` after the current last row, on `conn` (inside a transaction).
-pub(super) async fn append(conn: &mut SqliteConnection, record: &AuditRecord) -> Result<i64> {
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend)?;
-    let (id, prev) = last.map_or((1, AUDIT_GENESIS.to_owned()), |(id, h)| (id + 1, h));
-    let hash = sha256_hex(&record.canonical(id, &prev));
-    sqlx::query(
-        "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, address, user_agent, event, target, diff, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id)
-    .bind(ms(record.at))
-    .bind(record.actor.kind.as_str())
-    .bind(record.actor.id)
-    .bind(&record.actor.name)
-    .bind(&record.address)
-    .bind(&record.user_agent)
-    .bind(&record.event)
-    .bind(&record.target)
-    .bind(record.diff.to_string())
-    .bind(&prev)
-    .bind(&hash)
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
-    Ok(id)
-}
 
 fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry> {
     let kind: String = row.try_get("actor_kind").map_err(backend)?;
@@ -66,77 +34,9 @@ fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry> {
     })
 }
 
-/// The anchor file's content: `<id> <hash>`.
-fn read_anchor(path: &std::path::Path) -> Option<(i64, String)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut parts = text.split_whitespace();
-    Some((parts.next()?.parse().ok()?, parts.next()?.to_owned()))
-}
-
-impl SqliteStore {
-    /// After a clean walk of `entries` rows ending in `last_hash`: does the
-    /// anchor agree? It may lag (written every few seconds) but never lead.
-    fn check_anchor(&self, entries: u64, last_hash: &str) -> Option<String> {
-        let (id, hash) = read_anchor(self.audit_anchor.as_deref()?)?;
-        let entries = i64::try_from(entries).unwrap_or(i64::MAX);
-        if id > entries {
-            return Some(format!(
-                "entries after {entries} were removed: the head anchor (audit.head) names entry {id}"
-            ));
-        }
-        if id == entries && hash != last_hash {
-            return Some(format!(
-                "entry {id} differs from the head anchor (audit.head)"
-            ));
-        }
-        None
-    }
-
-    /// An anchor behind the head must name a row that still has its hash.
-    async fn lagging_anchor_problem(&self) -> Result<Option<String>> {
-        let Some((id, hash)) = self.audit_anchor.as_deref().and_then(read_anchor) else {
-            return Ok(None);
-        };
-        let stored: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?;
-        Ok((stored.as_deref() != Some(hash.as_str()))
-            .then(|| format!("entry {id} differs from the head anchor (audit.head)")))
-    }
-}
-
 #[async_trait]
-impl AuditStore for SqliteStore {
-    async fn anchor_audit_head(&self) -> Result<()> {
-        let Some(path) = &self.audit_anchor else {
-            return Ok(());
-        };
-        let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(backend)?;
-        let Some((id, hash)) = head else {
-            return Ok(());
-        };
-        if read_anchor(path).is_some_and(|(i, h)| i == id && h == hash) {
-            return Ok(());
-        }
-        let tmp = path.with_extension("head.new");
-        std::fs::write(&tmp, format!("{id} {hash}\n")).map_err(backend)?;
-        std::fs::rename(&tmp, path).map_err(backend)
-    }
-
-    async fn append_audit(&self, record: &AuditRecord) -> Result<i64> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let id = append(&mut tx, record).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(id)
-    }
-
-    async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+impl AuditReads for SqliteTx {
+    async fn list_audit(&mut self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
         let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM audit_log WHERE 1=1");
         if let Some(a) = &f.actor {
             q.push(" AND actor_name = ").push_bind(a.clone());
@@ -164,68 +64,69 @@ impl AuditStore for SqliteStore {
         }
         q.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(f.limit));
-        let rows = q.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let rows = q.build().fetch_all(self.conn()).await.map_err(backend)?;
         rows.iter().map(entry_from_row).collect()
     }
 
-    async fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+    async fn audit_page(&mut self, after: i64, limit: u32) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query("SELECT * FROM audit_log WHERE id > ? ORDER BY id LIMIT ?")
             .bind(after)
             .bind(i64::from(limit))
-            .fetch_all(&self.reader)
+            .fetch_all(self.conn())
             .await
             .map_err(backend)?;
         rows.iter().map(entry_from_row).collect()
     }
 
-    async fn verify_audit(&self) -> Result<ChainReport> {
-        let mut expected_id = 1;
-        let mut prev = AUDIT_GENESIS.to_owned();
-        let mut entries = 0u64;
-        loop {
-            let page = self.audit_page(expected_id - 1, 1000).await?;
-            if page.is_empty() {
-                let problem = match self.check_anchor(entries, &prev) {
-                    // A lagging anchor must still match the row it names.
-                    None => self.lagging_anchor_problem().await?,
-                    p => p,
-                };
-                return Ok(ChainReport { entries, problem });
-            }
-            for e in page {
-                let problem = if e.id != expected_id {
-                    Some(format!(
-                        "entry {expected_id} is missing (deleted or renumbered; next present is {})",
-                        e.id
-                    ))
-                } else if e.prev_hash != prev {
-                    Some(format!(
-                        "entry {} does not link to entry {} (rows removed, reordered or relinked)",
-                        e.id,
-                        e.id - 1
-                    ))
-                } else if sha256_hex(&e.record.canonical(e.id, &e.prev_hash)) != e.hash {
-                    Some(format!(
-                        "entry {} was edited: its content no longer matches its hash",
-                        e.id
-                    ))
-                } else {
-                    None
-                };
-                if problem.is_some() {
-                    return Ok(ChainReport { entries, problem });
-                }
-                prev = e.hash;
-                expected_id += 1;
-                entries += 1;
-            }
-        }
+    async fn audit_head(&mut self) -> Result<Option<(i64, String)>> {
+        sqlx::query_as("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+            .fetch_optional(self.conn())
+            .await
+            .map_err(backend)
+    }
+
+    async fn audit_hash(&mut self, id: i64) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.conn())
+            .await
+            .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl AuditWrites for SqliteTx {
+    async fn insert_audit_entry(&mut self, e: &AuditEntry) -> Result<()> {
+        let r = &e.record;
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, actor_kind, actor_id, actor_name, address, user_agent, event, target, diff, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.id)
+        .bind(ms(r.at))
+        .bind(r.actor.kind.as_str())
+        .bind(r.actor.id)
+        .bind(&r.actor.name)
+        .bind(&r.address)
+        .bind(&r.user_agent)
+        .bind(&r.event)
+        .bind(&r.target)
+        .bind(r.diff.to_string())
+        .bind(&e.prev_hash)
+        .bind(&e.hash)
+        .execute(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::ChainReport;
+    use crate::sqlite::SqliteStore;
+    use crate::Store;
     use chrono::DateTime;
     use serde_json::json;
     use steward_domain::AuditContext;
@@ -243,7 +144,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("db")).await.unwrap();
         for i in 0..n {
-            s.append_audit(&rec(i)).await.unwrap();
+            let mut tx = s.write().await.unwrap();
+            tx.append_audit(&rec(i)).await.unwrap();
+            tx.commit().await.unwrap();
         }
         (dir, s)
     }
@@ -270,6 +173,9 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("append-only"), "{e}");
         let page = s
+            .read()
+            .await
+            .unwrap()
             .list_audit(&AuditFilter {
                 event: Some("job".into()),
                 limit: 2,

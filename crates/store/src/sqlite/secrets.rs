@@ -1,52 +1,18 @@
 //! Sealed values on SQLite: named secrets and settings documents.
 
-use super::audit::append;
-use super::{backend, from_ms, ms, SqliteStore};
-use crate::secrets::{SealedCell, SecretMeta, SecretStore, Setting};
+use super::{backend, from_ms, ms, SqliteTx};
+use crate::secrets::{SealedCell, SecretMeta, SecretReads, SecretWrites, Setting};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite};
-use steward_domain::{AuditRecord, SecretName};
+use steward_domain::{JobName, SecretName};
 
 #[async_trait]
-impl SecretStore for SqliteStore {
-    async fn put_secret(
-        &self,
-        name: &SecretName,
-        description: &str,
-        sealed: &str,
-        key_version: u32,
-        now: DateTime<Utc>,
-        audit: &AuditRecord,
-    ) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        let existed: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM secrets WHERE name = ?)")
-                .bind(name.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO secrets (name, description, value, key_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
-             ON CONFLICT (name) DO UPDATE SET description = ?2, value = ?3, key_version = ?4, updated_at = ?5",
-        )
-        .bind(name.as_str())
-        .bind(description)
-        .bind(sealed)
-        .bind(i64::from(key_version))
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        append(&mut tx, audit).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(!existed)
-    }
-
-    async fn list_secrets(&self) -> Result<Vec<SecretMeta>> {
+impl SecretReads for SqliteTx {
+    async fn list_secrets(&mut self) -> Result<Vec<SecretMeta>> {
         let rows = sqlx::query("SELECT name, description, key_version, created_at, updated_at FROM secrets ORDER BY name")
-            .fetch_all(&self.reader)
+            .fetch_all(self.conn())
             .await
             .map_err(backend)?;
         rows.iter()
@@ -66,15 +32,15 @@ impl SecretStore for SqliteStore {
             .collect()
     }
 
-    async fn secret_exists(&self, name: &SecretName) -> Result<bool> {
+    async fn secret_exists(&mut self, name: &SecretName) -> Result<bool> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM secrets WHERE name = ?)")
             .bind(name.as_str())
-            .fetch_one(&self.reader)
+            .fetch_one(self.conn())
             .await
             .map_err(backend)
     }
 
-    async fn sealed_secrets(&self, names: &[SecretName]) -> Result<Vec<(SecretName, String)>> {
+    async fn sealed_secrets(&mut self, names: &[SecretName]) -> Result<Vec<(SecretName, String)>> {
         if names.is_empty() {
             return Ok(vec![]);
         }
@@ -86,7 +52,7 @@ impl SecretStore for SqliteStore {
         q.push(")");
         let rows: Vec<(String, String)> = q
             .build_query_as()
-            .fetch_all(&self.reader)
+            .fetch_all(self.conn())
             .await
             .map_err(backend)?;
         rows.into_iter()
@@ -94,21 +60,25 @@ impl SecretStore for SqliteStore {
             .collect()
     }
 
-    async fn delete_secret(&self, name: &SecretName, audit: &AuditRecord) -> Result<()> {
-        self.delete_audited(
-            "DELETE FROM secrets WHERE name = ?",
-            super::access::RowKey::Name(name.as_str()),
-            "secret",
-            audit,
+    async fn jobs_naming_secret(&mut self, secret: &SecretName) -> Result<Vec<JobName>> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT j.name FROM job_secrets s JOIN jobs j ON j.id = s.job_id WHERE s.secret = ? ORDER BY j.name",
         )
+        .bind(secret.as_str())
+        .fetch_all(self.conn())
         .await
+        .map_err(backend)?;
+        names
+            .iter()
+            .map(|n| JobName::parse(n).map_err(backend))
+            .collect()
     }
 
-    async fn get_setting(&self, key: &str) -> Result<Option<Setting>> {
+    async fn get_setting(&mut self, key: &str) -> Result<Option<Setting>> {
         let row: Option<(String, Option<String>)> =
             sqlx::query_as("SELECT value, sealed FROM settings WHERE key = ?")
                 .bind(key)
-                .fetch_optional(&self.reader)
+                .fetch_optional(self.conn())
                 .await
                 .map_err(backend)?;
         row.map(|(v, sealed)| {
@@ -120,38 +90,13 @@ impl SecretStore for SqliteStore {
         .transpose()
     }
 
-    async fn put_setting(
-        &self,
-        key: &str,
-        value: &serde_json::Value,
-        sealed: Option<(&str, u32)>,
-        now: DateTime<Utc>,
-        audit: &AuditRecord,
-    ) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO settings (key, value, sealed, key_version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (key) DO UPDATE SET value = ?2, sealed = ?3, key_version = ?4, updated_at = ?5",
-        )
-        .bind(key)
-        .bind(value.to_string())
-        .bind(sealed.map(|s| s.0))
-        .bind(sealed.map(|s| i64::from(s.1)))
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        append(&mut tx, audit).await?;
-        tx.commit().await.map_err(backend)
-    }
-
-    async fn stale_sealed(&self, current: u32, limit: u32) -> Result<Vec<SealedCell>> {
+    async fn stale_sealed(&mut self, current: u32, limit: u32) -> Result<Vec<SealedCell>> {
         let current = i64::from(current);
         let secrets: Vec<(String, String)> =
             sqlx::query_as("SELECT name, value FROM secrets WHERE key_version <> ? LIMIT ?")
                 .bind(current)
                 .bind(i64::from(limit))
-                .fetch_all(&self.reader)
+                .fetch_all(self.conn())
                 .await
                 .map_err(backend)?;
         let settings: Vec<(String, String)> = sqlx::query_as(
@@ -159,7 +104,7 @@ impl SecretStore for SqliteStore {
         )
         .bind(current)
         .bind(i64::from(limit))
-        .fetch_all(&self.reader)
+        .fetch_all(self.conn())
         .await
         .map_err(backend)?;
         Ok(secrets
@@ -180,7 +125,82 @@ impl SecretStore for SqliteStore {
             .collect())
     }
 
-    async fn reseal(&self, cell: &SealedCell, new: &str, version: u32) -> Result<bool> {
+    async fn key_versions_in_use(&mut self) -> Result<Vec<u32>> {
+        let v: Vec<i64> = sqlx::query_scalar(
+            "SELECT key_version FROM secrets UNION SELECT key_version FROM settings WHERE key_version IS NOT NULL",
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(v.into_iter()
+            .filter_map(|x| u32::try_from(x).ok())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl SecretWrites for SqliteTx {
+    async fn put_secret(
+        &mut self,
+        name: &SecretName,
+        description: &str,
+        sealed: &str,
+        key_version: u32,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let existed: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM secrets WHERE name = ?)")
+                .bind(name.as_str())
+                .fetch_one(self.conn())
+                .await
+                .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO secrets (name, description, value, key_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+             ON CONFLICT (name) DO UPDATE SET description = ?2, value = ?3, key_version = ?4, updated_at = ?5",
+        )
+        .bind(name.as_str())
+        .bind(description)
+        .bind(sealed)
+        .bind(i64::from(key_version))
+        .bind(ms(now))
+        .execute(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(!existed)
+    }
+
+    async fn delete_secret(&mut self, name: &SecretName) -> Result<()> {
+        self.delete_one(
+            "DELETE FROM secrets WHERE name = ?",
+            super::access::RowKey::Name(name.as_str()),
+            "secret",
+        )
+        .await
+    }
+
+    async fn put_setting(
+        &mut self,
+        key: &str,
+        value: &serde_json::Value,
+        sealed: Option<(&str, u32)>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value, sealed, key_version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (key) DO UPDATE SET value = ?2, sealed = ?3, key_version = ?4, updated_at = ?5",
+        )
+        .bind(key)
+        .bind(value.to_string())
+        .bind(sealed.map(|s| s.0))
+        .bind(sealed.map(|s| i64::from(s.1)))
+        .bind(ms(now))
+        .execute(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn reseal(&mut self, cell: &SealedCell, new: &str, version: u32) -> Result<bool> {
         let sql = match (cell.table, cell.column) {
             ("secrets", "value") => {
                 "UPDATE secrets SET value = ?, key_version = ? WHERE name = ? AND value = ?"
@@ -195,21 +215,9 @@ impl SecretStore for SqliteStore {
             .bind(i64::from(version))
             .bind(&cell.row)
             .bind(&cell.sealed)
-            .execute(&self.writer)
+            .execute(self.conn())
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
-    }
-
-    async fn key_versions_in_use(&self) -> Result<Vec<u32>> {
-        let v: Vec<i64> = sqlx::query_scalar(
-            "SELECT key_version FROM secrets UNION SELECT key_version FROM settings WHERE key_version IS NOT NULL",
-        )
-        .fetch_all(&self.reader)
-        .await
-        .map_err(backend)?;
-        Ok(v.into_iter()
-            .filter_map(|x| u32::try_from(x).ok())
-            .collect())
     }
 }

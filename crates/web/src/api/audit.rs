@@ -48,8 +48,7 @@ pub async fn list(
     }
     let items = state
         .access
-        .audit_store()
-        .list_audit(&AuditFilter {
+        .audit_entries(&AuditFilter {
             actor: q.actor,
             event: q.event,
             target: q.target,
@@ -72,7 +71,7 @@ pub async fn export(State(state): State<AppState>) -> ApiResult<Response> {
     let mut out = String::new();
     let mut after = 0;
     loop {
-        let page = state.access.audit_store().audit_page(after, 1000).await?;
+        let page = state.access.audit_page(after, 1000).await?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for e in &page {
@@ -90,5 +89,5 @@ pub async fn export(State(state): State<AppState>) -> ApiResult<Response> {
 
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", responses((status = 200, body = Object)))]
 pub async fn verify(State(state): State<AppState>) -> ApiResult<Json<ChainReport>> {
-    Ok(Json(state.access.audit_store().verify_audit().await?))
+    Ok(Json(state.access.verify_audit().await?))
 }

@@ -15,12 +15,11 @@ use steward_store::Job;
 /// A job is addressed by its numeric id or by its name.
 pub(crate) async fn resolve(state: &AppState, key: &str) -> ApiResult<Job> {
     if let Ok(id) = key.parse::<i64>() {
-        return Ok(state.engine.store().get_job(JobId(id)).await?);
+        return Ok(state.engine.job(JobId(id)).await?);
     }
     let name = JobName::parse(key).map_err(|e| ApiError::invalid("job", e.message))?;
     state
         .engine
-        .store()
         .find_job(&name)
         .await?
         .ok_or_else(|| ApiError::not_found("job"))

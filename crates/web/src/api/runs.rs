@@ -57,7 +57,7 @@ pub async fn list(
         before: q.cursor.map(RunId),
         limit: limit + 1,
     };
-    let mut runs = state.engine.store().list_runs(&filter).await?;
+    let mut runs = state.engine.runs(&filter).await?;
     let more = runs.len() > limit as usize;
     runs.truncate(limit as usize);
     let next_cursor = if more {
@@ -77,7 +77,7 @@ pub async fn show(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<i64>,
 ) -> ApiResult<Json<RunView>> {
-    Ok(Json(state.engine.store().get_run(RunId(raw)).await?.into()))
+    Ok(Json(state.engine.run(RunId(raw)).await?.into()))
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{run}/cancel", tag = "runs", params(("run" = i64, Path)),
@@ -99,15 +99,10 @@ pub async fn output(
     ApiPath(raw): ApiPath<i64>,
 ) -> ApiResult<impl IntoResponse> {
     let id = RunId(raw);
-    let run = state.engine.store().get_run(id).await?;
+    let run = state.engine.run(id).await?;
     let text = match state.engine.live_output(id) {
         Some(live) if !run.status.is_terminal() => live.snapshot().text,
-        _ => state
-            .engine
-            .store()
-            .run_output(id)
-            .await?
-            .unwrap_or_default(),
+        _ => state.engine.stored_output(id).await?.unwrap_or_default(),
     };
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
@@ -124,7 +119,7 @@ pub async fn follow(
     ApiPath(raw): ApiPath<i64>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
     let id = RunId(raw);
-    let run = state.engine.store().get_run(id).await?;
+    let run = state.engine.run(id).await?;
     let permit = state.followers.admit(caller.identity.user_id)?;
     let live = if run.status.is_terminal() {
         None
@@ -140,7 +135,7 @@ pub async fn follow(
                 state.followers.budget(),
                 move || async move {
                     // The record is written just before the buffer ends; read it back.
-                    match engine.store().get_run(id).await {
+                    match engine.run(id).await {
                         Ok(r) => r.status.as_str().to_owned(),
                         Err(_) => "unknown".to_owned(),
                     }
@@ -148,12 +143,12 @@ pub async fn follow(
             )
         }
         None => {
-            let store = state.engine.store().clone();
+            let engine = state.engine.clone();
             let text = state
                 .followers
-                .stored_output(id, || async move { Ok(store.run_output(id).await?) })
+                .stored_output(id, || async move { Ok(engine.stored_output(id).await?) })
                 .await?;
-            let status = state.engine.store().get_run(id).await?.status;
+            let status = state.engine.run(id).await?.status;
             follow::from_stored(
                 text,
                 status.as_str().to_owned(),

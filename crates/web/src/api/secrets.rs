@@ -83,9 +83,7 @@ pub async fn delete(
     ApiPath(raw): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let name = name(&raw)?;
-    // Refused while a job still refers to it (its next run would fail);
-    // job saves wait until the deletion is done.
-    let _held = state.engine.hold_unreferenced_secret(&name).await?;
+    // Refused while a job still refers to it (its next run would fail).
     state.access.vault().delete(&name, &caller.ctx()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,75 @@
+//! Jobs and their runs: what a transaction can read ([`JobReads`]) and change
+//! ([`JobWrites`]). The rules around them (what may be deleted, which runs may
+//! start, when the schedule cursor moves) are the engine's; the run state
+//! machine is the domain's, and the backends apply it in every status change.
+
+use crate::model::{Job, NewRun, Run, RunFilter, RunUpdate};
+use crate::Result;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use steward_domain::{JobDefinition, JobId, JobName, RunId, RunStatus, SecretName};
+
+/// When a job's runs last ended, read at start for the per-job metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastEndings {
+    pub job: JobId,
+    pub finished: DateTime<Utc>,
+    pub succeeded: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait JobReads: Send {
+    async fn get_job(&mut self, id: JobId) -> Result<Job>;
+    async fn find_job(&mut self, name: &JobName) -> Result<Option<Job>>;
+    /// By name.
+    async fn list_jobs(&mut self) -> Result<Vec<Job>>;
+    async fn get_run(&mut self, id: RunId) -> Result<Run>;
+    async fn run_output(&mut self, id: RunId) -> Result<Option<String>>;
+    /// Newest first, `filter.before` as the cursor.
+    async fn list_runs(&mut self, filter: &RunFilter) -> Result<Vec<Run>>;
+    /// Runs still waiting to start, oldest first.
+    async fn queued_runs(&mut self) -> Result<Vec<Run>>;
+    async fn count_runs_by_status(&mut self) -> Result<Vec<(RunStatus, i64)>>;
+    /// For each job with a run that started and ended: when its last run
+    /// ended, and when its last successful one did.
+    async fn last_endings(&mut self) -> Result<Vec<LastEndings>>;
+}
+
+#[async_trait]
+pub trait JobWrites: Send {
+    async fn create_job(&mut self, def: &JobDefinition, now: DateTime<Utc>) -> Result<Job>;
+    /// Replaces the definition; the schedule cursor is kept.
+    async fn update_job(
+        &mut self,
+        id: JobId,
+        def: &JobDefinition,
+        now: DateTime<Utc>,
+    ) -> Result<Job>;
+    /// Deletes the job with its runs.
+    async fn delete_job(&mut self, id: JobId) -> Result<()>;
+    /// Records which secrets a job's definition names (replacing what was there),
+    /// so that "is this secret in use" is one indexed read in the deleting transaction.
+    async fn set_job_secrets(&mut self, job: JobId, names: &[SecretName]) -> Result<()>;
+
+    /// Inserts a run. A second `schedule` run for the same occurrence of a job
+    /// is refused with `Conflict`: that is what makes firing exactly-once.
+    async fn insert_run(&mut self, run: &NewRun) -> Result<Run>;
+    /// Moves the job's schedule cursor forward to `to` (never back).
+    async fn advance_cursor(&mut self, job: JobId, to: DateTime<Utc>) -> Result<()>;
+    /// `queued` → `running`. Returns false if the run was no longer queued.
+    async fn start_run(&mut self, id: RunId, at: DateTime<Utc>) -> Result<bool>;
+    /// Records the end of a run that may still end that way (the domain's state
+    /// machine). Returns false if it had already ended: the first ending wins.
+    async fn finish_run(&mut self, id: RunId, update: &RunUpdate) -> Result<bool>;
+    /// Saves the output of a run that is still running; an ended run is left alone.
+    async fn save_run_output(&mut self, id: RunId, output: &str, truncated: bool) -> Result<()>;
+    /// Records when an operator asked to cancel a running run.
+    async fn request_cancel(&mut self, id: RunId, at: DateTime<Utc>) -> Result<bool>;
+    /// Records the process group of a running command run.
+    async fn set_run_process_group(&mut self, id: RunId, pgid: i32) -> Result<()>;
+    /// Marks every `running` run `abandoned` (start-up after a crash); returns
+    /// each with the process group it recorded, if any.
+    async fn abandon_running(&mut self, at: DateTime<Utc>) -> Result<Vec<(RunId, Option<i32>)>>;
+    /// Deletes the oldest finished runs of a job beyond `keep`.
+    async fn prune_runs(&mut self, job: JobId, keep: u32) -> Result<u64>;
+}

@@ -1,0 +1,425 @@
+//! Jobs and runs on SQLite.
+
+use super::{backend, classify, from_ms, ms, not_found_if_zero, opt_ms, SqliteTx};
+use crate::jobs::{JobReads, JobWrites, LastEndings};
+use crate::model::{Job, NewRun, Run, RunFilter, RunUpdate};
+use crate::{Result, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+use steward_domain::{JobDefinition, JobId, JobName, RunId, RunStatus, SecretName, Trigger};
+
+const RUN_COLUMNS: &str = "r.id, r.job_id, j.name AS job_name, r.status, r.trigger_kind, r.scheduled_for, \
+    r.not_before, r.attempt, r.parent_run_id, r.created_at, r.started_at, r.finished_at, r.exit_code, \
+    r.signal, r.http_status, r.error, r.output_truncated";
+
+fn job_from_row(row: &SqliteRow) -> Result<Job> {
+    let def: String = row.try_get("definition").map_err(backend)?;
+    let mut definition: JobDefinition = serde_json::from_str(&def).map_err(backend)?;
+    definition.enabled = row.try_get::<i64, _>("enabled").map_err(backend)? != 0;
+    Ok(Job {
+        id: JobId(row.try_get("id").map_err(backend)?),
+        definition,
+        created_at: from_ms(row.try_get("created_at").map_err(backend)?),
+        updated_at: from_ms(row.try_get("updated_at").map_err(backend)?),
+        schedule_cursor: opt_ms(row.try_get("schedule_cursor").map_err(backend)?),
+    })
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<Run> {
+    let status: String = row.try_get("status").map_err(backend)?;
+    let trigger: String = row.try_get("trigger_kind").map_err(backend)?;
+    let name: String = row.try_get("job_name").map_err(backend)?;
+    let corrupt =
+        |what: &str| StoreError::Backend(format!("unexpected {what} in runs table").into());
+    Ok(Run {
+        id: RunId(row.try_get("id").map_err(backend)?),
+        job_id: JobId(row.try_get("job_id").map_err(backend)?),
+        job_name: JobName::parse(&name).map_err(backend)?,
+        status: RunStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        trigger: Trigger::parse(&trigger).ok_or_else(|| corrupt("trigger"))?,
+        scheduled_for: opt_ms(row.try_get("scheduled_for").map_err(backend)?),
+        not_before: opt_ms(row.try_get("not_before").map_err(backend)?),
+        attempt: u32::try_from(row.try_get::<i64, _>("attempt").map_err(backend)?).unwrap_or(1),
+        parent_run_id: row
+            .try_get::<Option<i64>, _>("parent_run_id")
+            .map_err(backend)?
+            .map(RunId),
+        created_at: from_ms(row.try_get("created_at").map_err(backend)?),
+        started_at: opt_ms(row.try_get("started_at").map_err(backend)?),
+        finished_at: opt_ms(row.try_get("finished_at").map_err(backend)?),
+        exit_code: row
+            .try_get::<Option<i64>, _>("exit_code")
+            .map_err(backend)?
+            .and_then(|v| i32::try_from(v).ok()),
+        signal: row
+            .try_get::<Option<i64>, _>("signal")
+            .map_err(backend)?
+            .and_then(|v| i32::try_from(v).ok()),
+        http_status: row
+            .try_get::<Option<i64>, _>("http_status")
+            .map_err(backend)?
+            .and_then(|v| u16::try_from(v).ok()),
+        error: row.try_get("error").map_err(backend)?,
+        output_truncated: row.try_get::<i64, _>("output_truncated").map_err(backend)? != 0,
+    })
+}
+
+#[async_trait]
+impl JobReads for SqliteTx {
+    async fn get_job(&mut self, id: JobId) -> Result<Job> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(self.conn())
+            .await
+            .map_err(backend)?
+            .ok_or(StoreError::NotFound("job"))?;
+        job_from_row(&row)
+    }
+
+    async fn find_job(&mut self, name: &JobName) -> Result<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(self.conn())
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&mut self) -> Result<Vec<Job>> {
+        let rows = sqlx::query("SELECT * FROM jobs ORDER BY name")
+            .fetch_all(self.conn())
+            .await
+            .map_err(backend)?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn get_run(&mut self, id: RunId) -> Result<Run> {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = ?"
+        ))
+        .bind(id.0)
+        .fetch_optional(self.conn())
+        .await
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound("run"))?;
+        run_from_row(&row)
+    }
+
+    async fn run_output(&mut self, id: RunId) -> Result<Option<String>> {
+        let row: Option<Option<String>> =
+            sqlx::query_scalar("SELECT output FROM runs WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(self.conn())
+                .await
+                .map_err(backend)?;
+        row.ok_or(StoreError::NotFound("run"))
+    }
+
+    async fn list_runs(&mut self, f: &RunFilter) -> Result<Vec<Run>> {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE 1 = 1"
+        ));
+        if let Some(job) = f.job_id {
+            q.push(" AND r.job_id = ").push_bind(job.0);
+        }
+        if let Some(status) = f.status {
+            q.push(" AND r.status = ").push_bind(status.as_str());
+        }
+        if let Some(since) = f.since {
+            q.push(" AND r.created_at >= ").push_bind(ms(since));
+        }
+        if let Some(until) = f.until {
+            q.push(" AND r.created_at < ").push_bind(ms(until));
+        }
+        if let Some(before) = f.before {
+            q.push(" AND r.id < ").push_bind(before.0);
+        }
+        q.push(" ORDER BY r.id DESC LIMIT ")
+            .push_bind(i64::from(f.limit.clamp(1, 1000)));
+        let rows = q.build().fetch_all(self.conn()).await.map_err(backend)?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn queued_runs(&mut self) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.status = 'queued' ORDER BY r.id"
+        ))
+        .fetch_all(self.conn())
+        .await
+        .map_err(backend)?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn count_runs_by_status(&mut self) -> Result<Vec<(RunStatus, i64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
+                .fetch_all(self.conn())
+                .await
+                .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| RunStatus::parse(&s).map(|s| (s, n)))
+            .collect())
+    }
+
+    async fn last_endings(&mut self) -> Result<Vec<LastEndings>> {
+        let rows: Vec<(i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT job_id, MAX(finished_at), MAX(CASE WHEN status = 'succeeded' THEN finished_at END) \
+             FROM runs WHERE started_at IS NOT NULL AND finished_at IS NOT NULL GROUP BY job_id",
+        )
+        .fetch_all(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(job, finished, succeeded)| LastEndings {
+                job: JobId(job),
+                finished: from_ms(finished),
+                succeeded: succeeded.map(from_ms),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl JobWrites for SqliteTx {
+    async fn create_job(&mut self, def: &JobDefinition, now: DateTime<Utc>) -> Result<Job> {
+        let json = serde_json::to_string(def).map_err(backend)?;
+        let row = sqlx::query(
+            "INSERT INTO jobs (name, enabled, definition, created_at, updated_at) VALUES (?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(def.name.as_str())
+        .bind(def.enabled)
+        .bind(json)
+        .bind(ms(now))
+        .bind(ms(now))
+        .fetch_one(self.conn())
+        .await
+        .map_err(|e| classify(e, || format!("a job named {:?} already exists", def.name.as_str())))?;
+        job_from_row(&row)
+    }
+
+    async fn update_job(
+        &mut self,
+        id: JobId,
+        def: &JobDefinition,
+        now: DateTime<Utc>,
+    ) -> Result<Job> {
+        let json = serde_json::to_string(def).map_err(backend)?;
+        let row = sqlx::query("UPDATE jobs SET name = ?, enabled = ?, definition = ?, updated_at = ? WHERE id = ? RETURNING *")
+            .bind(def.name.as_str())
+            .bind(def.enabled)
+            .bind(json)
+            .bind(ms(now))
+            .bind(id.0)
+            .fetch_optional(self.conn())
+            .await
+            .map_err(|e| classify(e, || format!("a job named {:?} already exists", def.name.as_str())))?
+            .ok_or(StoreError::NotFound("job"))?;
+        job_from_row(&row)
+    }
+
+    async fn delete_job(&mut self, id: JobId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM jobs WHERE id = ?")
+            .bind(id.0)
+            .execute(self.conn())
+            .await
+            .map_err(backend)?;
+        not_found_if_zero(done.rows_affected(), "job")
+    }
+
+    async fn set_job_secrets(&mut self, job: JobId, names: &[SecretName]) -> Result<()> {
+        sqlx::query("DELETE FROM job_secrets WHERE job_id = ?")
+            .bind(job.0)
+            .execute(self.conn())
+            .await
+            .map_err(backend)?;
+        for name in names {
+            sqlx::query(
+                "INSERT INTO job_secrets (job_id, secret) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(job.0)
+            .bind(name.as_str())
+            .execute(self.conn())
+            .await
+            .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_run(&mut self, run: &NewRun) -> Result<Run> {
+        let finished_at = run.status.is_terminal().then_some(run.created_at);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (job_id, status, trigger_kind, scheduled_for, not_before, attempt, parent_run_id, \
+             created_at, error, finished_at, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(run.job_id.0)
+        .bind(run.status.as_str())
+        .bind(run.trigger.as_str())
+        .bind(run.scheduled_for.map(ms))
+        .bind(run.not_before.map(ms))
+        .bind(i64::from(run.attempt))
+        .bind(run.parent_run_id.map(|r| r.0))
+        .bind(ms(run.created_at))
+        .bind(run.error.as_deref())
+        .bind(finished_at.map(ms))
+        .bind(run.started_at.map(ms))
+        .fetch_one(self.conn())
+        .await
+        .map_err(|e| classify(e, || "this occurrence already has a run".to_owned()))?;
+        Ok(Run {
+            id: RunId(id),
+            job_id: run.job_id,
+            job_name: run.job_name.clone(),
+            status: run.status,
+            trigger: run.trigger,
+            scheduled_for: run.scheduled_for.map(|t| from_ms(ms(t))),
+            not_before: run.not_before.map(|t| from_ms(ms(t))),
+            attempt: run.attempt,
+            parent_run_id: run.parent_run_id,
+            created_at: from_ms(ms(run.created_at)),
+            started_at: run.started_at.map(|t| from_ms(ms(t))),
+            finished_at: finished_at.map(|t| from_ms(ms(t))),
+            exit_code: None,
+            signal: None,
+            http_status: None,
+            error: run.error.clone(),
+            output_truncated: false,
+        })
+    }
+
+    async fn advance_cursor(&mut self, job: JobId, to: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET schedule_cursor = ?1 WHERE id = ?2 AND (schedule_cursor IS NULL OR schedule_cursor < ?1)",
+        )
+        .bind(ms(to))
+        .bind(job.0)
+        .execute(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn start_run(&mut self, id: RunId, at: DateTime<Utc>) -> Result<bool> {
+        let sql = format!(
+            "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status IN ({})",
+            status_list(RunStatus::Running)
+        );
+        let done = sqlx::query(&sql)
+            .bind(ms(at))
+            .bind(id.0)
+            .execute(self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish_run(&mut self, id: RunId, u: &RunUpdate) -> Result<bool> {
+        if !u.status.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "a run's end cannot be {}",
+                u.status
+            )));
+        }
+        let sql = format!(
+            "UPDATE runs SET status = ?, finished_at = ?, exit_code = ?, signal = ?, http_status = ?, error = ?, \
+             output_truncated = ?, output = COALESCE(?, output) WHERE id = ? AND status IN ({})",
+            status_list(u.status)
+        );
+        let done = sqlx::query(&sql)
+            .bind(u.status.as_str())
+            .bind(ms(u.finished_at))
+            .bind(u.outcome.exit_code)
+            .bind(u.outcome.signal)
+            .bind(u.outcome.http_status.map(i64::from))
+            .bind(u.outcome.error.as_deref())
+            .bind(u.output_truncated)
+            .bind(u.output.as_deref())
+            .bind(id.0)
+            .execute(self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn save_run_output(&mut self, id: RunId, output: &str, truncated: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET output = ?, output_truncated = ? WHERE id = ? AND status = 'running'",
+        )
+        .bind(output)
+        .bind(truncated)
+        .bind(id.0)
+        .execute(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn request_cancel(&mut self, id: RunId, at: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?) WHERE id = ? AND status = 'running'",
+        )
+        .bind(ms(at))
+        .bind(id.0)
+        .execute(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_run_process_group(&mut self, id: RunId, pgid: i32) -> Result<()> {
+        sqlx::query("UPDATE runs SET process_group = ? WHERE id = ?")
+            .bind(pgid)
+            .bind(id.0)
+            .execute(self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn abandon_running(&mut self, at: DateTime<Utc>) -> Result<Vec<(RunId, Option<i32>)>> {
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "UPDATE runs SET status = 'abandoned', finished_at = ?, \
+             error = 'Steward stopped while this run was in progress' WHERE status = 'running' \
+             RETURNING id, process_group",
+        )
+        .bind(ms(at))
+        .fetch_all(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, pg)| (RunId(id), pg.and_then(|p| i32::try_from(p).ok())))
+            .collect())
+    }
+
+    async fn prune_runs(&mut self, job: JobId, keep: u32) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM runs WHERE job_id = ?1 AND status NOT IN ('queued', 'running') AND id NOT IN \
+             (SELECT id FROM runs WHERE job_id = ?1 AND status NOT IN ('queued', 'running') ORDER BY id DESC LIMIT ?2)",
+        )
+        .bind(job.0)
+        .bind(i64::from(keep))
+        .execute(self.conn())
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// The SQL list of the states a run may be in to become `next` (the domain's
+/// state machine; the names are fixed identifiers, never user input).
+fn status_list(next: RunStatus) -> String {
+    let names: Vec<String> = next
+        .predecessors()
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    if names.is_empty() {
+        "NULL".into()
+    } else {
+        names.join(", ")
+    }
+}

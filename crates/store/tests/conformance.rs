@@ -1,0 +1,556 @@
+//! One suite for every backend: each case takes a `&dyn Store` and states the
+//! semantics the services rely on (exactly-once occurrences, the run state
+//! machine, transactions that apply whole or not at all, one audit chain).
+//! `backends!` runs every case on each backend; a new backend adds one module
+//! there, a new table adds its cases here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use steward_domain::{
+    AuditContext, AuditRecord, JobDefinition, JobId, JobName, RunOutcome, RunStatus, SecretName,
+    Trigger, Username,
+};
+use steward_store::access::{Grantee, NewSession, NewToken, NewUser};
+use steward_store::{NewRun, RunFilter, RunUpdate, Store, StoreError};
+
+fn def(name: &str) -> JobDefinition {
+    serde_json::from_value(
+        serde_json::json!({"name": name, "spec": {"kind": "command", "argv": ["true"]}}),
+    )
+    .unwrap()
+}
+fn t(s: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+}
+fn audit(i: i64) -> AuditRecord {
+    AuditContext::system("test").record(
+        t(i),
+        "job.update",
+        format!("job:j{i}"),
+        serde_json::json!({"n": {"from": i, "to": i + 1}}),
+    )
+}
+fn scheduled(job: JobId, at: DateTime<Utc>) -> NewRun {
+    NewRun {
+        job_id: job,
+        job_name: JobName::parse("a").unwrap(),
+        status: RunStatus::Queued,
+        trigger: Trigger::Schedule,
+        scheduled_for: Some(at),
+        not_before: None,
+        attempt: 1,
+        parent_run_id: None,
+        created_at: at,
+        started_at: None,
+        error: None,
+    }
+}
+fn ending(status: RunStatus, at: DateTime<Utc>) -> RunUpdate {
+    RunUpdate {
+        status,
+        finished_at: at,
+        outcome: RunOutcome::default(),
+        output: None,
+        output_truncated: false,
+    }
+}
+
+async fn job(s: &dyn Store, name: &str) -> steward_store::Job {
+    let mut tx = s.write().await.unwrap();
+    let job = tx.create_job(&def(name), t(0)).await.unwrap();
+    tx.append_audit(&audit(0)).await.unwrap();
+    tx.commit().await.unwrap();
+    job
+}
+
+async fn insert(s: &dyn Store, run: &NewRun) -> Result<steward_store::Run, StoreError> {
+    let mut tx = s.write().await?;
+    let r = tx.insert_run(run).await?;
+    tx.commit().await?;
+    Ok(r)
+}
+
+async fn start(s: &dyn Store, id: steward_domain::RunId, at: DateTime<Utc>) -> bool {
+    let mut tx = s.write().await.unwrap();
+    let started = tx.start_run(id, at).await.unwrap();
+    tx.commit().await.unwrap();
+    started
+}
+
+async fn finish(
+    s: &dyn Store,
+    id: steward_domain::RunId,
+    u: &RunUpdate,
+) -> Result<bool, StoreError> {
+    let mut tx = s.write().await?;
+    let done = tx.finish_run(id, u).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn a_duplicate_job_name_is_a_conflict(s: &dyn Store) {
+        job(s, "a").await;
+        let mut tx = s.write().await.unwrap();
+        let e = tx.create_job(&def("a"), t(0)).await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::Conflict(ref m) if m.contains("already exists")),
+            "{e:?}"
+        );
+    }
+
+    pub async fn an_occurrence_is_recorded_once(s: &dyn Store) {
+        let job = job(s, "a").await;
+        insert(s, &scheduled(job.id, t(60))).await.unwrap();
+        let e = insert(s, &scheduled(job.id, t(60))).await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+        // Manual runs at the same instant are not occurrences.
+        let mut manual = scheduled(job.id, t(60));
+        manual.trigger = Trigger::Manual;
+        insert(s, &manual).await.unwrap();
+    }
+
+    pub async fn the_cursor_only_moves_forward(s: &dyn Store) {
+        let job = job(s, "a").await;
+        for (to, want) in [(60, 60), (30, 60), (90, 90)] {
+            let mut tx = s.write().await.unwrap();
+            tx.advance_cursor(job.id, t(to)).await.unwrap();
+            tx.commit().await.unwrap();
+            let got = s.read().await.unwrap().get_job(job.id).await.unwrap();
+            assert_eq!(got.schedule_cursor, Some(t(want)), "after {to}");
+        }
+    }
+
+    pub async fn the_first_ending_wins_and_pruning_keeps_the_newest(s: &dyn Store) {
+        let job = job(s, "a").await;
+        let mut ids = vec![];
+        for i in 0..5 {
+            let r = insert(s, &scheduled(job.id, t(i))).await.unwrap();
+            assert!(start(s, r.id, t(i)).await);
+            assert!(!start(s, r.id, t(i)).await);
+            let mut end = ending(RunStatus::Succeeded, t(i + 1));
+            end.output = Some(format!("out {i}"));
+            assert!(finish(s, r.id, &end).await.unwrap());
+            end.status = RunStatus::Failed;
+            assert!(!finish(s, r.id, &end).await.unwrap());
+            ids.push(r.id);
+        }
+        let mut rx = s.read().await.unwrap();
+        assert_eq!(
+            rx.get_run(ids[0]).await.unwrap().status,
+            RunStatus::Succeeded
+        );
+        assert_eq!(
+            rx.run_output(ids[4]).await.unwrap().as_deref(),
+            Some("out 4")
+        );
+        drop(rx);
+        let mut tx = s.write().await.unwrap();
+        assert_eq!(tx.prune_runs(job.id, 2).await.unwrap(), 3);
+        tx.commit().await.unwrap();
+        let mut rx = s.read().await.unwrap();
+        let left = rx
+            .list_runs(&RunFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            left.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids[4], ids[3]]
+        );
+        let page = rx
+            .list_runs(&RunFilter {
+                limit: 10,
+                before: Some(ids[4]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        let endings = rx.last_endings().await.unwrap();
+        assert_eq!(endings.len(), 1);
+        assert_eq!(endings[0].finished, t(5));
+        assert_eq!(endings[0].succeeded, Some(t(5)));
+    }
+
+    pub async fn status_changes_follow_the_domain_state_machine(s: &dyn Store) {
+        let job = job(s, "a").await;
+        let r = insert(s, &scheduled(job.id, t(1))).await.unwrap();
+        // A run that never started cannot have succeeded, failed or timed out.
+        for status in [RunStatus::Succeeded, RunStatus::Failed, RunStatus::TimedOut] {
+            assert!(
+                !finish(s, r.id, &ending(status, t(2))).await.unwrap(),
+                "{status}"
+            );
+        }
+        let e = finish(s, r.id, &ending(RunStatus::Running, t(2)))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+        assert!(finish(s, r.id, &ending(RunStatus::Cancelled, t(2)))
+            .await
+            .unwrap());
+        assert!(!start(s, r.id, t(3)).await);
+        let got = s.read().await.unwrap().get_run(r.id).await.unwrap();
+        assert_eq!(got.status, RunStatus::Cancelled);
+    }
+
+    pub async fn abandoning_marks_running_runs_only(s: &dyn Store) {
+        let job = job(s, "a").await;
+        let a = insert(s, &scheduled(job.id, t(1))).await.unwrap();
+        let b = insert(s, &scheduled(job.id, t(2))).await.unwrap();
+        assert!(start(s, a.id, t(1)).await);
+        let mut tx = s.write().await.unwrap();
+        tx.set_run_process_group(a.id, 4242).await.unwrap();
+        assert!(tx.request_cancel(a.id, t(2)).await.unwrap());
+        assert!(
+            !tx.request_cancel(b.id, t(2)).await.unwrap(),
+            "only a running run"
+        );
+        assert_eq!(
+            tx.abandon_running(t(3)).await.unwrap(),
+            vec![(a.id, Some(4242))]
+        );
+        tx.commit().await.unwrap();
+        let mut rx = s.read().await.unwrap();
+        assert_eq!(rx.get_run(a.id).await.unwrap().status, RunStatus::Abandoned);
+        assert_eq!(rx.get_run(b.id).await.unwrap().status, RunStatus::Queued);
+        assert_eq!(rx.queued_runs().await.unwrap().len(), 1);
+        drop(rx);
+        // Deleting the job removes its runs.
+        let mut tx = s.write().await.unwrap();
+        tx.delete_job(job.id).await.unwrap();
+        tx.commit().await.unwrap();
+        let e = s.read().await.unwrap().get_run(a.id).await.unwrap_err();
+        assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
+    }
+
+    /// An error between two writes leaves neither: the change and its audit
+    /// record are kept together or not at all.
+    pub async fn a_transaction_not_committed_leaves_nothing(s: &dyn Store) {
+        let mut tx = s.write().await.unwrap();
+        tx.create_job(&def("ghost"), t(0)).await.unwrap();
+        tx.append_audit(&audit(1)).await.unwrap();
+        drop(tx);
+        let mut rx = s.read().await.unwrap();
+        assert!(rx
+            .find_job(&JobName::parse("ghost").unwrap())
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(rx.audit_head().await.unwrap(), None);
+        drop(rx);
+        // And the next write proceeds normally (the writer was released).
+        job(s, "real").await;
+        assert_eq!(s.verify_audit().await.unwrap().entries, 1);
+    }
+
+    /// A read transaction sees one snapshot: a write committed while it is
+    /// open does not appear in it.
+    pub async fn a_read_transaction_is_one_snapshot(s: &dyn Store) {
+        job(s, "a").await;
+        let mut rx = s.read().await.unwrap();
+        assert_eq!(rx.list_jobs().await.unwrap().len(), 1);
+        job(s, "b").await;
+        assert_eq!(rx.list_jobs().await.unwrap().len(), 1);
+        drop(rx);
+        assert_eq!(s.read().await.unwrap().list_jobs().await.unwrap().len(), 2);
+    }
+
+    /// Concurrent writers each append; the chain has one order and verifies.
+    pub async fn concurrent_audit_appends_keep_one_chain(s: Arc<dyn Store>) {
+        let mut tasks = vec![];
+        for w in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..25 {
+                    let mut tx = s.write().await.unwrap();
+                    tx.append_audit(&audit(w * 100 + i)).await.unwrap();
+                    tx.commit().await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let report = s.verify_audit().await.unwrap();
+        assert_eq!(report.entries, 200);
+        assert_eq!(report.problem, None);
+        let page = s.read().await.unwrap().audit_page(0, 1000).await.unwrap();
+        let mut prevs: Vec<&str> = page.iter().map(|e| e.prev_hash.as_str()).collect();
+        prevs.sort_unstable();
+        prevs.dedup();
+        assert_eq!(prevs.len(), 200, "two entries share a predecessor");
+    }
+
+    pub async fn jobs_naming_a_secret_are_found_and_go_with_their_job(s: &dyn Store) {
+        let a = job(s, "a").await;
+        let b = job(s, "b").await;
+        let key = SecretName::parse("db_password").unwrap();
+        let other = SecretName::parse("other").unwrap();
+        let mut tx = s.write().await.unwrap();
+        tx.set_job_secrets(a.id, &[key.clone(), other.clone()])
+            .await
+            .unwrap();
+        tx.set_job_secrets(b.id, std::slice::from_ref(&key))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let names = |v: Vec<JobName>| {
+            v.into_iter()
+                .map(|n| n.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let mut rx = s.read().await.unwrap();
+        assert_eq!(
+            names(rx.jobs_naming_secret(&key).await.unwrap()),
+            ["a", "b"]
+        );
+        drop(rx);
+        let mut tx = s.write().await.unwrap();
+        tx.set_job_secrets(a.id, &[]).await.unwrap();
+        tx.delete_job(b.id).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut rx = s.read().await.unwrap();
+        assert!(rx.jobs_naming_secret(&key).await.unwrap().is_empty());
+        assert!(rx.jobs_naming_secret(&other).await.unwrap().is_empty());
+    }
+
+    pub async fn secrets_are_replaced_and_resealed_only_if_unchanged(s: &dyn Store) {
+        let name = SecretName::parse("k").unwrap();
+        let mut tx = s.write().await.unwrap();
+        assert!(tx
+            .put_secret(&name, "d", "sealed-1", 1, t(0))
+            .await
+            .unwrap());
+        assert!(!tx
+            .put_secret(&name, "d", "sealed-2", 1, t(1))
+            .await
+            .unwrap());
+        tx.commit().await.unwrap();
+        let mut rx = s.read().await.unwrap();
+        let stale = rx.stale_sealed(2, 10).await.unwrap();
+        assert_eq!(stale.len(), 1);
+        assert_eq!(rx.key_versions_in_use().await.unwrap(), vec![1]);
+        drop(rx);
+        let mut tx = s.write().await.unwrap();
+        assert!(tx.reseal(&stale[0], "sealed-3", 2).await.unwrap());
+        // The same cell read before the first reseal no longer matches.
+        assert!(!tx.reseal(&stale[0], "sealed-4", 2).await.unwrap());
+        tx.commit().await.unwrap();
+        let mut rx = s.read().await.unwrap();
+        let sealed = rx
+            .sealed_secrets(std::slice::from_ref(&name))
+            .await
+            .unwrap();
+        assert_eq!(sealed, vec![(name.clone(), "sealed-3".to_owned())]);
+        drop(rx);
+        let mut tx = s.write().await.unwrap();
+        tx.delete_secret(&name).await.unwrap();
+        let e = tx.delete_secret(&name).await.unwrap_err();
+        assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
+    }
+
+    pub async fn accounts_roles_groups_sessions_and_tokens(s: &dyn Store) {
+        let mut tx = s.write().await.unwrap();
+        let viewer = tx
+            .find_role("viewer")
+            .await
+            .unwrap()
+            .expect("built-in role");
+        let operator = tx
+            .find_role("operator")
+            .await
+            .unwrap()
+            .expect("built-in role");
+        let u = tx
+            .create_user(
+                &NewUser {
+                    username: Username::parse("ada").unwrap(),
+                    email: Some("ada@example.test".into()),
+                    password_hash: "h1".into(),
+                    must_change: false,
+                    roles: vec![viewer.id],
+                },
+                t(0),
+            )
+            .await
+            .unwrap();
+        let g = tx.create_group("ops", t(0)).await.unwrap();
+        tx.set_members(g.id, &[u.id, u.id]).await.unwrap();
+        tx.set_grants(Grantee::Group(g.id), &[operator.id, operator.id])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let mut rx = s.read().await.unwrap();
+        let mut roles: Vec<String> = rx
+            .effective_roles(u.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        roles.sort();
+        assert_eq!(roles, ["operator", "viewer"]);
+        assert_eq!(
+            rx.find_user_by_email("ada@example.test")
+                .await
+                .unwrap()
+                .map(|x| x.id),
+            Some(u.id)
+        );
+        drop(rx);
+
+        let mut tx = s.write().await.unwrap();
+        let mut sessions = vec![];
+        for i in 0..3u8 {
+            sessions.push(
+                tx.create_session(&NewSession {
+                    token_hash: [i; 32],
+                    user_id: u.id,
+                    now: t(0),
+                    expires_at: t(3600),
+                    address: None,
+                    user_agent: None,
+                })
+                .await
+                .unwrap(),
+            );
+        }
+        for i in 0..2u8 {
+            tx.create_token(&NewToken {
+                token_hash: [100 + i; 32],
+                hint: "st_x".into(),
+                user_id: u.id,
+                name: format!("t{i}"),
+                scopes: steward_domain::PermissionSet::EMPTY,
+                created_at: t(0),
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            tx.delete_sessions(u.id, Some(sessions[0])).await.unwrap(),
+            2
+        );
+        assert!(!tx.delete_session(u.id, sessions[1]).await.unwrap());
+        assert_eq!(tx.revoke_tokens_of(u.id, t(5)).await.unwrap(), 2);
+        assert_eq!(tx.revoke_tokens_of(u.id, t(6)).await.unwrap(), 0);
+        tx.set_password(u.id, "h2", true, t(7)).await.unwrap();
+        tx.create_reset(&[7; 32], u.id, t(7), t(100)).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut rx = s.read().await.unwrap();
+        assert_eq!(rx.list_sessions(u.id).await.unwrap().len(), 1);
+        assert!(rx.find_session(&[0; 32]).await.unwrap().is_some());
+        assert!(rx.find_session(&[1; 32]).await.unwrap().is_none());
+        assert!(rx
+            .list_tokens(Some(u.id))
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.revoked_at == Some(t(5))));
+        let user = rx.get_user(u.id).await.unwrap();
+        assert_eq!(
+            (user.password_hash.as_str(), user.must_change),
+            ("h2", true)
+        );
+        assert_eq!(rx.reset_user(&[7; 32], t(8)).await.unwrap(), Some(u.id));
+        assert_eq!(
+            rx.reset_user(&[7; 32], t(200)).await.unwrap(),
+            None,
+            "expired"
+        );
+        drop(rx);
+
+        let mut tx = s.write().await.unwrap();
+        assert_eq!(tx.consume_reset(&[7; 32], t(8)).await.unwrap(), Some(u.id));
+        assert_eq!(
+            tx.consume_reset(&[7; 32], t(9)).await.unwrap(),
+            None,
+            "used once"
+        );
+        tx.create_reset(&[8; 32], u.id, t(9), t(100)).await.unwrap();
+        assert_eq!(tx.delete_pending_resets(u.id).await.unwrap(), 1);
+        tx.delete_user(u.id).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut rx = s.read().await.unwrap();
+        assert!(
+            rx.find_session(&[0; 32]).await.unwrap().is_none(),
+            "sessions go with the user"
+        );
+        assert_eq!(rx.count_users().await.unwrap(), 0);
+    }
+}
+
+/// Every case on one backend: `$open` yields a [`Backend`].
+macro_rules! suite {
+    ($backend:ident => $open:expr; [$($case:ident),*] [$($shared:ident),*]) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let backend = $open.await;
+                    cases::$case(&*backend.store).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $shared() {
+                    let backend = $open.await;
+                    cases::$shared(backend.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The case list, once; each backend line runs all of it.
+macro_rules! backends {
+    ($($backend:ident => $open:expr;)*) => {$(
+        suite!($backend => $open; [
+            a_duplicate_job_name_is_a_conflict,
+            an_occurrence_is_recorded_once,
+            the_cursor_only_moves_forward,
+            the_first_ending_wins_and_pruning_keeps_the_newest,
+            status_changes_follow_the_domain_state_machine,
+            abandoning_marks_running_runs_only,
+            a_transaction_not_committed_leaves_nothing,
+            a_read_transaction_is_one_snapshot,
+            jobs_naming_a_secret_are_found_and_go_with_their_job,
+            secrets_are_replaced_and_resealed_only_if_unchanged,
+            accounts_roles_groups_sessions_and_tokens
+        ] [
+            concurrent_audit_appends_keep_one_chain
+        ]);
+    )*};
+}
+
+struct Backend {
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let store = steward_store::SqliteStore::open(&dir.path().join("steward.db"))
+        .await
+        .unwrap();
+    Backend {
+        store: Arc::new(store),
+        _dir: dir,
+    }
+}
+
+backends! {
+    sqlite => sqlite();
+}
