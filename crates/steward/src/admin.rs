@@ -6,10 +6,9 @@
 //! work beside a running server.
 
 use crate::config::Config;
-use anyhow::Context as _;
 use std::sync::Arc;
 use steward_engine::clock::SystemClock;
-use steward_store::{SqliteStore, Store as _};
+use steward_store::Store;
 
 pub enum AdminTask {
     ResetPassword(String),
@@ -18,17 +17,15 @@ pub enum AdminTask {
     ExportAudit,
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let db = config.data_dir.join("steward.db");
-    if !db.exists() {
+    if config.database_url()?.is_none() && !db.exists() {
         anyhow::bail!(
             "no Steward database at {} (is --data-dir right?)",
             db.display()
         );
     }
-    SqliteStore::open(&db)
-        .await
-        .context("cannot open the database")
+    crate::open_store(config).await
 }
 
 /// Runs one task; returns the process exit code (1 when verification fails).

@@ -23,6 +23,7 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub api: ApiConfig,
     pub metrics: MetricsConfig,
+    pub database: DatabaseConfig,
     pub server: ServerConfig,
     pub auth: AuthConfig,
     /// The file this configuration was read from (jobs may not read it).
@@ -152,6 +153,20 @@ pub struct MetricsConfig {
     pub token_file: Option<PathBuf>,
 }
 
+/// Where Steward keeps its records. Unset: the embedded SQLite database in
+/// `data_dir`. A PostgreSQL URL (`postgres://user:password@host:5432/steward`)
+/// selects PostgreSQL; the data directory still holds the key file, the audit
+/// head anchor and the lock.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The connection URL; it holds a password, so it is kept as a secret and
+    /// never printed.
+    pub url: Option<SecretString>,
+    /// A file holding the URL (for container secrets).
+    pub url_file: Option<PathBuf>,
+}
+
 /// A network in CIDR form, or a single address (taken as /32 or /128).
 fn parse_net(s: &str) -> Result<IpNet, String> {
     let t = s.trim();
@@ -179,6 +194,7 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             api: ApiConfig::default(),
             metrics: MetricsConfig::default(),
+            database: DatabaseConfig::default(),
             server: ServerConfig::default(),
             auth: AuthConfig::default(),
             source: None,
@@ -401,6 +417,12 @@ impl Config {
         if let Some(v) = env("STEWARD_METRICS_TOKEN_FILE") {
             self.metrics.token_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = env("STEWARD_DATABASE_URL") {
+            self.database.url = Some(SecretString::from(v));
+        }
+        if let Some(v) = env("STEWARD_DATABASE_URL_FILE") {
+            self.database.url_file = Some(PathBuf::from(v));
+        }
         Ok(())
     }
 
@@ -581,6 +603,36 @@ impl Config {
             Ok(_) => {}
             Err(e) => errs.push(invalid("metrics.token_file", e.to_string())),
         }
+        if self.database.url.is_some() && self.database.url_file.is_some() {
+            errs.push(invalid(
+                "database.url_file",
+                "set either database.url or database.url_file, not both",
+            ));
+        }
+        match self.database_url() {
+            Ok(Some(url)) => {
+                let url = secrecy::ExposeSecret::expose_secret(&url);
+                let key = if self.database.url.is_some() {
+                    "database.url"
+                } else {
+                    "database.url_file"
+                };
+                // The URL is never repeated: it holds a password.
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    errs.push(invalid(
+                        key,
+                        "must be a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE); leave it unset for the embedded SQLite database",
+                    ));
+                } else if url::Url::parse(url).is_err() {
+                    errs.push(invalid(
+                        key,
+                        "is not a valid URL (a password with reserved characters must be percent-encoded)",
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => errs.push(invalid("database.url_file", e.to_string())),
+        }
         if let Err(e) = self.bootstrap_password() {
             errs.push(invalid("auth.bootstrap_admin_password_file", e.to_string()));
         }
@@ -605,6 +657,21 @@ impl Config {
         }
         self.metrics
             .token_file
+            .as_ref()
+            .map(|p| read_secret_file(p))
+            .transpose()
+    }
+}
+
+impl Config {
+    /// The PostgreSQL URL, from `database.url` or the file it names; `None`
+    /// for the embedded SQLite database.
+    pub fn database_url(&self) -> Result<Option<SecretString>, ConfigError> {
+        if let Some(u) = &self.database.url {
+            return Ok(Some(u.clone()));
+        }
+        self.database
+            .url_file
             .as_ref()
             .map(|p| read_secret_file(p))
             .transpose()

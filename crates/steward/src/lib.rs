@@ -25,7 +25,7 @@ use steward_engine::metrics::Metrics;
 use steward_engine::outbound::OutboundPolicy;
 use steward_engine::runner::{random_jitter, JitterFn};
 use steward_engine::{Engine, EngineSettings};
-use steward_store::{SqliteStore, Store};
+use steward_store::{PgStore, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
 /// A running Steward: HTTP server, engine and store.
@@ -33,7 +33,7 @@ pub struct Application {
     addr: SocketAddr,
     engine: Arc<Engine>,
     access: Arc<Access>,
-    store: SqliteStore,
+    store: Arc<dyn Store>,
     stop_http: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     grace: std::time::Duration,
@@ -94,9 +94,7 @@ impl Application {
                 )
             })?;
         let data_lock = lock_data_dir(&config.data_dir)?;
-        let store = SqliteStore::open(&config.data_dir.join("steward.db"))
-            .await
-            .context("cannot open the database")?;
+        let store = open_store(&config).await?;
         let vault = open_vault(&config, &store, overrides.clock.clone())?;
         // Bound before anything is created, so a start that cannot listen
         // leaves no admin account behind with a password nobody saw used.
@@ -137,9 +135,8 @@ impl Application {
             outbound: OutboundPolicy::new(config.outbound.allow.clone()),
             secrets: vault.clone(),
         };
-        let shared: Arc<dyn Store> = Arc::new(store.clone());
         let engine = Engine::start(
-            shared,
+            store.clone(),
             overrides.clock.clone(),
             settings,
             Metrics::new(),
@@ -246,7 +243,7 @@ impl Application {
         {
             server.abort();
         }
-        if let Err(e) = steward_store::Store::anchor_audit_head(&self.store).await {
+        if let Err(e) = self.store.anchor_audit_head().await {
             tracing::warn!(error = %e, "could not write the audit head anchor");
         }
         self.store.close().await;
@@ -255,11 +252,48 @@ impl Application {
     }
 }
 
+/// The database the configuration names: PostgreSQL when `database.url` (or
+/// its file) is set, else the embedded SQLite database `DATA_DIR/steward.db`.
+/// The audit head anchor is kept in the data directory either way. Errors
+/// never repeat the URL (it holds a password).
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let anchor = config.data_dir.join("audit.head");
+    match config.database_url()? {
+        Some(url) => {
+            use secrecy::ExposeSecret as _;
+            let store = PgStore::connect(url.expose_secret(), Some(anchor))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL database: {}", store_error_chain(&e)))?;
+            tracing::info!("records are kept in PostgreSQL");
+            Ok(Arc::new(store))
+        }
+        None => {
+            let store = SqliteStore::open(&config.data_dir.join("steward.db"))
+                .await
+                .context("cannot open the database")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// A store error and its causes on one line (PgStore's causes are already
+/// free of the URL's password).
+fn store_error_chain(e: &steward_store::StoreError) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// The keyring from `auth.master_key_file`, or `DATA_DIR/steward.key`
 /// (created with mode 0600 on first start), and the vault over it.
 pub fn open_vault(
     config: &Config,
-    store: &SqliteStore,
+    store: &Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<Vault>> {
     let (path, create) = match &config.auth.master_key_file {
@@ -267,12 +301,12 @@ pub fn open_vault(
         None => (config.data_dir.join("steward.key"), true),
     };
     let keyring = Keyring::load_or_create(&path, create)?;
-    Ok(Vault::new(keyring, Arc::new(store.clone()), clock))
+    Ok(Vault::new(keyring, store.clone(), clock))
 }
 
 pub fn build_access(
     config: &Config,
-    store: &SqliteStore,
+    store: &Arc<dyn Store>,
     vault: Arc<Vault>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<Access>> {
@@ -280,7 +314,7 @@ pub fn build_access(
     let to_chrono =
         |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
     Ok(Access::new(
-        Arc::new(store.clone()),
+        store.clone(),
         hasher,
         clock,
         AccessSettings {
@@ -298,10 +332,9 @@ pub fn build_access(
 /// every 10 minutes (expired ones are already refused; this keeps the table small).
 fn spawn_housekeeping(
     access: Arc<Access>,
-    store: SqliteStore,
+    store: Arc<dyn Store>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    use steward_store::Store as _;
     tokio::spawn(async move {
         let mut anchor = tokio::time::interval(std::time::Duration::from_secs(5));
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(600));

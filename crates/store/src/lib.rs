@@ -5,12 +5,16 @@
 //! backend lives in its own module with its own migrations, and nothing above
 //! this crate names one. Nothing here knows about HTTP or processes.
 #![forbid(unsafe_code)]
+// `sql/*.rs` is compiled inside each backend module on purpose (see `sql`).
+#![allow(clippy::duplicate_mod)]
 
 pub mod access;
 pub mod audit;
 pub mod jobs;
 mod model;
+pub mod postgres;
 pub mod secrets;
+mod sql;
 pub mod sqlite;
 pub mod tx;
 
@@ -18,6 +22,7 @@ pub use access::{AccessReads, AccessWrites};
 pub use audit::{AuditReads, AuditWrites};
 pub use jobs::{JobReads, JobWrites, LastEndings};
 pub use model::{Job, NewRun, Run, RunFilter, RunUpdate};
+pub use postgres::PgStore;
 pub use secrets::{SecretReads, SecretWrites};
 pub use sqlite::SqliteStore;
 pub use tx::{ReadTx, WriteTx};

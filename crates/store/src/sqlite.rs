@@ -5,19 +5,27 @@
 //! a rule read inside one holds until it commits. Read transactions use a
 //! separate pool of read-only connections; WAL gives each a snapshot.
 
+use crate::sql::{backend, classify, from_ms, ms, not_found_if_zero, opt_ms};
 use crate::tx::{ReadTx, WriteTx};
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{SqliteConnection, SqlitePool, Transaction};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+// The areas, shared with every SQL backend (see `crate::sql`).
+type Db = sqlx::Sqlite;
+type DbRow = sqlx::sqlite::SqliteRow;
+type Tx = SqliteTx;
+#[path = "sql/access.rs"]
 mod access;
+#[path = "sql/audit.rs"]
 mod audit;
+#[path = "sql/jobs.rs"]
 mod jobs;
+#[path = "sql/secrets.rs"]
 mod secrets;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -34,53 +42,12 @@ pub struct SqliteStore {
 /// One transaction, read or write; which methods a caller can reach is decided
 /// by the trait object it is handed ([`ReadTx`] or [`WriteTx`]).
 pub struct SqliteTx {
-    tx: Transaction<'static, Sqlite>,
+    tx: Transaction<'static, Db>,
 }
 
 impl SqliteTx {
     fn conn(&mut self) -> &mut SqliteConnection {
         &mut self.tx
-    }
-}
-
-fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Backend(Box::new(e))
-}
-
-/// Failing to get a connection at all is an outage, not a bad request.
-fn unavailable_or_backend(e: sqlx::Error) -> StoreError {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(Box::new(e))
-        }
-        e => backend(e),
-    }
-}
-
-/// Maps unique-constraint violations to `Conflict`; one place, not every caller.
-fn classify(e: sqlx::Error, conflict: impl FnOnce() -> String) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(conflict()),
-        sqlx::Error::RowNotFound => StoreError::NotFound("row"),
-        _ => backend(e),
-    }
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-fn from_ms(v: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(v).unwrap_or_default()
-}
-fn opt_ms(v: Option<i64>) -> Option<DateTime<Utc>> {
-    v.map(from_ms)
-}
-
-fn not_found_if_zero(rows: u64, what: &'static str) -> Result<()> {
-    if rows == 0 {
-        Err(StoreError::NotFound(what))
-    } else {
-        Ok(())
     }
 }
 
@@ -144,17 +111,17 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1")
             .execute(&self.reader)
             .await
-            .map_err(unavailable_or_backend)?;
+            .map_err(backend)?;
         Ok(())
     }
 
     async fn read(&self) -> Result<Box<dyn ReadTx>> {
-        let tx = self.reader.begin().await.map_err(unavailable_or_backend)?;
+        let tx = self.reader.begin().await.map_err(backend)?;
         Ok(Box::new(SqliteTx { tx }))
     }
 
     async fn write(&self) -> Result<Box<dyn WriteTx>> {
-        let tx = self.writer.begin().await.map_err(unavailable_or_backend)?;
+        let tx = self.writer.begin().await.map_err(backend)?;
         Ok(Box::new(SqliteTx { tx }))
     }
 
@@ -181,6 +148,7 @@ impl WriteTx for SqliteTx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
 
     #[tokio::test]
     async fn file_database_is_wal_with_foreign_keys() {
@@ -225,6 +193,91 @@ mod tests {
             let text: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
             assert!(text.iter().any(|d| d.contains("INDEX")), "{q}: {text:?}");
             assert!(!text.iter().any(|d| d.starts_with("SCAN")), "{q}: {text:?}");
+        }
+    }
+
+    mod audit_log {
+        use super::super::*;
+        use crate::audit::AuditFilter;
+        use crate::audit::ChainReport;
+        use chrono::DateTime;
+        use serde_json::json;
+        use steward_domain::AuditContext;
+        use steward_domain::AuditRecord;
+
+        fn rec(i: i64) -> AuditRecord {
+            AuditContext::system("test").record(
+                DateTime::from_timestamp(1_800_000_000 + i, 0).unwrap_or_default(),
+                "job.update",
+                format!("job:j{i}"),
+                json!({"n": {"from": i, "to": i + 1}}),
+            )
+        }
+
+        async fn store_with(n: i64) -> (tempfile::TempDir, SqliteStore) {
+            let dir = tempfile::tempdir().unwrap();
+            let s = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+            for i in 0..n {
+                let mut tx = s.write().await.unwrap();
+                tx.append_audit(&rec(i)).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+            (dir, s)
+        }
+
+        #[tokio::test]
+        async fn chain_verifies_and_the_database_refuses_edits() {
+            let (_d, s) = store_with(5).await;
+            let report = s.verify_audit().await.unwrap();
+            assert_eq!(
+                report,
+                ChainReport {
+                    entries: 5,
+                    problem: None
+                }
+            );
+            let e = sqlx::query("UPDATE audit_log SET target = 'x' WHERE id = 2")
+                .execute(&s.writer)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("append-only"), "{e}");
+            let e = sqlx::query("DELETE FROM audit_log WHERE id = 2")
+                .execute(&s.writer)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("append-only"), "{e}");
+            let page = s
+                .read()
+                .await
+                .unwrap()
+                .list_audit(&AuditFilter {
+                    event: Some("job".into()),
+                    limit: 2,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), vec![5, 4]);
+        }
+
+        /// Someone with the file drops the triggers and edits, deletes or reorders rows.
+        #[tokio::test]
+        async fn tampering_behind_the_triggers_is_found() {
+            for (sql, want) in [
+                ("UPDATE audit_log SET diff = '{}' WHERE id = 3", "entry 3 was edited"),
+                ("DELETE FROM audit_log WHERE id = 3", "entry 3 is missing"),
+                ("UPDATE audit_log SET id = id + 100 WHERE id = 2; UPDATE audit_log SET id = 2 WHERE id = 4; UPDATE audit_log SET id = 4 WHERE id = 102", "entry 2 does not link"),
+            ] {
+                let (_d, s) = store_with(5).await;
+                sqlx::raw_sql("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
+                    .execute(&s.writer)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sql).execute(&s.writer).await.unwrap();
+                let report = s.verify_audit().await.unwrap();
+                let problem = report.problem.unwrap_or_default();
+                assert!(problem.starts_with(want), "{sql}: {problem}");
+            }
         }
     }
 }

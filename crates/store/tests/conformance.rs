@@ -551,6 +551,20 @@ async fn sqlite() -> Backend {
     }
 }
 
+/// A database of its own on the shared test cluster (see `steward-testkit`).
+async fn postgres() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let url = steward_testkit::Cluster::shared().create_database().await;
+    let store = steward_store::PgStore::connect(&url, Some(dir.path().join("audit.head")))
+        .await
+        .unwrap();
+    Backend {
+        store: Arc::new(store),
+        _dir: dir,
+    }
+}
+
 backends! {
     sqlite => sqlite();
+    postgres => postgres();
 }

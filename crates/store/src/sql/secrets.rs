@@ -1,15 +1,15 @@
-//! Sealed values on SQLite: named secrets and settings documents.
+//! Sealed values: named secrets and settings documents.
 
-use super::{backend, from_ms, ms, SqliteTx};
+use super::{backend, from_ms, ms, Db, Tx};
 use crate::secrets::{SealedCell, SecretMeta, SecretReads, SecretWrites, Setting};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row};
 use steward_domain::{JobName, SecretName};
 
 #[async_trait]
-impl SecretReads for SqliteTx {
+impl SecretReads for Tx {
     async fn list_secrets(&mut self) -> Result<Vec<SecretMeta>> {
         let rows = sqlx::query("SELECT name, description, key_version, created_at, updated_at FROM secrets ORDER BY name")
             .fetch_all(self.conn())
@@ -33,7 +33,7 @@ impl SecretReads for SqliteTx {
     }
 
     async fn secret_exists(&mut self, name: &SecretName) -> Result<bool> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM secrets WHERE name = ?)")
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM secrets WHERE name = $1)")
             .bind(name.as_str())
             .fetch_one(self.conn())
             .await
@@ -44,7 +44,7 @@ impl SecretReads for SqliteTx {
         if names.is_empty() {
             return Ok(vec![]);
         }
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT name, value FROM secrets WHERE name IN (");
+        let mut q = QueryBuilder::<Db>::new("SELECT name, value FROM secrets WHERE name IN (");
         let mut sep = q.separated(", ");
         for n in names {
             sep.push_bind(n.as_str().to_owned());
@@ -62,7 +62,7 @@ impl SecretReads for SqliteTx {
 
     async fn jobs_naming_secret(&mut self, secret: &SecretName) -> Result<Vec<JobName>> {
         let names: Vec<String> = sqlx::query_scalar(
-            "SELECT j.name FROM job_secrets s JOIN jobs j ON j.id = s.job_id WHERE s.secret = ? ORDER BY j.name",
+            "SELECT j.name FROM job_secrets s JOIN jobs j ON j.id = s.job_id WHERE s.secret = $1 ORDER BY j.name",
         )
         .bind(secret.as_str())
         .fetch_all(self.conn())
@@ -76,7 +76,7 @@ impl SecretReads for SqliteTx {
 
     async fn get_setting(&mut self, key: &str) -> Result<Option<Setting>> {
         let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT value, sealed FROM settings WHERE key = ?")
+            sqlx::query_as("SELECT value, sealed FROM settings WHERE key = $1")
                 .bind(key)
                 .fetch_optional(self.conn())
                 .await
@@ -93,14 +93,14 @@ impl SecretReads for SqliteTx {
     async fn stale_sealed(&mut self, current: u32, limit: u32) -> Result<Vec<SealedCell>> {
         let current = i64::from(current);
         let secrets: Vec<(String, String)> =
-            sqlx::query_as("SELECT name, value FROM secrets WHERE key_version <> ? LIMIT ?")
+            sqlx::query_as("SELECT name, value FROM secrets WHERE key_version <> $1 LIMIT $2")
                 .bind(current)
                 .bind(i64::from(limit))
                 .fetch_all(self.conn())
                 .await
                 .map_err(backend)?;
         let settings: Vec<(String, String)> = sqlx::query_as(
-            "SELECT key, sealed FROM settings WHERE sealed IS NOT NULL AND key_version <> ? LIMIT ?",
+            "SELECT key, sealed FROM settings WHERE sealed IS NOT NULL AND key_version <> $1 LIMIT $2",
         )
         .bind(current)
         .bind(i64::from(limit))
@@ -139,7 +139,7 @@ impl SecretReads for SqliteTx {
 }
 
 #[async_trait]
-impl SecretWrites for SqliteTx {
+impl SecretWrites for Tx {
     async fn put_secret(
         &mut self,
         name: &SecretName,
@@ -149,14 +149,14 @@ impl SecretWrites for SqliteTx {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let existed: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM secrets WHERE name = ?)")
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM secrets WHERE name = $1)")
                 .bind(name.as_str())
                 .fetch_one(self.conn())
                 .await
                 .map_err(backend)?;
         sqlx::query(
-            "INSERT INTO secrets (name, description, value, key_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
-             ON CONFLICT (name) DO UPDATE SET description = ?2, value = ?3, key_version = ?4, updated_at = ?5",
+            "INSERT INTO secrets (name, description, value, key_version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+             ON CONFLICT (name) DO UPDATE SET description = $2, value = $3, key_version = $4, updated_at = $5",
         )
         .bind(name.as_str())
         .bind(description)
@@ -171,7 +171,7 @@ impl SecretWrites for SqliteTx {
 
     async fn delete_secret(&mut self, name: &SecretName) -> Result<()> {
         self.delete_one(
-            "DELETE FROM secrets WHERE name = ?",
+            "DELETE FROM secrets WHERE name = $1",
             super::access::RowKey::Name(name.as_str()),
             "secret",
         )
@@ -186,8 +186,8 @@ impl SecretWrites for SqliteTx {
         now: DateTime<Utc>,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO settings (key, value, sealed, key_version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (key) DO UPDATE SET value = ?2, sealed = ?3, key_version = ?4, updated_at = ?5",
+            "INSERT INTO settings (key, value, sealed, key_version, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (key) DO UPDATE SET value = $2, sealed = $3, key_version = $4, updated_at = $5",
         )
         .bind(key)
         .bind(value.to_string())
@@ -203,10 +203,10 @@ impl SecretWrites for SqliteTx {
     async fn reseal(&mut self, cell: &SealedCell, new: &str, version: u32) -> Result<bool> {
         let sql = match (cell.table, cell.column) {
             ("secrets", "value") => {
-                "UPDATE secrets SET value = ?, key_version = ? WHERE name = ? AND value = ?"
+                "UPDATE secrets SET value = $1, key_version = $2 WHERE name = $3 AND value = $4"
             }
             ("settings", "sealed") => {
-                "UPDATE settings SET sealed = ?, key_version = ? WHERE key = ? AND sealed = ?"
+                "UPDATE settings SET sealed = $1, key_version = $2 WHERE key = $3 AND sealed = $4"
             }
             _ => return Err(StoreError::NotFound("sealed column")),
         };

@@ -1,23 +1,22 @@
-//! Jobs and runs on SQLite.
+//! Jobs and runs.
 
-use super::{backend, classify, from_ms, ms, not_found_if_zero, opt_ms, SqliteTx};
+use super::{backend, classify, from_ms, ms, not_found_if_zero, opt_ms, Db, DbRow, Tx};
 use crate::jobs::{JobReads, JobWrites, LastEndings};
 use crate::model::{Job, NewRun, Run, RunFilter, RunUpdate};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row};
 use steward_domain::{JobDefinition, JobId, JobName, RunId, RunStatus, SecretName, Trigger};
 
 const RUN_COLUMNS: &str = "r.id, r.job_id, j.name AS job_name, r.status, r.trigger_kind, r.scheduled_for, \
     r.not_before, r.attempt, r.parent_run_id, r.created_at, r.started_at, r.finished_at, r.exit_code, \
     r.signal, r.http_status, r.error, r.output_truncated";
 
-fn job_from_row(row: &SqliteRow) -> Result<Job> {
+fn job_from_row(row: &DbRow) -> Result<Job> {
     let def: String = row.try_get("definition").map_err(backend)?;
     let mut definition: JobDefinition = serde_json::from_str(&def).map_err(backend)?;
-    definition.enabled = row.try_get::<i64, _>("enabled").map_err(backend)? != 0;
+    definition.enabled = row.try_get::<bool, _>("enabled").map_err(backend)?;
     Ok(Job {
         id: JobId(row.try_get("id").map_err(backend)?),
         definition,
@@ -27,7 +26,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
     })
 }
 
-fn run_from_row(row: &SqliteRow) -> Result<Run> {
+fn run_from_row(row: &DbRow) -> Result<Run> {
     let status: String = row.try_get("status").map_err(backend)?;
     let trigger: String = row.try_get("trigger_kind").map_err(backend)?;
     let name: String = row.try_get("job_name").map_err(backend)?;
@@ -62,14 +61,16 @@ fn run_from_row(row: &SqliteRow) -> Result<Run> {
             .map_err(backend)?
             .and_then(|v| u16::try_from(v).ok()),
         error: row.try_get("error").map_err(backend)?,
-        output_truncated: row.try_get::<i64, _>("output_truncated").map_err(backend)? != 0,
+        output_truncated: row
+            .try_get::<bool, _>("output_truncated")
+            .map_err(backend)?,
     })
 }
 
 #[async_trait]
-impl JobReads for SqliteTx {
+impl JobReads for Tx {
     async fn get_job(&mut self, id: JobId) -> Result<Job> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
             .bind(id.0)
             .fetch_optional(self.conn())
             .await
@@ -79,7 +80,7 @@ impl JobReads for SqliteTx {
     }
 
     async fn find_job(&mut self, name: &JobName) -> Result<Option<Job>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE name = ?")
+        let row = sqlx::query("SELECT * FROM jobs WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(self.conn())
             .await
@@ -97,7 +98,7 @@ impl JobReads for SqliteTx {
 
     async fn get_run(&mut self, id: RunId) -> Result<Run> {
         let row = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = ?"
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = $1"
         ))
         .bind(id.0)
         .fetch_optional(self.conn())
@@ -109,7 +110,7 @@ impl JobReads for SqliteTx {
 
     async fn run_output(&mut self, id: RunId) -> Result<Option<String>> {
         let row: Option<Option<String>> =
-            sqlx::query_scalar("SELECT output FROM runs WHERE id = ?")
+            sqlx::query_scalar("SELECT output FROM runs WHERE id = $1")
                 .bind(id.0)
                 .fetch_optional(self.conn())
                 .await
@@ -118,7 +119,7 @@ impl JobReads for SqliteTx {
     }
 
     async fn list_runs(&mut self, f: &RunFilter) -> Result<Vec<Run>> {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+        let mut q: QueryBuilder<Db> = QueryBuilder::new(format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE 1 = 1"
         ));
         if let Some(job) = f.job_id {
@@ -184,11 +185,11 @@ impl JobReads for SqliteTx {
 }
 
 #[async_trait]
-impl JobWrites for SqliteTx {
+impl JobWrites for Tx {
     async fn create_job(&mut self, def: &JobDefinition, now: DateTime<Utc>) -> Result<Job> {
         let json = serde_json::to_string(def).map_err(backend)?;
         let row = sqlx::query(
-            "INSERT INTO jobs (name, enabled, definition, created_at, updated_at) VALUES (?, ?, ?, ?, ?) RETURNING *",
+            "INSERT INTO jobs (name, enabled, definition, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) RETURNING *",
         )
         .bind(def.name.as_str())
         .bind(def.enabled)
@@ -208,7 +209,7 @@ impl JobWrites for SqliteTx {
         now: DateTime<Utc>,
     ) -> Result<Job> {
         let json = serde_json::to_string(def).map_err(backend)?;
-        let row = sqlx::query("UPDATE jobs SET name = ?, enabled = ?, definition = ?, updated_at = ? WHERE id = ? RETURNING *")
+        let row = sqlx::query("UPDATE jobs SET name = $1, enabled = $2, definition = $3, updated_at = $4 WHERE id = $5 RETURNING *")
             .bind(def.name.as_str())
             .bind(def.enabled)
             .bind(json)
@@ -222,7 +223,7 @@ impl JobWrites for SqliteTx {
     }
 
     async fn delete_job(&mut self, id: JobId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM jobs WHERE id = ?")
+        let done = sqlx::query("DELETE FROM jobs WHERE id = $1")
             .bind(id.0)
             .execute(self.conn())
             .await
@@ -231,14 +232,14 @@ impl JobWrites for SqliteTx {
     }
 
     async fn set_job_secrets(&mut self, job: JobId, names: &[SecretName]) -> Result<()> {
-        sqlx::query("DELETE FROM job_secrets WHERE job_id = ?")
+        sqlx::query("DELETE FROM job_secrets WHERE job_id = $1")
             .bind(job.0)
             .execute(self.conn())
             .await
             .map_err(backend)?;
         for name in names {
             sqlx::query(
-                "INSERT INTO job_secrets (job_id, secret) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO job_secrets (job_id, secret) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
             .bind(job.0)
             .bind(name.as_str())
@@ -253,7 +254,7 @@ impl JobWrites for SqliteTx {
         let finished_at = run.status.is_terminal().then_some(run.created_at);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (job_id, status, trigger_kind, scheduled_for, not_before, attempt, parent_run_id, \
-             created_at, error, finished_at, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             created_at, error, finished_at, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(run.job_id.0)
         .bind(run.status.as_str())
@@ -292,7 +293,7 @@ impl JobWrites for SqliteTx {
 
     async fn advance_cursor(&mut self, job: JobId, to: DateTime<Utc>) -> Result<()> {
         sqlx::query(
-            "UPDATE jobs SET schedule_cursor = ?1 WHERE id = ?2 AND (schedule_cursor IS NULL OR schedule_cursor < ?1)",
+            "UPDATE jobs SET schedule_cursor = $1 WHERE id = $2 AND (schedule_cursor IS NULL OR schedule_cursor < $1)",
         )
         .bind(ms(to))
         .bind(job.0)
@@ -304,7 +305,7 @@ impl JobWrites for SqliteTx {
 
     async fn start_run(&mut self, id: RunId, at: DateTime<Utc>) -> Result<bool> {
         let sql = format!(
-            "UPDATE runs SET status = 'running', started_at = ? WHERE id = ? AND status IN ({})",
+            "UPDATE runs SET status = 'running', started_at = $1 WHERE id = $2 AND status IN ({})",
             status_list(RunStatus::Running)
         );
         let done = sqlx::query(&sql)
@@ -324,8 +325,8 @@ impl JobWrites for SqliteTx {
             )));
         }
         let sql = format!(
-            "UPDATE runs SET status = ?, finished_at = ?, exit_code = ?, signal = ?, http_status = ?, error = ?, \
-             output_truncated = ?, output = COALESCE(?, output) WHERE id = ? AND status IN ({})",
+            "UPDATE runs SET status = $1, finished_at = $2, exit_code = $3, signal = $4, http_status = $5, error = $6, \
+             output_truncated = $7, output = COALESCE($8, output) WHERE id = $9 AND status IN ({})",
             status_list(u.status)
         );
         let done = sqlx::query(&sql)
@@ -346,7 +347,7 @@ impl JobWrites for SqliteTx {
 
     async fn save_run_output(&mut self, id: RunId, output: &str, truncated: bool) -> Result<()> {
         sqlx::query(
-            "UPDATE runs SET output = ?, output_truncated = ? WHERE id = ? AND status = 'running'",
+            "UPDATE runs SET output = $1, output_truncated = $2 WHERE id = $3 AND status = 'running'",
         )
         .bind(output)
         .bind(truncated)
@@ -359,7 +360,7 @@ impl JobWrites for SqliteTx {
 
     async fn request_cancel(&mut self, id: RunId, at: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, ?) WHERE id = ? AND status = 'running'",
+            "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, $1) WHERE id = $2 AND status = 'running'",
         )
         .bind(ms(at))
         .bind(id.0)
@@ -370,7 +371,7 @@ impl JobWrites for SqliteTx {
     }
 
     async fn set_run_process_group(&mut self, id: RunId, pgid: i32) -> Result<()> {
-        sqlx::query("UPDATE runs SET process_group = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET process_group = $1 WHERE id = $2")
             .bind(pgid)
             .bind(id.0)
             .execute(self.conn())
@@ -381,7 +382,7 @@ impl JobWrites for SqliteTx {
 
     async fn abandon_running(&mut self, at: DateTime<Utc>) -> Result<Vec<(RunId, Option<i32>)>> {
         let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
-            "UPDATE runs SET status = 'abandoned', finished_at = ?, \
+            "UPDATE runs SET status = 'abandoned', finished_at = $1, \
              error = 'Steward stopped while this run was in progress' WHERE status = 'running' \
              RETURNING id, process_group",
         )
@@ -397,8 +398,8 @@ impl JobWrites for SqliteTx {
 
     async fn prune_runs(&mut self, job: JobId, keep: u32) -> Result<u64> {
         let done = sqlx::query(
-            "DELETE FROM runs WHERE job_id = ?1 AND status NOT IN ('queued', 'running') AND id NOT IN \
-             (SELECT id FROM runs WHERE job_id = ?1 AND status NOT IN ('queued', 'running') ORDER BY id DESC LIMIT ?2)",
+            "DELETE FROM runs WHERE job_id = $1 AND status NOT IN ('queued', 'running') AND id NOT IN \
+             (SELECT id FROM runs WHERE job_id = $1 AND status NOT IN ('queued', 'running') ORDER BY id DESC LIMIT $2)",
         )
         .bind(job.0)
         .bind(i64::from(keep))

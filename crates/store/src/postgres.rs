@@ -1,0 +1,171 @@
+//! The PostgreSQL backend, chosen by a connection URL.
+//!
+//! Write transactions are serialised twice: in this process by a queue (a
+//! mutex taken before a connection, so waiting writers hold no connection), and
+//! across processes by a transaction-scoped advisory lock taken first thing in
+//! every write transaction. A rule read inside a write transaction therefore
+//! holds until it commits, and the audit chain has one order, exactly as on
+//! SQLite's single writer. Read transactions are `REPEATABLE READ READ ONLY`:
+//! one snapshot each.
+//!
+//! The connection URL carries the password: it is never logged and never part
+//! of an error (see [`PgStore::connect`]).
+
+use crate::sql::{backend, classify, from_ms, ms, not_found_if_zero, opt_ms};
+use crate::tx::{ReadTx, WriteTx};
+use crate::{Result, Store, StoreError};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Transaction};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+// The areas, shared with every SQL backend (see `crate::sql`).
+type Db = sqlx::Postgres;
+type DbRow = sqlx::postgres::PgRow;
+type Tx = PgTx;
+#[path = "sql/access.rs"]
+mod access;
+#[path = "sql/audit.rs"]
+mod audit;
+#[path = "sql/jobs.rs"]
+mod jobs;
+#[path = "sql/secrets.rs"]
+mod secrets;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The advisory lock every write transaction takes (any constant shared by all
+/// Steward processes on one database; this one spells "stewardw").
+const WRITE_LOCK: i64 = 0x7374_6577_6172_6477;
+
+/// How long a request waits for a connection before it is answered 503: a
+/// database that is down must not make requests hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    writers: Arc<Mutex<()>>,
+    audit_anchor: Option<PathBuf>,
+}
+
+/// One transaction, read or write. Fields drop in order: the transaction is
+/// rolled back before this process lets the next writer in.
+pub struct PgTx {
+    tx: Transaction<'static, Db>,
+    _writer: Option<OwnedMutexGuard<()>>,
+}
+
+impl PgTx {
+    fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// Why a connection URL was refused, without repeating the URL (it may hold a
+/// password).
+#[derive(Debug, thiserror::Error)]
+#[error("the database URL is not a valid PostgreSQL URL (expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?options])")]
+pub struct BadUrl;
+
+/// The first failure to connect or migrate, with the password kept out of it:
+/// sqlx's messages name the host and the server's reason, never the URL.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the PostgreSQL database: {0}")]
+pub struct ConnectError(String);
+
+impl PgStore {
+    /// Connects to `url`, applies pending migrations (PostgreSQL's own, under
+    /// sqlx's migration lock, so several Steward processes may start at once)
+    /// and keeps the audit head anchor at `audit_anchor`.
+    pub async fn connect(url: &str, audit_anchor: Option<PathBuf>) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::Backend(Box::new(BadUrl)))?
+            .application_name("steward");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(ConnectError(redacted(&e, url)))))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(ConnectError(redacted(&e, url)))))?;
+        Ok(Self {
+            pool,
+            writers: Arc::new(Mutex::new(())),
+            audit_anchor,
+        })
+    }
+}
+
+/// An error's text with the URL's password removed, should a driver ever
+/// include it.
+fn redacted(e: &dyn std::error::Error, url: &str) -> String {
+    let text = e.to_string();
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+    {
+        Some(pw) if !pw.is_empty() => text.replace(&pw, "[redacted]"),
+        _ => text,
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn read(&self) -> Result<Box<dyn ReadTx>> {
+        let tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(backend)?;
+        Ok(Box::new(PgTx { tx, _writer: None }))
+    }
+
+    async fn write(&self) -> Result<Box<dyn WriteTx>> {
+        let guard = Arc::clone(&self.writers).lock_owned().await;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        Ok(Box::new(PgTx {
+            tx,
+            _writer: Some(guard),
+        }))
+    }
+
+    fn audit_anchor(&self) -> Option<&Path> {
+        self.audit_anchor.as_deref()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl ReadTx for PgTx {}
+
+#[async_trait]
+impl WriteTx for PgTx {
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let PgTx { tx, _writer } = *self;
+        tx.commit().await.map_err(backend)
+    }
+}
