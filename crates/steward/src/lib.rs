@@ -263,7 +263,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             use secrecy::ExposeSecret as _;
             let store = PgStore::connect(url.expose_secret(), Some(anchor))
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL database: {}", store_error_chain(&e)))?;
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the PostgreSQL database: {}",
+                        store_error_chain(&e)
+                    )
+                })?;
             tracing::info!("records are kept in PostgreSQL");
             Ok(Arc::new(store))
         }

@@ -19,6 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Transaction};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -50,8 +51,18 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct PgStore {
     pool: PgPool,
     writers: Arc<Mutex<()>>,
+    /// Counts the times a writer found the database unreachable. A writer that
+    /// waited in the queue while this moved gives up at once instead of
+    /// waiting for a connection in turn: queued writers would otherwise take
+    /// one acquire timeout each, and a request could hang for minutes.
+    outages: Arc<AtomicU64>,
     audit_anchor: Option<PathBuf>,
 }
+
+/// The database became unreachable while a change waited for its turn.
+#[derive(Debug, thiserror::Error)]
+#[error("the database became unavailable while this change waited for its turn")]
+struct OutageWhileQueued;
 
 /// One transaction, read or write. Fields drop in order: the transaction is
 /// rolled back before this process lets the next writer in.
@@ -75,7 +86,7 @@ pub struct BadUrl;
 /// The first failure to connect or migrate, with the password kept out of it:
 /// sqlx's messages name the host and the server's reason, never the URL.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the PostgreSQL database: {0}")]
+#[error("{0}")]
 pub struct ConnectError(String);
 
 impl PgStore {
@@ -100,6 +111,7 @@ impl PgStore {
         Ok(Self {
             pool,
             writers: Arc::new(Mutex::new(())),
+            outages: Arc::new(AtomicU64::new(0)),
             audit_anchor,
         })
     }
@@ -138,13 +150,27 @@ impl Store for PgStore {
     }
 
     async fn write(&self) -> Result<Box<dyn WriteTx>> {
+        let seen = self.outages.load(Ordering::Acquire);
         let guard = Arc::clone(&self.writers).lock_owned().await;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        if self.outages.load(Ordering::Acquire) != seen {
+            return Err(StoreError::Unavailable(Box::new(OutageWhileQueued)));
+        }
+        let note_outage = |e: StoreError| {
+            if matches!(e, StoreError::Unavailable(_)) {
+                self.outages.fetch_add(1, Ordering::AcqRel);
+            }
+            e
+        };
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| note_outage(backend(e)))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK)
             .execute(&mut *tx)
             .await
-            .map_err(backend)?;
+            .map_err(|e| note_outage(backend(e)))?;
         Ok(Box::new(PgTx {
             tx,
             _writer: Some(guard),

@@ -289,6 +289,49 @@ mod cases {
         assert_eq!(prevs.len(), 200, "two entries share a predecessor");
     }
 
+    pub async fn audit_lists_filter_by_event_family_actor_target_and_time(s: &dyn Store) {
+        let mut tx = s.write().await.unwrap();
+        for (i, event) in ["job.create", "job.update", "user.create", "jobless.x"]
+            .iter()
+            .enumerate()
+        {
+            let mut r = audit(i as i64);
+            r.event = (*event).to_owned();
+            tx.append_audit(&r).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mut rx = s.read().await.unwrap();
+        let ids =
+            |v: Vec<steward_store::audit::AuditEntry>| v.iter().map(|e| e.id).collect::<Vec<_>>();
+        let f = |event: Option<&str>| steward_store::audit::AuditFilter {
+            event: event.map(str::to_owned),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(rx.list_audit(&f(Some("job"))).await.unwrap()),
+            vec![2, 1],
+            "a family, not a prefix of a word"
+        );
+        assert_eq!(
+            ids(rx.list_audit(&f(Some("job.update"))).await.unwrap()),
+            vec![2]
+        );
+        assert_eq!(
+            ids(rx.list_audit(&f(None)).await.unwrap()),
+            vec![4, 3, 2, 1]
+        );
+        let mut by = f(None);
+        by.target = Some("job:j2".into());
+        by.actor = Some("test".into());
+        assert_eq!(ids(rx.list_audit(&by).await.unwrap()), vec![3]);
+        let mut window = f(None);
+        window.since = Some(t(1));
+        window.until = Some(t(3));
+        window.before = Some(3);
+        assert_eq!(ids(rx.list_audit(&window).await.unwrap()), vec![2]);
+    }
+
     pub async fn jobs_naming_a_secret_are_found_and_go_with_their_job(s: &dyn Store) {
         let a = job(s, "a").await;
         let b = job(s, "b").await;
@@ -527,6 +570,7 @@ macro_rules! backends {
             a_transaction_not_committed_leaves_nothing,
             a_read_transaction_is_one_snapshot,
             jobs_naming_a_secret_are_found_and_go_with_their_job,
+            audit_lists_filter_by_event_family_actor_target_and_time,
             secrets_are_replaced_and_resealed_only_if_unchanged,
             accounts_roles_groups_sessions_and_tokens
         ] [

@@ -14,8 +14,10 @@
 //!
 //! PostgreSQL refuses to run as root: when the tests are root, its programs run
 //! as the `postgres` account (`runuser`), which owns the cluster's files.
-//! Durability settings are off (fsync, full-page writes): these clusters hold
-//! nothing worth keeping, and what tests crash is Steward, not PostgreSQL.
+//! fsync and full-page writes are off: these clusters hold nothing worth
+//! keeping and the machine does not crash under them. Commits stay
+//! synchronous, so a server stopped at once (an outage test) keeps every
+//! commit it acknowledged, as a real one does.
 #![forbid(unsafe_code)]
 #![allow(clippy::expect_used, clippy::panic)]
 // Test support starts PostgreSQL's own programs, not jobs.
@@ -141,7 +143,7 @@ impl Cluster {
         fs::write(self.root.join("port"), self.port.to_string()).expect("write the port file");
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
-             -c full_page_writes=off -c synchronous_commit=off -c max_connections=400",
+             -c full_page_writes=off -c max_connections=400",
             self.port
         );
         let status = pg_command(&self.bin, "pg_ctl")

@@ -57,6 +57,15 @@ impl ApiError {
             retry_after: None,
         }
     }
+    /// The database cannot be reached: nothing was written; clients may retry
+    /// after a few seconds (the time a pool waits for a connection).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(5),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -75,9 +84,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Busy(m) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_active_runs", m)
             }
-            ServiceError::Unavailable(m) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
-            }
+            ServiceError::Unavailable(m) => Self::unavailable(m),
             ServiceError::ShuttingDown => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",
@@ -118,7 +125,7 @@ impl From<steward_access::AccessError> for ApiError {
             E::Invalid(v) => Self::invalid(v.field, v.message),
             E::NotFound(w) => Self::not_found(w),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
-            E::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+            E::Unavailable(m) => Self::unavailable(m),
             E::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 Self::new(

@@ -69,7 +69,7 @@ async fn forged_malformed_and_revoked_credentials_are_refused() {
     );
     assert_eq!(job_count(&t).await, 0);
     // Tokens are stored hashed: the secret is not in the database file.
-    let db = std::fs::read(t.dir.path().join("data/steward.db")).unwrap();
+    let db = crate::helpers::stored_bytes(t.dir.path()).await;
     let secret = body["secret"].as_str().unwrap().as_bytes();
     assert!(!db.windows(secret.len()).any(|w| w == secret));
 }
@@ -579,14 +579,11 @@ async fn secret_values_never_come_back_out() {
         "a secret value leaked through the API"
     );
     assert!(everything.contains("secret.put"));
-    let db = std::fs::read(t.dir.path().join("data/steward.db")).unwrap();
-    let wal = std::fs::read(t.dir.path().join("data/steward.db-wal")).unwrap_or_default();
-    for bytes in [db, wal] {
-        assert!(
-            !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
-            "plaintext at rest"
-        );
-    }
+    let stored = crate::helpers::stored_bytes(t.dir.path()).await;
+    assert!(
+        !stored.windows(value.len()).any(|w| w == value.as_bytes()),
+        "plaintext at rest"
+    );
 }
 
 #[tokio::test]

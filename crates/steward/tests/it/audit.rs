@@ -2,7 +2,9 @@
 //! by `steward admin verify-audit`. Also the other offline admin commands and
 //! the first start.
 
-use crate::helpers::{session_client, sign_in, TestApp, ADMIN_PASSWORD};
+use crate::helpers::{
+    drop_audit_guards, owner_sql, session_client, sign_in, TestApp, ADMIN_PASSWORD,
+};
 use serde_json::{json, Value};
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -13,6 +15,7 @@ fn steward(args: &[&str], data: &std::path::Path) -> (i32, String, String) {
         .args(args)
         .arg("--data-dir")
         .arg(data)
+        .envs(crate::helpers::database_env(data))
         .output()
         .unwrap();
     (
@@ -229,39 +232,39 @@ async fn editing_the_database_behind_stewards_back_is_found() {
     let n = export.lines().count();
     assert!(n >= 6, "{export}");
 
-    let url = format!("sqlite://{}", data.join("steward.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    // The database itself refuses.
-    let e = sqlx::query("UPDATE audit_log SET actor_name = 'someone-else' WHERE id = 4")
-        .execute(&pool)
+    let dir_path = dir.path();
+    // The database itself refuses, even its owner.
+    let e = owner_sql(
+        dir_path,
+        "UPDATE audit_log SET actor_name = 'someone-else' WHERE id = 4",
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("append-only"), "{e}");
+    let e = owner_sql(dir_path, "DELETE FROM audit_log WHERE id = 4")
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("append-only"), "{e}");
-    assert!(sqlx::query("DELETE FROM audit_log WHERE id = 4")
-        .execute(&pool)
-        .await
-        .is_err());
-    // Someone who drops the triggers first: an edit...
-    sqlx::raw_sql("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET actor_name = 'someone-else' WHERE id = 4")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    assert!(e.contains("append-only"), "{e}");
+    if crate::helpers::on_postgres() {
+        let e = owner_sql(dir_path, "TRUNCATE audit_log").await.unwrap_err();
+        assert!(e.contains("append-only"), "{e}");
+    }
+    // Someone who drops the guards first: an edit...
+    owner_sql(dir_path, drop_audit_guards()).await.unwrap();
+    owner_sql(
+        dir_path,
+        "UPDATE audit_log SET actor_name = 'someone-else' WHERE id = 4",
+    )
+    .await
+    .unwrap();
     let (code, out, _) = steward(&["admin", "verify-audit"], &data);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("entry 4 was edited"), "{out}");
 
     // ...or a deletion that relinks the chain by hand is found too.
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("DELETE FROM audit_log WHERE id = 4")
-        .execute(&pool)
+    owner_sql(dir_path, "DELETE FROM audit_log WHERE id = 4")
         .await
         .unwrap();
-    pool.close().await;
     let (code, out, _) = steward(&["admin", "verify-audit"], &data);
     assert_eq!(code, 1);
     assert!(out.contains("entry 4 is missing"), "{out}");
@@ -279,18 +282,13 @@ async fn cutting_off_the_newest_entries_is_found_by_the_head_anchor() {
     let (code, out, _) = steward(&["admin", "verify-audit"], &data);
     assert_eq!(code, 0, "{out}");
     let last: i64 = out.split_whitespace().find_map(|w| w.parse().ok()).unwrap();
-    let url = format!("sqlite://{}", data.join("steward.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::raw_sql("DROP TRIGGER audit_log_no_delete;")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM audit_log WHERE id > ?")
-        .bind(last - 2)
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    owner_sql(dir.path(), drop_audit_guards()).await.unwrap();
+    owner_sql(
+        dir.path(),
+        &format!("DELETE FROM audit_log WHERE id > {}", last - 2),
+    )
+    .await
+    .unwrap();
     let (code, out, _) = steward(&["admin", "verify-audit"], &data);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -383,6 +381,7 @@ async fn first_start_prints_a_one_time_admin_password_once() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
+            .envs(crate::helpers::database_env(&data))
             .env("STEWARD_LOG_FORMAT", "json")
             .env_remove("STEWARD_BOOTSTRAP_ADMIN_PASSWORD")
             .stdout(Stdio::piped())
@@ -441,6 +440,7 @@ async fn secrets_tokens_and_passwords_stay_out_of_the_server_log() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
+        .envs(crate::helpers::database_env(&data))
         .env("STEWARD_LOG_FORMAT", "json")
         .env("STEWARD_LOG_LEVEL", "debug")
         .env("STEWARD_RUN_AS_USER", "root")

@@ -107,12 +107,59 @@ pub async fn admin_token(base: &str) -> String {
     v["secret"].as_str().unwrap().to_owned()
 }
 
+/// Which database the integration suite gives Steward: `STEWARD_TEST_BACKEND`
+/// is `sqlite` (the default, the data directory's own file) or `postgres`.
+pub fn on_postgres() -> bool {
+    match std::env::var("STEWARD_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("STEWARD_TEST_BACKEND={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// On PostgreSQL, the URL of the database of the test directory `dir`: made
+/// on the shared test cluster on first use and kept in `dir/pg.url`, so a
+/// restart in the same directory (in-process or the real binary) finds the
+/// same records.
+pub fn postgres_url(dir: &std::path::Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let file = dir.join("pg.url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url);
+    }
+    // Tests call this from inside their runtime: create on a thread of its own.
+    let url = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(steward_testkit::Cluster::shared().create_database())
+    })
+    .join()
+    .unwrap();
+    std::fs::write(&file, &url).unwrap();
+    Some(url)
+}
+
+/// The environment that points a spawned `steward` at the test's database
+/// (nothing on SQLite: the data directory says it all). `data` is the data
+/// directory, inside the test directory.
+pub fn database_env(data: &std::path::Path) -> Vec<(&'static str, String)> {
+    postgres_url(data.parent().unwrap())
+        .map(|url| ("STEWARD_DATABASE_URL", url))
+        .into_iter()
+        .collect()
+}
+
 pub fn config(dir: &std::path::Path) -> Config {
     let mut c = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
         ..Default::default()
     };
+    c.database.url = postgres_url(dir).map(Into::into);
     // Tests run as root on CI; most need to write into their temp directory.
     c.executor.run_as_user = Some("root".into());
     c.executor.kill_grace = steward_domain::DurationSpec::from_secs(2);
@@ -463,5 +510,72 @@ impl Account {
             cookie.as_deref().unwrap(),
             body["csrf_token"].as_str().unwrap(),
         )
+    }
+}
+
+/// Runs `sql` on the test directory `dir`'s database as its owner would (the
+/// SQLite file, or PostgreSQL's superuser): how the tests tamper behind
+/// Steward's back.
+pub async fn owner_sql(dir: &std::path::Path, sql: &str) -> Result<(), String> {
+    let done = match postgres_url(dir) {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let r = sqlx::raw_sql(sql).execute(&pool).await.map(|_| ());
+            pool.close().await;
+            r
+        }
+        None => {
+            let url = format!("sqlite://{}", dir.join("data/steward.db").display());
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let r = sqlx::raw_sql(sql).execute(&pool).await.map(|_| ());
+            pool.close().await;
+            r
+        }
+    };
+    done.map_err(|e| e.to_string())
+}
+
+/// SQL that removes the audit log's append-only guards (what an attacker
+/// with the database owner's rights does first).
+pub fn drop_audit_guards() -> &'static str {
+    if on_postgres() {
+        "ALTER TABLE audit_log DISABLE TRIGGER USER"
+    } else {
+        "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;"
+    }
+}
+
+/// Everything the test's database holds at rest, as bytes to search: the
+/// SQLite file and its WAL, or every row of every table on PostgreSQL.
+pub async fn stored_bytes(dir: &std::path::Path) -> Vec<u8> {
+    match postgres_url(dir) {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let mut all = Vec::new();
+            for t in tables {
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM \"{t}\" t"))
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                for r in rows {
+                    all.extend_from_slice(r.as_bytes());
+                }
+            }
+            pool.close().await;
+            assert!(!all.is_empty(), "the database holds rows");
+            all
+        }
+        None => {
+            let mut all = std::fs::read(dir.join("data/steward.db")).unwrap();
+            all.extend(std::fs::read(dir.join("data/steward.db-wal")).unwrap_or_default());
+            all
+        }
     }
 }

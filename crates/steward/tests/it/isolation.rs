@@ -36,7 +36,7 @@ for fd in /proc/{steward_pid}/fd/*; do
   esac
 done
 if echo planted > "{d}/planted" 2>/dev/null; then echo "WROTE planted"; fi
-if rm -f "{d}/steward.db-shm" 2>/dev/null && [ ! -e "{d}/steward.db-shm" ]; then echo "REMOVED shm"; fi
+if [ -e "{d}/steward.db-shm" ] && rm -f "{d}/steward.db-shm" 2>/dev/null && [ ! -e "{d}/steward.db-shm" ]; then echo "REMOVED shm"; fi
 if kill -0 {steward_pid} 2>/dev/null; then echo "SIGNALLED steward"; fi
 if kill -STOP $PPID 2>/dev/null; then kill -CONT $PPID; echo "SIGNALLED supervisor"; fi
 if : >> "{bin}" 2>/dev/null; then echo "WROTE the steward binary"; fi
@@ -125,6 +125,7 @@ async fn jobs_cannot_read_stewards_key_or_database_when_steward_is_unprivileged(
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .env_clear()
+            .envs(crate::helpers::database_env(&data))
             .env("PATH", "/usr/bin:/bin")
             .env("STEWARD_LOG_FORMAT", "json")
             .env(

@@ -15,6 +15,7 @@ mod audit;
 mod bad_input;
 mod cli;
 mod contract;
+mod database;
 mod executor;
 mod helpers;
 mod isolation;

@@ -17,6 +17,7 @@ async fn spawn_server(data: &std::path::Path, extra_env: &[(&str, &str)]) -> Ser
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_steward"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .envs(crate::helpers::database_env(data))
         .env("STEWARD_LOG_FORMAT", "json")
         .env("STEWARD_RUN_AS_USER", "root")
         .env("STEWARD_KILL_GRACE", "1s")

@@ -156,6 +156,7 @@ async fn key_rotation_reseals_everything_online_and_offline() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_steward"))
         .args(["admin", "rotate-key", "--data-dir"])
         .arg(&data)
+        .envs(crate::helpers::database_env(&data))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

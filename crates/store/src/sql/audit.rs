@@ -44,9 +44,10 @@ impl AuditReads for Tx {
             // `job` matches job.create, job.update, ...
             let prefix = format!("{e}.");
             q.push(" AND (event = ").push_bind(e.clone());
-            q.push(" OR substr(event, 1, ")
+            // CAST: PostgreSQL's substr takes a 32-bit length.
+            q.push(" OR substr(event, 1, CAST(")
                 .push_bind(prefix.len() as i64);
-            q.push(") = ").push_bind(prefix);
+            q.push(" AS INTEGER)) = ").push_bind(prefix);
             q.push(")");
         }
         if let Some(t) = &f.target {

@@ -1,0 +1,120 @@
+//! The database as a component that fails: PostgreSQL stopped under load and
+//! started again, and the password in its URL kept out of every message.
+
+use crate::helpers::TestApp;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use steward_engine::clock::SystemClock;
+use steward_testkit::Cluster;
+
+/// No request may wait on a dead database longer than this.
+const NO_HANG: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_503_and_steward_recovers_by_itself() {
+    // A cluster of this test's own: stopping the shared one would fail the others.
+    let mut cluster = Cluster::private();
+    let url = cluster.create_database().await;
+    let t = TestApp::start_with(
+        |c| c.database.url = Some(url.clone().into()),
+        Arc::new(SystemClock),
+    )
+    .await;
+    t.command_job("before", &["true"], json!({})).await;
+    assert_eq!(t.get("/readyz").await.0, 200);
+
+    cluster.stop();
+
+    // Under load: every request gets an answer, none hangs.
+    let mut load = vec![];
+    for i in 0..16 {
+        let client = t.client.clone();
+        let base = t.base.clone();
+        load.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let r = if i % 2 == 0 {
+                client
+                    .post(format!("{base}/api/v1/jobs"))
+                    .json(&json!({"name": format!("during-{i}"), "spec": {"kind": "command", "argv": ["true"]}}))
+                    .send()
+                    .await
+            } else {
+                client.get(format!("{base}/api/v1/runs")).send().await
+            }
+            .unwrap();
+            let status = r.status().as_u16();
+            let retry_after = r.headers().get("retry-after").is_some();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, body, retry_after, started.elapsed())
+        }));
+    }
+    for task in load {
+        let (status, body, retry_after, took) = task.await.unwrap();
+        assert!(took < NO_HANG, "a request waited {took:?}");
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        assert!(retry_after, "503 says when to retry");
+        let text = body.to_string();
+        assert!(!text.contains(cluster.password()), "{text}");
+    }
+    let started = Instant::now();
+    let (status, ready) = t.get("/readyz").await;
+    assert!(started.elapsed() < NO_HANG);
+    assert_eq!(status, 503);
+    assert_eq!(ready["database"], false);
+
+    // Nothing was half-written while it was down, and Steward comes back alone.
+    cluster.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while t.get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "Steward did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = t
+        .post(
+            "/api/v1/jobs",
+            json!({"name": "after", "spec": {"kind": "command", "argv": ["true"]}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, jobs) = t.get("/api/v1/jobs").await;
+    let names: Vec<&str> = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["after", "before"], "no job from the outage");
+    let (_, report) = t.get("/api/v1/audit/verify").await;
+    assert_eq!(report["problem"], serde_json::Value::Null, "{report}");
+    t.stop().await;
+}
+
+/// A wrong password or an unreachable server stops the start with a message
+/// that names the problem and never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_database_url_is_refused_without_repeating_its_password() {
+    let cluster = Cluster::shared();
+    let good = cluster.create_database().await;
+    let wrong_password = good.replace(cluster.password(), "not-the-password-4f1c");
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = crate::helpers::config(dir.path());
+    c.database.url = Some(wrong_password.into());
+    let e = steward::Application::build(c).await.err().expect("refused");
+    let text = format!("{e:#}");
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains("not-the-password-4f1c"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = crate::helpers::config(dir.path());
+    c.database.url = Some(
+        "mysql://root:hunter2-secret@localhost/steward"
+            .to_owned()
+            .into(),
+    );
+    let problems = c.check_environment();
+    let text = format!("{problems:?}");
+    assert!(text.contains("database.url"), "{text}");
+    assert!(!text.contains("hunter2-secret"), "{text}");
+}
