@@ -441,9 +441,10 @@ impl Access {
             base = base.trim_end_matches('/'),
             token = secret.text,
         );
-        self.vault
+        Ok(self
+            .mailer
             .send_mail(&email, "Reset your Steward password", &body)
-            .await
+            .await?)
     }
 
     /// Sets a new password with a reset link's token; single use, 15 minutes.
@@ -701,21 +702,21 @@ mod tests {
     use crate::AccessSettings;
     use argon2::password_hash::{PasswordHasher as _, SaltString};
     use std::sync::Arc;
-    use steward_engine::clock::SystemClock;
+    use steward_clock::SystemClock;
     use steward_store::{SqliteStore, Store as _};
 
     async fn access() -> (tempfile::TempDir, SqliteStore, Arc<Access>) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open_in_memory().await.unwrap();
         let ring = steward_crypto::Keyring::load_or_create(&dir.path().join("key"), true).unwrap();
-        let clock: Arc<dyn steward_engine::clock::Clock> = Arc::new(SystemClock);
-        let vault = crate::vault::Vault::new(ring, Arc::new(store.clone()), clock.clone());
+        let clock: Arc<dyn steward_clock::Clock> = Arc::new(SystemClock);
+        let vault = steward_vault::Vault::new(ring, Arc::new(store.clone()), clock.clone());
         let a = Access::new(
             Arc::new(store.clone()),
             steward_crypto::PasswordHasher::new(2).unwrap(),
             clock,
             AccessSettings::default(),
-            vault,
+            steward_notify::Mailer::new(vault),
         );
         (dir, store, a)
     }

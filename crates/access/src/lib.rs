@@ -1,23 +1,22 @@
 //! Identity and access services: accounts and sign-in, sessions, API tokens,
-//! roles and groups with the permission cache, sealed secrets and settings
-//! ([`vault`]), and mail for password resets. The web layer and the CLI call
-//! these; the rules (permissions, password policy, audit records) come from
-//! `steward-domain`, persistence from `steward-store`.
+//! roles and groups with the permission cache, password resets (sent through
+//! `steward-notify`'s mailer). The web layer and the CLI call these; the rules
+//! (permissions, password policy, audit records) come from `steward-domain`,
+//! persistence from `steward-store`.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
 pub mod grants;
 pub mod identity;
 pub mod limiter;
-pub mod mail;
 pub mod tokens;
-pub mod vault;
 
 use chrono::Duration as ChronoDuration;
 use std::sync::Arc;
+use steward_clock::Clock;
 use steward_crypto::PasswordHasher;
 use steward_domain::ValidationError;
-use steward_engine::clock::Clock;
+use steward_notify::{Mailer, NotifyError};
 use steward_store::{Store, StoreError};
 
 pub use identity::{Identity, Via};
@@ -53,6 +52,18 @@ impl From<StoreError> for AccessError {
                 Self::Unavailable("the database is unavailable; try again shortly".into())
             }
             StoreError::Backend(b) => Self::Internal(b.to_string()),
+        }
+    }
+}
+
+impl From<NotifyError> for AccessError {
+    fn from(e: NotifyError) -> Self {
+        match e {
+            NotifyError::Invalid(v) => Self::Invalid(v),
+            NotifyError::Forbidden(m) => Self::Forbidden(m),
+            NotifyError::Unavailable(m) => Self::Unavailable(m),
+            NotifyError::Vault(v) => Self::Unavailable(v.to_string()),
+            NotifyError::Internal(m) => Self::Internal(m),
         }
     }
 }
@@ -99,7 +110,7 @@ pub struct Access {
     pub(crate) reset_limiter: limiter::SignInLimiter,
     /// Reset mails being sent at once, at most.
     pub(crate) reset_slots: Arc<tokio::sync::Semaphore>,
-    pub(crate) vault: Arc<vault::Vault>,
+    pub(crate) mailer: Arc<Mailer>,
 }
 
 impl Access {
@@ -108,7 +119,7 @@ impl Access {
         hasher: PasswordHasher,
         clock: Arc<dyn Clock>,
         settings: AccessSettings,
-        vault: Arc<vault::Vault>,
+        mailer: Arc<Mailer>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -120,7 +131,7 @@ impl Access {
             limiter: limiter::SignInLimiter::default(),
             reset_limiter: limiter::SignInLimiter::default(),
             reset_slots: Arc::new(tokio::sync::Semaphore::new(4)),
-            vault,
+            mailer,
         })
     }
 
@@ -129,10 +140,6 @@ impl Access {
     pub(crate) fn invalidate(&self) {
         self.cache.clear();
         self.identities.clear();
-    }
-
-    pub fn vault(&self) -> &Arc<vault::Vault> {
-        &self.vault
     }
 
     pub fn settings(&self) -> &AccessSettings {

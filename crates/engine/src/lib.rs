@@ -3,7 +3,6 @@
 //! this crate decides when and how things run.
 #![forbid(unsafe_code)]
 
-pub mod clock;
 pub mod executor;
 pub mod metrics;
 pub mod outbound;
@@ -13,7 +12,6 @@ pub mod scheduler;
 pub mod secrets;
 
 use chrono::{DateTime, Utc};
-use clock::Clock;
 use executor::command::{CommandSettings, RunAs};
 use executor::http::HttpExecutor;
 use metrics::Metrics;
@@ -22,9 +20,11 @@ use runner::{JitterFn, Runner, RunnerSettings, Submit, SubmitError};
 use scheduler::{Scheduler, SchedulerHandle};
 use std::sync::Arc;
 use std::time::Duration;
+use steward_clock::Clock;
 use steward_domain::{
-    AuditContext, AuditRecord, JobDefinition, JobId, JobName, JobSpec, MissedRunPolicy, RunId,
-    RunOutcome, RunStatus, SecretName, TimeZone, Trigger, ValidationError,
+    AuditContext, AuditRecord, JobDefinition, JobId, JobName, JobSpec, MissedRunPolicy, Module,
+    Permission, PermissionSet, RunId, RunOutcome, RunStatus, SecretName, TimeZone, Trigger,
+    ValidationError,
 };
 use steward_store::{read_one, Job, Run, RunFilter, RunUpdate, Store, StoreError, WriteTx};
 use tokio_util::sync::CancellationToken;
@@ -75,6 +75,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("Steward is shutting down")]
     ShuttingDown,
+    /// The caller may do the operation in general but not this change.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Busy(String),
     /// Something the change depends on (the vault, the database) cannot be
@@ -83,6 +86,21 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("internal error")]
     Internal(#[source] StoreError),
+}
+
+/// A job that references `${secret:NAME}` hands the value to whatever it
+/// runs, and whoever writes the job decides what that is: so saving such a
+/// definition needs `secrets:read` (the right to use secrets), not only
+/// `jobs:write`. Checked on every save, so editing a job that already uses a
+/// secret needs it too.
+fn may_use_secrets(permissions: &PermissionSet, def: &JobDefinition) -> Result<(), ServiceError> {
+    let uses = secrets::spec_references(&def.spec).map_or(true, |r| !r.is_empty());
+    if uses && !permissions.allows(Permission::read(Module::Secrets)) {
+        return Err(ServiceError::Forbidden(
+            "referring to secrets in a job needs the permission secrets:read".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl From<StoreError> for ServiceError {
@@ -458,11 +476,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Creates a job for a caller holding `permissions` (see [`may_use_secrets`]).
     pub async fn create_job(
         &self,
         def: JobDefinition,
+        permissions: &PermissionSet,
         ctx: &AuditContext,
     ) -> Result<Job, ServiceError> {
+        may_use_secrets(permissions, &def)?;
         self.check_definition(&def, None).await?;
         let names: Vec<SecretName> = secrets::spec_references(&def.spec)?.into_iter().collect();
         let now = self.clock.now();
@@ -488,8 +509,10 @@ impl Engine {
         &self,
         id: JobId,
         def: JobDefinition,
+        permissions: &PermissionSet,
         ctx: &AuditContext,
     ) -> Result<Job, ServiceError> {
+        may_use_secrets(permissions, &def)?;
         self.check_definition(&def, Some(id)).await?;
         self.save(id, def, ctx, "job.update").await
     }

@@ -5,7 +5,6 @@
 //! It keeps per-job slot counts in memory (one process owns the SQLite store);
 //! the scale-out issue moves admission into the store with leases.
 
-use crate::clock::Clock;
 use crate::executor::command::{self, CommandSettings};
 use crate::executor::http::HttpExecutor;
 use crate::executor::{ExecContext, ExecResult};
@@ -18,6 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use steward_clock::Clock;
 use steward_domain::{
     AuditRecord, JobName, JobSpec, OverlapPolicy, RunId, RunOutcome, RunStatus, Trigger,
 };

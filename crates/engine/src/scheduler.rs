@@ -3,13 +3,13 @@
 //! proportional to what is due, not to how many jobs exist, and a change takes
 //! effect at once. Entries made stale by a change are skipped lazily by generation.
 
-use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::runner::{Runner, Submit};
 use chrono::{DateTime, Utc};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
+use steward_clock::Clock;
 use steward_domain::{JobId, MissedRunPolicy, TimeZone, Trigger};
 use steward_store::{Job, StoreError};
 use tokio::sync::mpsc;

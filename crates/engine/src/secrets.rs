@@ -1,36 +1,13 @@
 //! Secrets at run time: which `${secret:NAME}` references a job makes, opening
 //! them just before an attempt, substituting them into that attempt's spec, and
-//! the values to mask in its output. The engine never stores a value; the
-//! [`SecretSource`] (the binary wires the sealed-secret service) opens them.
+//! the values to mask in its output. The engine never stores a value; a
+//! [`SecretSource`] (the vault, wired by the binary) opens them.
 
-use async_trait::async_trait;
 use secrecy::{ExposeSecret as _, SecretString};
 use std::collections::{BTreeSet, HashMap};
 use steward_domain::secret::{decode_url_references, references, substitute};
 use steward_domain::{HttpUrl, JobSpec, SecretName, ValidationError};
-
-#[async_trait]
-pub trait SecretSource: Send + Sync + 'static {
-    async fn exists(&self, name: &SecretName) -> Result<bool, String>;
-    /// Opens the named secrets; an error names what could not be opened, never a value.
-    async fn open(&self, names: &[SecretName]) -> Result<Vec<(SecretName, SecretString)>, String>;
-}
-
-/// For engines without a vault (unit tests): no secret exists.
-pub struct NoSecrets;
-
-#[async_trait]
-impl SecretSource for NoSecrets {
-    async fn exists(&self, _: &SecretName) -> Result<bool, String> {
-        Ok(false)
-    }
-    async fn open(&self, names: &[SecretName]) -> Result<Vec<(SecretName, SecretString)>, String> {
-        match names.first() {
-            Some(n) => Err(format!("secret {n} does not exist")),
-            None => Ok(vec![]),
-        }
-    }
-}
+pub use steward_vault::{NoSecrets, SecretSource};
 
 /// Every reference in the places a spec may carry one, with the field it is in.
 pub fn spec_references(spec: &JobSpec) -> Result<BTreeSet<SecretName>, ValidationError> {

@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use std::sync::Arc;
-use steward_engine::clock::SystemClock;
+use steward_clock::SystemClock;
 use steward_store::Store;
 
 pub enum AdminTask {
@@ -35,7 +35,8 @@ pub async fn run(config: Config, task: AdminTask) -> anyhow::Result<u8> {
             let _lock = crate::lock_data_dir(&config.data_dir)?;
             let store = open_store(&config).await?;
             let vault = crate::open_vault(&config, &store, Arc::new(SystemClock))?;
-            let access = crate::build_access(&config, &store, vault, Arc::new(SystemClock))?;
+            let mailer = steward_notify::Mailer::new(vault);
+            let access = crate::build_access(&config, &store, mailer, Arc::new(SystemClock))?;
             let password = access
                 .admin_reset_password(&user)
                 .await

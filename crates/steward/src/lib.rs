@@ -13,11 +13,10 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 use steward_access::accounts::Bootstrap;
-use steward_access::vault::Vault;
 use steward_access::{Access, AccessSettings};
+use steward_clock::{Clock, SystemClock};
 use steward_crypto::{Keyring, PasswordHasher};
 use steward_domain::RunId;
-use steward_engine::clock::{Clock, SystemClock};
 use steward_engine::executor::cgroup::RunCgroups;
 use steward_engine::executor::command::RunAs;
 use steward_engine::executor::sandbox::Sandbox;
@@ -25,7 +24,9 @@ use steward_engine::metrics::Metrics;
 use steward_engine::outbound::OutboundPolicy;
 use steward_engine::runner::{random_jitter, JitterFn};
 use steward_engine::{Engine, EngineSettings};
+use steward_notify::Mailer;
 use steward_store::{PgStore, SqliteStore, Store};
+use steward_vault::Vault;
 use tokio_util::sync::CancellationToken;
 
 /// A running Steward: HTTP server, engine and store.
@@ -143,7 +144,8 @@ impl Application {
             overrides.jitter,
         )
         .await?;
-        let access = build_access(&config, &store, vault, overrides.clock)?;
+        let mailer = Mailer::new(vault.clone());
+        let access = build_access(&config, &store, mailer.clone(), overrides.clock)?;
         let bootstrap = match config.bootstrap_password()? {
             Some(p) => Bootstrap::Given(p),
             None => Bootstrap::Generate,
@@ -161,8 +163,12 @@ impl Application {
         let rate = std::num::NonZeroU32::new(config.api.rate_limit_per_second)
             .zip(std::num::NonZeroU32::new(config.api.rate_limit_burst));
         let router = steward_web::router(
-            engine.clone(),
-            access.clone(),
+            steward_web::Services {
+                engine: engine.clone(),
+                access: access.clone(),
+                vault,
+                mailer,
+            },
             steward_web::WebSettings {
                 auth: steward_web::auth::AuthSettings {
                     trusted_proxies: config.server.trusted_proxies.clone(),
@@ -312,7 +318,7 @@ pub fn open_vault(
 pub fn build_access(
     config: &Config,
     store: &Arc<dyn Store>,
-    vault: Arc<Vault>,
+    mailer: Arc<Mailer>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<Access>> {
     let hasher = PasswordHasher::sized_to_machine().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -328,7 +334,7 @@ pub fn build_access(
             public_url: config.server.public_url.as_ref().map(ToString::to_string),
             ..AccessSettings::default()
         },
-        vault,
+        mailer,
     ))
 }
 

@@ -81,6 +81,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(v) => Self::invalid(v.field, v.message),
             ServiceError::NotFound(what) => Self::not_found(what),
             ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            ServiceError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             ServiceError::Busy(m) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_active_runs", m)
             }
@@ -105,6 +106,47 @@ impl From<ServiceError> for ApiError {
 impl From<steward_store::StoreError> for ApiError {
     fn from(e: steward_store::StoreError) -> Self {
         ServiceError::from(e).into()
+    }
+}
+
+impl From<steward_vault::VaultError> for ApiError {
+    fn from(e: steward_vault::VaultError) -> Self {
+        use steward_vault::VaultError as E;
+        match e {
+            E::Invalid(v) => Self::invalid(v.field, v.message),
+            E::NotFound(w) => Self::not_found(w),
+            E::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            E::Unavailable(m) => Self::unavailable(m),
+            E::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl From<steward_notify::NotifyError> for ApiError {
+    fn from(e: steward_notify::NotifyError) -> Self {
+        use steward_notify::NotifyError as E;
+        match e {
+            E::Invalid(v) => Self::invalid(v.field, v.message),
+            E::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            // Not configured, or the mail server refused: the request may work later.
+            E::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+            E::Vault(v) => v.into(),
+            E::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
+            }
+        }
     }
 }
 

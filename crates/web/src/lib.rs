@@ -27,6 +27,8 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub access: Arc<steward_access::Access>,
+    pub vault: Arc<steward_vault::Vault>,
+    pub mailer: Arc<steward_notify::Mailer>,
     pub auth: Arc<auth::AuthSettings>,
     pub limiter: Arc<auth::ApiLimiter>,
     pub metrics_token: Option<Arc<SecretString>>,
@@ -111,15 +113,27 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub use guard::AllowedHosts;
 
-pub fn router(
-    engine: Arc<Engine>,
-    access: Arc<steward_access::Access>,
-    settings: WebSettings,
-) -> Router {
+/// The services the handlers call.
+pub struct Services {
+    pub engine: Arc<Engine>,
+    pub access: Arc<steward_access::Access>,
+    pub vault: Arc<steward_vault::Vault>,
+    pub mailer: Arc<steward_notify::Mailer>,
+}
+
+pub fn router(services: Services, settings: WebSettings) -> Router {
     let hsts = settings.auth.hsts;
+    let Services {
+        engine,
+        access,
+        vault,
+        mailer,
+    } = services;
     let state = AppState {
         engine,
         access,
+        vault,
+        mailer,
         limiter: Arc::new(auth::ApiLimiter::new(settings.auth.api_rate)),
         auth: Arc::new(settings.auth),
         metrics_token: settings.metrics_token.map(Arc::new),

@@ -344,7 +344,7 @@ async fn pump(
     src: impl AsyncRead + Unpin,
     stream: Stream,
     out: crate::output::OutputBuffer,
-    clock: std::sync::Arc<dyn crate::clock::Clock>,
+    clock: std::sync::Arc<dyn steward_clock::Clock>,
 ) {
     const MAX_LINE: usize = 16 * 1024;
     let mut reader = BufReader::with_capacity(64 * 1024, src);

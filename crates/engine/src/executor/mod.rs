@@ -7,10 +7,10 @@ pub mod command;
 pub mod http;
 pub mod sandbox;
 
-use crate::clock::Clock;
 use crate::output::OutputBuffer;
 use std::sync::Arc;
 use std::time::Duration;
+use steward_clock::Clock;
 use steward_domain::{RunOutcome, RunStatus};
 use tokio_util::sync::CancellationToken;
 

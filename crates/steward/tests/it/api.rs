@@ -199,7 +199,7 @@ async fn health_readiness_metrics_and_headers() {
     // The per-job gauges survive a restart: they start from the store (an
     // alert on a stale backup must not be silenced by restarting Steward).
     let dir = t.stop().await;
-    let t = TestApp::start_in(dir, |_| {}, Arc::new(steward_engine::clock::SystemClock)).await;
+    let t = TestApp::start_in(dir, |_| {}, Arc::new(steward_clock::SystemClock)).await;
     let m = t.text("/metrics").await;
     for gauge in ["last_success", "last_finish"] {
         let line = format!("steward_job_{gauge}_timestamp_seconds{{job=\"m\"}} {finished}\n");
@@ -216,7 +216,7 @@ async fn metrics_token_is_enforced_when_configured() {
                 "tok-123-long-enough".to_owned(),
             ))
         },
-        std::sync::Arc::new(steward_engine::clock::SystemClock),
+        std::sync::Arc::new(steward_clock::SystemClock),
     )
     .await;
     let r = t.client.get(t.url("/metrics")).send().await.unwrap();
@@ -317,7 +317,7 @@ async fn followers_that_do_not_read_cost_bounded_memory_and_are_capped() {
             c.api.max_followers = 60;
             c.api.max_followers_per_user = 50;
         },
-        Arc::new(steward_engine::clock::SystemClock),
+        Arc::new(steward_clock::SystemClock),
     )
     .await;
     // About 8 MB of output.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use steward_engine::clock::{Clock as _, ManualClock, SystemClock};
+use steward_clock::{Clock as _, ManualClock, SystemClock};
 
 fn job(name: &str) -> Value {
     json!({"name": name, "spec": {"kind": "command", "argv": ["true"]}})

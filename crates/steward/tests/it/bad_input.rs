@@ -273,7 +273,7 @@ async fn bad_job_definitions_are_refused_with_their_field() {
 async fn transport_level_refusals() {
     let t = TestApp::start_with(
         |c| c.api.max_body_bytes = 4096,
-        std::sync::Arc::new(steward_engine::clock::SystemClock),
+        std::sync::Arc::new(steward_clock::SystemClock),
     )
     .await;
     // Oversized body.

@@ -5,7 +5,7 @@ use crate::helpers::TestApp;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use steward_engine::clock::SystemClock;
+use steward_clock::SystemClock;
 use steward_testkit::Cluster;
 
 /// No request may wait on a dead database longer than this.

@@ -2,7 +2,7 @@ use crate::helpers::{gone, TestApp};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use steward_engine::clock::SystemClock;
+use steward_clock::SystemClock;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn read_pid(path: &std::path::Path) -> i32 {

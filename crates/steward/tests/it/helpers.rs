@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use steward::config::Config;
 use steward::{Application, Overrides};
-use steward_engine::clock::{Clock, SystemClock};
+use steward_clock::{Clock, SystemClock};
 use steward_engine::runner::JitterFn;
 
 pub struct TestApp {

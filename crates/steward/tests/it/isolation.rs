@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use steward_engine::clock::SystemClock;
+use steward_clock::SystemClock;
 
 /// A shell script that tries every way at Steward's files it can think of and
 /// reports each as READ / DENIED. `as_root`: the job keeps root's capabilities

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use steward_engine::clock::ManualClock;
+use steward_clock::ManualClock;
 
 /// aiosmtpd on a free loopback port, delivering into `maildir`.
 struct SmtpServer {

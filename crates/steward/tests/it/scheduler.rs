@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use steward_engine::clock::{ManualClock, SystemClock};
+use steward_clock::{ManualClock, SystemClock};
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -4,7 +4,7 @@ use crate::helpers::TestApp;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use steward_engine::clock::SystemClock;
+use steward_clock::SystemClock;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Answers 200 with the request line and Authorization header it saw, so the

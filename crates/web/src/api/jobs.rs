@@ -9,7 +9,7 @@ use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use steward_domain::{JobDefinition, JobId, JobName, Module, Permission};
+use steward_domain::{JobDefinition, JobId, JobName};
 use steward_store::Job;
 
 /// A job is addressed by its numeric id or by its name.
@@ -23,23 +23,6 @@ pub(crate) async fn resolve(state: &AppState, key: &str) -> ApiResult<Job> {
         .find_job(&name)
         .await?
         .ok_or_else(|| ApiError::not_found("job"))
-}
-
-/// A job that references `${secret:NAME}` hands the value to whatever it
-/// runs, and whoever writes the job decides what that is: so saving such a
-/// definition needs `secrets:read` (the right to use secrets), not only
-/// `jobs:write`. Checked on every save, so editing a job that already uses a
-/// secret needs it too.
-fn may_use_secrets(caller: &Caller, def: &JobDefinition) -> ApiResult<()> {
-    let uses = steward_engine::secrets::spec_references(&def.spec).map_or(true, |r| !r.is_empty());
-    if uses && !caller.identity.allows(Permission::read(Module::Secrets)) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "referring to secrets in a job needs the permission secrets:read",
-        ));
-    }
-    Ok(())
 }
 
 fn view(state: &AppState, job: Job) -> JobView<'static> {
@@ -73,8 +56,10 @@ pub async fn create(
     caller: Caller,
     ApiJson(def): ApiJson<JobDefinition>,
 ) -> ApiResult<(StatusCode, Json<JobView<'static>>)> {
-    may_use_secrets(&caller, &def)?;
-    let job = state.engine.create_job(def, &caller.ctx()).await?;
+    let job = state
+        .engine
+        .create_job(def, &caller.identity.permissions, &caller.ctx())
+        .await?;
     Ok((StatusCode::CREATED, Json(view(&state, job))))
 }
 
@@ -97,9 +82,11 @@ pub async fn replace(
     ApiPath(key): ApiPath<String>,
     ApiJson(def): ApiJson<JobDefinition>,
 ) -> ApiResult<Json<JobView<'static>>> {
-    may_use_secrets(&caller, &def)?;
     let job = resolve(&state, &key).await?;
-    let job = state.engine.update_job(job.id, def, &caller.ctx()).await?;
+    let job = state
+        .engine
+        .update_job(job.id, def, &caller.identity.permissions, &caller.ctx())
+        .await?;
     Ok(Json(view(&state, job)))
 }
 

@@ -25,7 +25,7 @@ pub struct SecretView {
 
 #[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", responses((status = 200, body = [SecretView])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<SecretView>>> {
-    let items = state.access.vault().list().await?;
+    let items = state.vault.list().await?;
     Ok(Json(
         items
             .into_iter()
@@ -65,8 +65,7 @@ pub async fn put(
     ApiJson(req): ApiJson<PutSecret>,
 ) -> ApiResult<StatusCode> {
     let created = state
-        .access
-        .vault()
+        .vault
         .put(&name(&raw)?, &req.value, &req.description, &caller.ctx())
         .await?;
     Ok(if created {
@@ -84,6 +83,6 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let name = name(&raw)?;
     // Refused while a job still refers to it (its next run would fail).
-    state.access.vault().delete(&name, &caller.ctx()).await?;
+    state.vault.delete(&name, &caller.ctx()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

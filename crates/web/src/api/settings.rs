@@ -2,7 +2,7 @@
 //! a test mail, and key rotation.
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::ApiJson;
 use crate::AppState;
 use axum::extract::State;
@@ -10,8 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use steward_access::mail::SmtpSettings;
-use steward_domain::{Module, Permission};
+use steward_notify::mail::SmtpSettings;
 
 /// The stored settings (absent fields: nothing configured yet). The password
 /// is never shown; `password_set` says whether one is stored.
@@ -22,7 +21,7 @@ pub struct SmtpView {
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    security: Option<steward_access::mail::SmtpSecurity>,
+    security: Option<steward_notify::mail::SmtpSecurity>,
     #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,7 +32,7 @@ pub struct SmtpView {
 
 #[utoipa::path(get, path = "/api/v1/settings/smtp", tag = "settings", responses((status = 200, body = SmtpView)))]
 pub async fn smtp(State(state): State<AppState>) -> ApiResult<Json<SmtpView>> {
-    let s = state.access.vault().smtp().await?;
+    let s = state.mailer.smtp().await?;
     let configured = s.is_some();
     let (settings, password_set) = match s {
         Some((settings, set)) => (Some(settings), set),
@@ -68,19 +67,14 @@ pub async fn put_smtp(
     caller: Caller,
     ApiJson(req): ApiJson<SmtpPut>,
 ) -> ApiResult<StatusCode> {
-    // Reset links travel by this mail server: whoever can redirect it can take
-    // over accounts, so changing it also needs users:write.
-    if !caller.identity.allows(Permission::write(Module::Users)) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "changing the mail server also needs users:write: password reset links are sent through it",
-        ));
-    }
     state
-        .access
-        .vault()
-        .put_smtp(&req.settings, req.password, &caller.ctx())
+        .mailer
+        .put_smtp(
+            &req.settings,
+            req.password,
+            &caller.identity.permissions,
+            &caller.ctx(),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -104,8 +98,7 @@ pub async fn test_smtp(
         caller.identity.username
     );
     state
-        .access
-        .vault()
+        .mailer
         .send_mail(&req.to, "Steward test mail", &body)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -115,10 +108,9 @@ pub async fn test_smtp(
 pub async fn rotate_key(
     State(state): State<AppState>,
     caller: Caller,
-) -> ApiResult<Json<steward_access::vault::Rotation>> {
+) -> ApiResult<Json<steward_vault::Rotation>> {
     let report = state
-        .access
-        .vault()
+        .vault
         .rotate(&caller.ctx(), &|p| {
             tracing::info!(
                 version = p.new_version,

@@ -1,6 +1,6 @@
 //! Outgoing mail over SMTP (lettre): the settings document and sending.
 
-use crate::AccessError;
+use crate::NotifyError;
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -61,13 +61,23 @@ impl SmtpSettings {
     }
 }
 
-pub async fn send(
+impl SmtpSecurity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starttls => "starttls",
+            Self::Tls => "tls",
+            Self::None => "none",
+        }
+    }
+}
+
+pub(crate) async fn send(
     settings: &SmtpSettings,
     password: Option<SecretString>,
     to: &str,
     subject: &str,
     body: &str,
-) -> Result<(), AccessError> {
+) -> Result<(), NotifyError> {
     let from: Mailbox = settings
         .from
         .parse()
@@ -81,7 +91,7 @@ pub async fn send(
         .subject(subject)
         .header(ContentType::TEXT_PLAIN)
         .body(body.to_owned())
-        .map_err(|e| AccessError::Internal(e.to_string()))?;
+        .map_err(|e| NotifyError::Internal(e.to_string()))?;
     let builder = match settings.security {
         SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host),
         SmtpSecurity::Starttls => {
@@ -91,7 +101,7 @@ pub async fn send(
             &settings.host,
         )),
     }
-    .map_err(|e| AccessError::Unavailable(format!("SMTP: {e}")))?;
+    .map_err(|e| NotifyError::Unavailable(format!("SMTP: {e}")))?;
     let mut builder = builder
         .port(settings.port)
         .timeout(Some(Duration::from_secs(20)));
@@ -107,9 +117,16 @@ pub async fn send(
         .await
         .map(|_| ())
         .map_err(|e| {
-            AccessError::Unavailable(format!(
+            NotifyError::Unavailable(format!(
                 "SMTP server {}:{} refused or failed: {e}",
                 settings.host, settings.port
             ))
         })
+}
+
+/// Where the mail server is and who logs in: the stored password goes to this
+/// server only, so changing any of it needs the password again.
+pub(crate) fn same_server(a: &SmtpSettings, b: &SmtpSettings) -> bool {
+    (a.host.as_str(), a.port, a.security, a.username.as_deref())
+        == (b.host.as_str(), b.port, b.security, b.username.as_deref())
 }

@@ -1,5 +1,7 @@
-//! The injected clock. Everything in the engine that needs "now" or "wait until"
-//! asks a [`Clock`], so tests can drive time by hand.
+//! The injected clock. Everything in Steward that needs "now" or "wait until"
+//! asks a [`Clock`], so tests can drive time by hand. It sits below every
+//! service (vault, access, engine), which all take one.
+#![forbid(unsafe_code)]
 
 use chrono::{DateTime, Utc};
 use std::future::Future;

@@ -1,22 +1,20 @@
-//! Sealed values: named secrets for jobs, sealed settings fields (the SMTP
-//! password), and key rotation. The keyring lives here and nowhere else;
-//! values leave only as run-time substitutions or outgoing SMTP logins.
+//! The vault service: named secrets for jobs, settings documents with one
+//! sealed field (the SMTP password), and key rotation. The keyring lives here
+//! and nowhere else; values leave only as run-time substitutions
+//! ([`SecretSource`]) or, opened for the moment of use, outgoing logins.
 
-use crate::mail::{SmtpSecurity, SmtpSettings};
-use crate::AccessError;
+use crate::{SecretChange, SecretSource, VaultError};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::json;
 use std::sync::{Arc, RwLock};
+use steward_clock::Clock;
 use steward_crypto::{Aad, Keyring};
 use steward_domain::audit::REDACTED;
 use steward_domain::{AuditContext, SecretName, ValidationError};
-use steward_engine::clock::Clock;
-use steward_engine::secrets::SecretSource;
 use steward_store::secrets::SecretMeta;
 use steward_store::{read_one, write_one, Store};
 
-const SMTP_KEY: &str = "smtp";
 /// A secret value's size limit: credentials and keys, not files.
 pub const MAX_SECRET_BYTES: usize = 64 * 1024;
 
@@ -37,8 +35,17 @@ fn secret_aad(name: &SecretName) -> Aad<'_> {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> AccessError {
-    AccessError::Internal(e.to_string())
+/// A settings document's sealed field is bound to its key.
+fn setting_aad(key: &str) -> Aad<'_> {
+    Aad {
+        table: "settings",
+        column: "sealed",
+        row: key,
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> VaultError {
+    VaultError::Internal(e.to_string())
 }
 
 /// Progress of a key rotation.
@@ -60,13 +67,13 @@ impl Vault {
         })
     }
 
-    fn ring(&self) -> Result<std::sync::RwLockReadGuard<'_, Keyring>, AccessError> {
+    fn ring(&self) -> Result<std::sync::RwLockReadGuard<'_, Keyring>, VaultError> {
         self.keyring
             .read()
             .map_err(|_| internal("keyring lock poisoned"))
     }
 
-    pub async fn list(&self) -> Result<Vec<SecretMeta>, AccessError> {
+    pub async fn list(&self) -> Result<Vec<SecretMeta>, VaultError> {
         Ok(read_one!(self.store, |tx| tx.list_secrets()).await?)
     }
 
@@ -78,7 +85,7 @@ impl Vault {
         value: &SecretString,
         description: &str,
         ctx: &AuditContext,
-    ) -> Result<bool, AccessError> {
+    ) -> Result<bool, VaultError> {
         // Run output is masked by replacing the value wherever it appears; a
         // one- or two-character "secret" would mask half of every line.
         if value.expose_secret().chars().count() < 4 {
@@ -130,7 +137,7 @@ impl Vault {
     /// transaction, and a job's save checks that its secrets exist on its own
     /// write transaction: writes are serialised, so of a save naming the
     /// secret and this deletion exactly one succeeds.
-    pub async fn delete(&self, name: &SecretName, ctx: &AuditContext) -> Result<(), AccessError> {
+    pub async fn delete(&self, name: &SecretName, ctx: &AuditContext) -> Result<(), VaultError> {
         let audit = ctx.record(
             self.clock.now(),
             "secret.delete",
@@ -141,7 +148,7 @@ impl Vault {
         let users = tx.jobs_naming_secret(name).await?;
         if !users.is_empty() {
             let names: Vec<&str> = users.iter().map(|j| j.as_str()).collect();
-            return Err(AccessError::Conflict(format!(
+            return Err(VaultError::Conflict(format!(
                 "jobs {} refer to secret {name}; change them first",
                 names.join(", ")
             )));
@@ -152,103 +159,29 @@ impl Vault {
         Ok(())
     }
 
-    pub async fn smtp(&self) -> Result<Option<(SmtpSettings, bool)>, AccessError> {
-        let Some(s) = read_one!(self.store, |tx| tx.get_setting(SMTP_KEY)).await? else {
+    /// A settings document and whether its sealed field holds a value.
+    pub async fn setting(
+        &self,
+        key: &str,
+    ) -> Result<Option<(serde_json::Value, bool)>, VaultError> {
+        let s = read_one!(self.store, |tx| tx.get_setting(key)).await?;
+        Ok(s.map(|s| (s.value, s.sealed.is_some())))
+    }
+
+    /// A settings document with its sealed field opened: for the moment of use
+    /// only (an outgoing login), never for a response.
+    pub async fn open_setting(
+        &self,
+        key: &str,
+    ) -> Result<Option<(serde_json::Value, Option<SecretString>)>, VaultError> {
+        let Some(s) = read_one!(self.store, |tx| tx.get_setting(key)).await? else {
             return Ok(None);
         };
-        let settings: SmtpSettings = serde_json::from_value(s.value).map_err(internal)?;
-        Ok(Some((settings, s.sealed.is_some())))
-    }
-
-    /// Saves SMTP settings. `password`: `None` keeps the stored one,
-    /// `Some("")` removes it, anything else replaces it.
-    pub async fn put_smtp(
-        &self,
-        settings: &SmtpSettings,
-        password: Option<SecretString>,
-        ctx: &AuditContext,
-    ) -> Result<(), AccessError> {
-        settings.validate()?;
-        let _sealing = self.gate.read().await;
-        let mut tx = self.store.write().await?;
-        let before = tx.get_setting(SMTP_KEY).await?;
-        if password.is_none() {
-            // Keeping the stored password while pointing it elsewhere would hand
-            // it to the new server: it must be given again.
-            let old: Option<SmtpSettings> = before
-                .as_ref()
-                .and_then(|b| serde_json::from_value(b.value.clone()).ok());
-            let moved = old.as_ref().is_some_and(|o| {
-                (o.host.as_str(), o.port, o.security, o.username.as_deref())
-                    != (
-                        settings.host.as_str(),
-                        settings.port,
-                        settings.security,
-                        settings.username.as_deref(),
-                    )
-            });
-            if moved && before.as_ref().is_some_and(|b| b.sealed.is_some()) {
-                return Err(ValidationError::new(
-                    "password",
-                    "send the password again when host, port, security or username change (or \"\" to remove it)",
-                )
-                .into());
-            }
-        }
-        let sealed = match &password {
-            None => before.as_ref().and_then(|b| b.sealed.clone()),
-            Some(p) if p.expose_secret().is_empty() => None,
-            Some(p) => Some(self.ring()?.seal(
-                p.expose_secret().as_bytes(),
-                Aad {
-                    table: "settings",
-                    column: "sealed",
-                    row: SMTP_KEY,
-                },
-            )),
-        };
-        let version = sealed.as_deref().and_then(Keyring::version_of);
-        let after = serde_json::to_value(settings).map_err(internal)?;
-        let mut diff =
-            steward_domain::audit::json_diff(before.as_ref().map(|b| &b.value), Some(&after), &[]);
-        if password.is_some() {
-            if let Some(o) = diff.as_object_mut() {
-                o.insert("password".into(), json!({"from": REDACTED, "to": REDACTED}));
-            }
-        }
-        let audit = ctx.record(self.clock.now(), "settings.smtp", "settings:smtp", diff);
-        tx.put_setting(
-            SMTP_KEY,
-            &after,
-            sealed.as_deref().zip(version),
-            self.clock.now(),
-        )
-        .await?;
-        tx.append_audit(&audit).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Sends one message with the stored SMTP settings.
-    pub async fn send_mail(&self, to: &str, subject: &str, body: &str) -> Result<(), AccessError> {
-        let Some(s) = read_one!(self.store, |tx| tx.get_setting(SMTP_KEY)).await? else {
-            return Err(AccessError::Unavailable(
-                "SMTP is not configured (PUT /api/v1/settings/smtp)".into(),
-            ));
-        };
-        let settings: SmtpSettings = serde_json::from_value(s.value).map_err(internal)?;
-        let password = match &s.sealed {
+        let secret = match &s.sealed {
             Some(sealed) => {
                 let opened = self
                     .ring()?
-                    .open(
-                        sealed,
-                        Aad {
-                            table: "settings",
-                            column: "sealed",
-                            row: SMTP_KEY,
-                        },
-                    )
+                    .open(sealed, setting_aad(key))
                     .map_err(internal)?;
                 Some(SecretString::from(
                     String::from_utf8_lossy(&opened).into_owned(),
@@ -256,7 +189,65 @@ impl Vault {
             }
             None => None,
         };
-        crate::mail::send(&settings, password, to, subject, body).await
+        Ok(Some((s.value, secret)))
+    }
+
+    /// Saves the settings document `key` and its sealed field (`secret_field`
+    /// names it in the audit record, which never holds its value). `rule` sees
+    /// what is stored (document, and whether a secret is) on the write
+    /// transaction that replaces it, so it cannot change in between.
+    pub async fn put_setting(
+        &self,
+        key: &str,
+        secret_field: &str,
+        value: &serde_json::Value,
+        secret: SecretChange,
+        ctx: &AuditContext,
+        rule: impl FnOnce(Option<&serde_json::Value>, bool) -> Result<(), ValidationError> + Send,
+    ) -> Result<(), VaultError> {
+        let _sealing = self.gate.read().await;
+        // Sealed before the transaction opens: keep write transactions short.
+        let replacement = match &secret {
+            SecretChange::Replace(p) => Some(
+                self.ring()?
+                    .seal(p.expose_secret().as_bytes(), setting_aad(key)),
+            ),
+            SecretChange::Keep | SecretChange::Remove => None,
+        };
+        let mut tx = self.store.write().await?;
+        let before = tx.get_setting(key).await?;
+        rule(
+            before.as_ref().map(|b| &b.value),
+            before.as_ref().is_some_and(|b| b.sealed.is_some()),
+        )?;
+        let sealed = match secret {
+            SecretChange::Keep => before.as_ref().and_then(|b| b.sealed.clone()),
+            SecretChange::Remove => None,
+            SecretChange::Replace(_) => replacement,
+        };
+        let version = sealed.as_deref().and_then(Keyring::version_of);
+        let mut diff =
+            steward_domain::audit::json_diff(before.as_ref().map(|b| &b.value), Some(value), &[]);
+        if !matches!(secret, SecretChange::Keep) {
+            if let Some(o) = diff.as_object_mut() {
+                o.insert(
+                    secret_field.into(),
+                    json!({"from": REDACTED, "to": REDACTED}),
+                );
+            }
+        }
+        let now = self.clock.now();
+        let audit = ctx.record(
+            now,
+            &format!("settings.{key}"),
+            format!("settings:{key}"),
+            diff,
+        );
+        tx.put_setting(key, value, sealed.as_deref().zip(version), now)
+            .await?;
+        tx.append_audit(&audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Adds a key, re-seals every value under it in batches while Steward keeps
@@ -265,7 +256,7 @@ impl Vault {
         &self,
         ctx: &AuditContext,
         progress: &(dyn Fn(&Rotation) + Send + Sync),
-    ) -> Result<Rotation, AccessError> {
+    ) -> Result<Rotation, VaultError> {
         // One rotation at a time: two would relabel each other's rows.
         let _one = self.rotating.lock().await;
         let new_version = {
@@ -274,7 +265,7 @@ impl Vault {
                 .write()
                 .map_err(|_| internal("keyring lock poisoned"))?;
             ring.add_key()
-                .map_err(|e| AccessError::Unavailable(e.to_string()))?
+                .map_err(|e| VaultError::Unavailable(e.to_string()))?
         };
         let mut report = Rotation {
             new_version,
@@ -294,7 +285,7 @@ impl Vault {
                 .write()
                 .map_err(|_| internal("keyring lock poisoned"))?;
             ring.retire_unused(&in_use)
-                .map_err(|e| AccessError::Unavailable(e.to_string()))?
+                .map_err(|e| VaultError::Unavailable(e.to_string()))?
         };
         let audit = ctx.record(self.clock.now(), "key.rotate", "keyring", json!({"version": {"from": new_version - 1, "to": new_version}, "resealed": report.resealed, "retired": report.retired}));
         write_one!(self.store, |tx| tx.append_audit(&audit)).await?;
@@ -306,7 +297,7 @@ impl Vault {
         &self,
         report: &mut Rotation,
         progress: &(dyn Fn(&Rotation) + Send + Sync),
-    ) -> Result<(), AccessError> {
+    ) -> Result<(), VaultError> {
         loop {
             let version = report.new_version;
             let batch = read_one!(self.store, |tx| tx.stale_sealed(version, 100)).await?;
@@ -367,15 +358,5 @@ impl SecretSource for Vault {
                 Ok((name, SecretString::from(text)))
             })
             .collect()
-    }
-}
-
-impl SmtpSecurity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starttls => "starttls",
-            Self::Tls => "tls",
-            Self::None => "none",
-        }
     }
 }
