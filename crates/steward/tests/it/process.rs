@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use steward_engine::clock::SystemClock;
+use steward_clock::SystemClock;
 
 struct Server {
     child: Child,
@@ -500,4 +500,137 @@ async fn a_process_that_outlives_its_sandbox_is_ended_by_the_runs_cgroup() {
     );
     signal(&s.child, nix::sys::signal::Signal::SIGTERM);
     wait_exit(&mut s.child, Duration::from_secs(30));
+}
+
+/// `kill -9` while changes of several rows each are being made: jobs with the
+/// secrets they name (job, job_secrets, audit) and users with their roles
+/// (user, grants, audit). After the restart every change is whole or absent:
+/// a job exists exactly when its audit record does and its secret reference is
+/// indexed, a user exists exactly when its record does and holds its role, and
+/// the audit chain verifies. Runs on both backends (the suite's second pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_multi_row_changes_leaves_each_whole_or_absent() {
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = spawn_server(&data, &[]).await;
+    let r = s
+        .client
+        .put(format!("{}/api/v1/secrets/DBPW", s.base))
+        .json(&json!({"value": "kill-nine-secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = vec![];
+    for w in 0..4 {
+        let (client, base, stop) = (s.client.clone(), s.base.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            // Returns whether a request failed because the server died under it.
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return false;
+                }
+                let r = if w == 0 {
+                    client
+                        .post(format!("{base}/api/v1/users"))
+                        .json(&json!({"username": format!("u{i}"), "password": crate::helpers::ADMIN_PASSWORD, "roles": ["operator"]}))
+                        .send()
+                        .await
+                } else {
+                    client
+                        .post(format!("{base}/api/v1/jobs"))
+                        .json(&json!({"name": format!("j{w}-{i}"),
+                                      "spec": {"kind": "command", "argv": ["true"], "env": {"PW": "${secret:DBPW}"}}}))
+                        .send()
+                        .await
+                };
+                if r.is_err() {
+                    return true;
+                }
+            }
+            false
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(&s.child, nix::sys::signal::Signal::SIGKILL);
+    wait_exit(&mut s.child, Duration::from_secs(5));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut cut = 0;
+    for w in writers {
+        cut += usize::from(w.await.unwrap());
+    }
+    assert!(
+        cut > 0,
+        "the server was killed while changes were being made"
+    );
+
+    let mut s = spawn_server(&data, &[]).await;
+    let report = get(&s, "/api/v1/audit/verify").await;
+    assert_eq!(report["problem"], Value::Null, "{report}");
+    let targets = |event: &'static str| {
+        let s = &s;
+        async move {
+            let log = get(s, &format!("/api/v1/audit?event={event}&limit=1000")).await;
+            log["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["target"].as_str().unwrap().to_owned())
+                .collect::<BTreeSet<_>>()
+        }
+    };
+    let jobs: BTreeSet<String> = get(&s, "/api/v1/jobs").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| format!("job:{}", j["name"].as_str().unwrap()))
+        .collect();
+    assert!(!jobs.is_empty(), "jobs were created before the kill");
+    assert_eq!(
+        jobs,
+        targets("job.create").await,
+        "a job without its record, or a record without its job"
+    );
+    let users = get(&s, "/api/v1/users").await;
+    let mut user_targets = BTreeSet::new();
+    for u in users.as_array().unwrap() {
+        let name = u["username"].as_str().unwrap();
+        if name == "admin" {
+            continue;
+        }
+        assert_eq!(
+            u["roles"],
+            json!(["operator"]),
+            "{name} lost its role grant"
+        );
+        user_targets.insert(format!("user:{name}"));
+    }
+    let mut created = targets("user.create").await;
+    created.remove("user:admin");
+    assert_eq!(user_targets, created);
+    // Every job's secret reference was indexed with it: deleting the secret
+    // names every job.
+    let r = s
+        .client
+        .delete(format!("{}/api/v1/secrets/DBPW", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    let named: BTreeSet<String> = message
+        .trim_start_matches("jobs ")
+        .split(" refer")
+        .next()
+        .unwrap()
+        .split(", ")
+        .map(|n| format!("job:{n}"))
+        .collect();
+    assert_eq!(named, jobs, "{message}");
+    signal(&s.child, nix::sys::signal::Signal::SIGKILL);
+    wait_exit(&mut s.child, Duration::from_secs(5));
 }
