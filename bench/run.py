@@ -17,6 +17,9 @@ Needs: gcc, Python packages apscheduler<4 and psutil. Runs, in one go:
             same server, wrk, requests per second
   audit     audit appends per second with the hash chain vs plain SQLite inserts
             (cargo bench -p steward-store --bench audit_append)
+  backends  throughput, api and audit again on SQLite and on PostgreSQL (a local
+            cluster made by target/release/steward-testkit, fsync on), one after
+            the other, as PostgreSQL / SQLite ratios
   followers 200 clients following one run's 8 MB output that never read, then 200
             more that read it all, on a finished and on a live run: RSS before,
             during and after against the same server with no followers, and the
@@ -114,10 +117,26 @@ def authorize(api):
     return body["secret"]
 
 
+# Which database Steward is started on: None (SQLite in the data directory) or
+# the directory of a PostgreSQL cluster kept by `steward-testkit` (a new, empty
+# database for every start).
+PG_CLUSTER = None
+TESTKIT = os.path.join(ROOT, "target/release/steward-testkit")
+
+
+def database_env():
+    if PG_CLUSTER is None:
+        return {}
+    url = subprocess.run([TESTKIT, "database", PG_CLUSTER], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    return {"STEWARD_DATABASE_URL": url}
+
+
 def start_steward(binary, data, port, extra_env=None, authorized=True):
     # The API rate limit would throttle the load generators themselves.
     env = dict(os.environ, STEWARD_LOG_LEVEL="warn", STEWARD_RUN_AS_USER="root",
                STEWARD_BOOTSTRAP_ADMIN_PASSWORD=BOOTSTRAP, STEWARD_API_RATE_LIMIT="0")
+    env.update(database_env())
     env.update(extra_env or {})
     t0 = time.perf_counter()
     proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
@@ -367,7 +386,7 @@ def bench_startup(binary, results):
                           "idle_rss_mib_median": round(statistics.median(rss), 1)}
 
 
-def bench_throughput(binary, results):
+def bench_throughput(binary, results, key="throughput"):
     data = tempfile.mkdtemp(prefix="stw-tp-")
     proc, api, _ = start_steward(binary, os.path.join(data, "d"), free_port())
     st, _ = api.call("POST", "/api/v1/jobs", {"name": "t", "spec": {"kind": "command", "argv": ["true"]},
@@ -403,7 +422,7 @@ def bench_throughput(binary, results):
     t0 = time.perf_counter()
     subprocess.run(["sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"], check=True)
     shell_s = time.perf_counter() - t0
-    results["throughput"] = {"runs": n, "steward_seconds": round(steward_s, 3),
+    results[key] = {"runs": n, "steward_seconds": round(steward_s, 3),
                              "steward_runs_per_second": round(n / steward_s, 1),
                              "shell_loop_seconds": round(shell_s, 3),
                              "shell_spawns_per_second": round(n / shell_s, 1),
@@ -493,7 +512,7 @@ def wrk(url, seconds, headers=()):
     return rps, (p99[0] if p99 else None)
 
 
-def bench_api(binary, results, rounds=5, seconds=4):
+def bench_api(binary, results, rounds=5, seconds=4, key="api_rps"):
     """Alternating windows of /healthz and authenticated /api/v1/jobs on the same
     server, so drift on a shared machine hits both alike; the ratio is taken per
     pair and the median reported."""
@@ -515,7 +534,7 @@ def bench_api(binary, results, rounds=5, seconds=4):
     stop(proc)
     shutil.rmtree(data, ignore_errors=True)
     ratios = sorted(j / h for h, j, _, _ in pairs)
-    results["api_rps"] = {"rounds": rounds, "seconds_per_window": seconds, "jobs_listed": 10,
+    results[key] = {"rounds": rounds, "seconds_per_window": seconds, "jobs_listed": 10,
                           "healthz_rps": [round(p[0]) for p in pairs],
                           "jobs_authenticated_rps": [round(p[1]) for p in pairs],
                           "healthz_p99": [p[2] for p in pairs], "jobs_authenticated_p99": [p[3] for p in pairs],
@@ -670,10 +689,41 @@ def bench_followers(binary, results, followers=200):
     results["followers"] = out
 
 
-def bench_audit(results):
+def bench_audit(results, key="audit_append", env=None):
     out = subprocess.run(["cargo", "bench", "-q", "-p", "steward-store", "--bench", "audit_append"],
-                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    results["audit_append"] = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+                         cwd=ROOT, check=True, capture_output=True, text=True,
+                         env=dict(os.environ, **(env or {}))).stdout
+    results[key] = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+
+
+def bench_backends(binary, results, cluster_dir):
+    """The store-bound benchmarks on SQLite and on PostgreSQL (a local cluster
+    with PostgreSQL's default durability: fsync on every commit), one after the
+    other in the same run, reported as PostgreSQL / SQLite ratios."""
+    global PG_CLUSTER
+    subprocess.run([TESTKIT, "start", cluster_dir, "--durable"], check=True)
+    out = {}
+    try:
+        for backend in ("sqlite", "postgres"):
+            PG_CLUSTER = cluster_dir if backend == "postgres" else None
+            bench_throughput(binary, out, key=f"{backend}_throughput")
+            bench_api(binary, out, key=f"{backend}_api_rps")
+        PG_CLUSTER = None
+        url = subprocess.run([TESTKIT, "database", cluster_dir], check=True, capture_output=True,
+                             text=True).stdout.strip()
+        bench_audit(out, key="audit_append", env={"STEWARD_BENCH_PG_URL": url})
+    finally:
+        PG_CLUSTER = None
+        subprocess.run([TESTKIT, "stop", cluster_dir], check=False)
+    r = lambda a, b: round(a / b, 3)
+    out["ratio_postgres_to_sqlite"] = {
+        "manual_runs_per_second": r(out["postgres_throughput"]["steward_runs_per_second"],
+                                    out["sqlite_throughput"]["steward_runs_per_second"]),
+        "authenticated_api_rps_median": r(statistics.median(out["postgres_api_rps"]["jobs_authenticated_rps"]),
+                                          statistics.median(out["sqlite_api_rps"]["jobs_authenticated_rps"])),
+        "audit_appends_per_second": out["audit_append"].get("ratio_postgres_to_sqlite_appends"),
+    }
+    results["backends"] = out
 
 
 def main():
@@ -688,7 +738,8 @@ def main():
     stamp = os.path.join(tempfile.gettempdir(), "steward-bench-stamp")
     subprocess.run(["gcc", "-O2", "-o", stamp, os.path.join(HERE, "stamp.c")], check=True)
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
-    todo = a.only or ["startup", "throughput", "idle", "signin", "api", "audit", "followers", "precision"]
+    todo = a.only or ["startup", "throughput", "idle", "signin", "api", "audit", "backends", "followers",
+                      "precision"]
     if "startup" in todo:
         bench_startup(a.steward, results)
     if "throughput" in todo:
@@ -701,6 +752,8 @@ def main():
         bench_api(a.steward, results)
     if "audit" in todo:
         bench_audit(results)
+    if "backends" in todo:
+        bench_backends(a.steward, results, os.path.join(tempfile.gettempdir(), "steward-bench-pg"))
     if "followers" in todo:
         bench_followers(a.steward, results)
     if "precision" in todo:

@@ -1,6 +1,8 @@
 //! Audit appends per second with the hash chain, against plain inserts of the
 //! same rows into a table without a chain, side by side on the same machine
-//! and SQLite settings. Run: `cargo bench -p steward-store --bench audit_append`.
+//! and SQLite settings. With `STEWARD_BENCH_PG_URL` (an empty PostgreSQL
+//! database), the same chained appends on PostgreSQL too, as a ratio to SQLite.
+//! Run: `cargo bench -p steward-store --bench audit_append`.
 //! Prints one JSON object (bench/run.py collects it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -83,14 +85,29 @@ async fn main() {
     }
     let plain = t2.elapsed().as_secs_f64();
     let per_s = |secs: f64| (N as f64 / secs).round();
-    println!(
-        "{}",
-        json!({
-            "entries": N,
-            "chained_appends_per_second": per_s(chained),
-            "plain_inserts_per_second": per_s(plain),
-            "ratio_chained_to_plain": ((plain / chained) * 1000.0).round() / 1000.0,
-            "verify_entries_per_second": per_s(verify),
-        })
-    );
+    let ratio = |a: f64, b: f64| ((a / b) * 1000.0).round() / 1000.0;
+    let mut out = json!({
+        "entries": N,
+        "chained_appends_per_second": per_s(chained),
+        "plain_inserts_per_second": per_s(plain),
+        "ratio_chained_to_plain": ratio(plain, chained),
+        "verify_entries_per_second": per_s(verify),
+    });
+    if let Ok(url) = std::env::var("STEWARD_BENCH_PG_URL") {
+        let pg = steward_store::PgStore::connect(&url, None).await.unwrap();
+        let t3 = Instant::now();
+        for i in 0..N {
+            let mut tx = pg.write().await.unwrap();
+            tx.append_audit(&record(i)).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        let pg_chained = t3.elapsed().as_secs_f64();
+        let t4 = Instant::now();
+        assert_eq!(pg.verify_audit().await.unwrap().entries, N as u64);
+        let pg_verify = t4.elapsed().as_secs_f64();
+        out["postgres_chained_appends_per_second"] = json!(per_s(pg_chained));
+        out["postgres_verify_entries_per_second"] = json!(per_s(pg_verify));
+        out["ratio_postgres_to_sqlite_appends"] = json!(ratio(chained, pg_chained));
+    }
+    println!("{out}");
 }

@@ -1,8 +1,9 @@
 //! The SQLite backend: WAL, foreign keys, busy timeout, migrations at open.
 //!
 //! Write transactions go through a pool of one connection, so they are
-//! serialised in-process (writers queue instead of spinning on SQLITE_BUSY) and
-//! a rule read inside one holds until it commits. Read transactions use a
+//! serialised in-process (writers queue instead of spinning on SQLITE_BUSY),
+//! and begin IMMEDIATE, so they are serialised with other processes on the
+//! same file too: a rule read inside one holds until it commits. Read transactions use a
 //! separate pool of read-only connections; WAL gives each a snapshot.
 
 use crate::sql::{backend, classify, from_ms, ms, not_found_if_zero, opt_ms};
@@ -121,7 +122,14 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self) -> Result<Box<dyn WriteTx>> {
-        let tx = self.writer.begin().await.map_err(backend)?;
+        // IMMEDIATE: the write lock is taken first, as PostgreSQL's advisory
+        // lock is. A deferred transaction that reads and then writes fails
+        // with SQLITE_BUSY at once when another process wrote in between.
+        let tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
         Ok(Box::new(SqliteTx { tx }))
     }
 

@@ -332,6 +332,43 @@ mod cases {
         assert_eq!(ids(rx.list_audit(&window).await.unwrap()), vec![2]);
     }
 
+    /// Write transactions are serialised across processes too (PostgreSQL:
+    /// the advisory lock; SQLite: the file lock): two stores on one database
+    /// appending at once keep one chain, and an occurrence both try to record
+    /// is recorded once.
+    pub async fn two_processes_on_one_database_keep_one_chain_and_one_occurrence(
+        a: Arc<dyn Store>,
+        b: Arc<dyn Store>,
+    ) {
+        let j = job(&*a, "shared").await;
+        let mut tasks = vec![];
+        for w in 0..8 {
+            let s = if w % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                let mut recorded = 0;
+                for i in 0..20 {
+                    let mut tx = s.write().await.unwrap();
+                    tx.append_audit(&audit(w * 100 + i)).await.unwrap();
+                    tx.commit().await.unwrap();
+                    if insert(&*s, &scheduled(j.id, t(1000 + i))).await.is_ok() {
+                        recorded += 1;
+                    }
+                }
+                recorded
+            }));
+        }
+        let mut recorded = 0;
+        for task in tasks {
+            recorded += task.await.unwrap();
+        }
+        assert_eq!(recorded, 20, "each occurrence recorded exactly once");
+        for s in [&a, &b] {
+            let report = s.verify_audit().await.unwrap();
+            assert_eq!(report.entries, 161, "{report:?}");
+            assert_eq!(report.problem, None);
+        }
+    }
+
     pub async fn jobs_naming_a_secret_are_found_and_go_with_their_job(s: &dyn Store) {
         let a = job(s, "a").await;
         let b = job(s, "b").await;
@@ -536,7 +573,7 @@ mod cases {
 
 /// Every case on one backend: `$open` yields a [`Backend`].
 macro_rules! suite {
-    ($backend:ident => $open:expr; [$($case:ident),*] [$($shared:ident),*]) => {
+    ($backend:ident => $open:expr; [$($case:ident),*] [$($shared:ident),*] [$($two:ident),*]) => {
         mod $backend {
             use super::*;
             $(
@@ -551,6 +588,13 @@ macro_rules! suite {
                 async fn $shared() {
                     let backend = $open.await;
                     cases::$shared(backend.store.clone()).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $two() {
+                    let backend = $open.await;
+                    cases::$two(backend.store.clone(), backend.other.clone()).await;
                 }
             )*
         }
@@ -575,22 +619,28 @@ macro_rules! backends {
             accounts_roles_groups_sessions_and_tokens
         ] [
             concurrent_audit_appends_keep_one_chain
+        ] [
+            two_processes_on_one_database_keep_one_chain_and_one_occurrence
         ]);
     )*};
 }
 
 struct Backend {
     store: Arc<dyn Store>,
+    /// A second store on the same database, as another Steward process would
+    /// open it (its own connections; on SQLite its own writer).
+    other: Arc<dyn Store>,
     _dir: tempfile::TempDir,
 }
 
 async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().unwrap();
-    let store = steward_store::SqliteStore::open(&dir.path().join("steward.db"))
-        .await
-        .unwrap();
+    let path = dir.path().join("steward.db");
+    let store = steward_store::SqliteStore::open(&path).await.unwrap();
+    let other = steward_store::SqliteStore::open(&path).await.unwrap();
     Backend {
         store: Arc::new(store),
+        other: Arc::new(other),
         _dir: dir,
     }
 }
@@ -599,11 +649,14 @@ async fn sqlite() -> Backend {
 async fn postgres() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let url = steward_testkit::Cluster::shared().create_database().await;
-    let store = steward_store::PgStore::connect(&url, Some(dir.path().join("audit.head")))
+    let anchor = Some(dir.path().join("audit.head"));
+    let store = steward_store::PgStore::connect(&url, anchor.clone())
         .await
         .unwrap();
+    let other = steward_store::PgStore::connect(&url, anchor).await.unwrap();
     Backend {
         store: Arc::new(store),
+        other: Arc::new(other),
         _dir: dir,
     }
 }

@@ -42,6 +42,9 @@ pub struct Cluster {
     password: String,
     /// A private cluster's directory, removed (after a stop) on drop.
     owned: Option<PathBuf>,
+    /// PostgreSQL's own durability (fsync, full-page writes), for benchmarks
+    /// that compare backends as they would run in production.
+    durable: bool,
 }
 
 /// Where the shared cluster lives: `STEWARD_TEST_PG_DIR` or a fixed directory
@@ -55,7 +58,11 @@ pub fn shared_dir() -> PathBuf {
 
 /// Stops the shared cluster if it runs (for `.ci/test` at the end of a run).
 pub fn stop_shared() {
-    let root = shared_dir();
+    stop_at(&shared_dir());
+}
+
+/// Stops the cluster kept in `root`, if it runs.
+pub fn stop_at(root: &Path) {
     if root.join("data").join("PG_VERSION").exists() {
         let bin = bin_dir();
         let _ = pg_command(&bin, "pg_ctl")
@@ -82,7 +89,7 @@ impl Cluster {
             let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
                 .map_err(|(_, e)| e)
                 .expect("lock the shared cluster");
-            let mut cluster = Cluster::at(root, None);
+            let mut cluster = Cluster::at(root, None, false);
             if !cluster.running() {
                 cluster.start();
             } else {
@@ -101,18 +108,32 @@ impl Cluster {
             rand::random::<u32>()
         ));
         fs::create_dir_all(&root).expect("create a private cluster's directory");
-        let mut cluster = Cluster::at(root.clone(), Some(root));
+        let mut cluster = Cluster::at(root.clone(), Some(root), false);
         cluster.start();
         cluster
     }
 
-    fn at(root: PathBuf, owned: Option<PathBuf>) -> Cluster {
+    /// A cluster kept in `root` across processes (benchmarks): started if it
+    /// is not running, with PostgreSQL's default durability when `durable`.
+    pub fn persistent(root: PathBuf, durable: bool) -> Cluster {
+        let mut cluster = Cluster::at(root, None, durable);
+        if cluster.running() {
+            cluster.port = read_port(&cluster.root);
+            cluster.password = read_password(&cluster.root);
+        } else {
+            cluster.start();
+        }
+        cluster
+    }
+
+    fn at(root: PathBuf, owned: Option<PathBuf>, durable: bool) -> Cluster {
         Cluster {
             bin: bin_dir(),
             port: 0,
             password: String::new(),
             root,
             owned,
+            durable,
         }
     }
 
@@ -141,9 +162,14 @@ impl Cluster {
             self.port = free_port();
         }
         fs::write(self.root.join("port"), self.port.to_string()).expect("write the port file");
+        let durability = if self.durable {
+            ""
+        } else {
+            " -c fsync=off -c full_page_writes=off"
+        };
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off \
-             -c full_page_writes=off -c max_connections=400",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''{durability} \
+             -c max_connections=400",
             self.port
         );
         let status = pg_command(&self.bin, "pg_ctl")
@@ -221,6 +247,16 @@ impl Cluster {
     /// A new, empty database for the calling test; returns its URL. Databases
     /// left by test processes that have ended are dropped first.
     pub async fn create_database(&self) -> String {
+        self.new_database("t").await
+    }
+
+    /// A new database that outlives this process (benchmarks start Steward on
+    /// it after `steward-testkit database` has exited); never dropped.
+    pub async fn create_kept_database(&self) -> String {
+        self.new_database("kept").await
+    }
+
+    async fn new_database(&self, prefix: &str) -> String {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         use sqlx::Connection as _;
         let mut admin = sqlx::PgConnection::connect(&self.url("postgres"))
@@ -240,7 +276,7 @@ impl Cluster {
             }
         }
         let name = format!(
-            "t_{}_{}",
+            "{prefix}_{}_{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );

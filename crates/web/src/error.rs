@@ -66,6 +66,16 @@ impl ApiError {
         }
     }
 
+    /// A failure the client cannot act on: the detail goes to the log only.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -92,12 +102,8 @@ impl From<ServiceError> for ApiError {
                 "Steward is shutting down",
             ),
             ServiceError::Internal(source) => {
-                tracing::error!(error = %source, cause = ?std::error::Error::source(&source), "internal error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the server log",
-                )
+                tracing::error!(cause = ?std::error::Error::source(&source), "cause of the next internal error");
+                Self::internal(&source)
             }
         }
     }
@@ -117,14 +123,7 @@ impl From<steward_vault::VaultError> for ApiError {
             E::NotFound(w) => Self::not_found(w),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             E::Unavailable(m) => Self::unavailable(m),
-            E::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the server log",
-                )
-            }
+            E::Internal(m) => Self::internal(&m),
         }
     }
 }
@@ -138,14 +137,7 @@ impl From<steward_notify::NotifyError> for ApiError {
             // Not configured, or the mail server refused: the request may work later.
             E::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
             E::Vault(v) => v.into(),
-            E::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the server log",
-                )
-            }
+            E::Internal(m) => Self::internal(&m),
         }
     }
 }
@@ -168,14 +160,7 @@ impl From<steward_access::AccessError> for ApiError {
             E::NotFound(w) => Self::not_found(w),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             E::Unavailable(m) => Self::unavailable(m),
-            E::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the server log",
-                )
-            }
+            E::Internal(m) => Self::internal(&m),
         }
     }
 }
