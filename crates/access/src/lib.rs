@@ -62,6 +62,7 @@ impl From<NotifyError> for AccessError {
             NotifyError::Invalid(v) => Self::Invalid(v),
             NotifyError::Forbidden(m) => Self::Forbidden(m),
             NotifyError::Unavailable(m) => Self::Unavailable(m),
+            NotifyError::Vault(steward_vault::VaultError::Internal(m)) => Self::Internal(m),
             NotifyError::Vault(v) => Self::Unavailable(v.to_string()),
             NotifyError::Internal(m) => Self::Internal(m),
         }

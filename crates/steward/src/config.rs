@@ -271,9 +271,19 @@ impl Config {
             path: path.into(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string().trim_end().to_owned(),
+        // toml's own Display quotes the offending line, which may hold a
+        // password (database.url, metrics.token): name the line, not its text.
+        toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError::Parse {
+                path: path.into(),
+                message: match line {
+                    Some(l) => format!("line {l}: {}", e.message().trim_end()),
+                    None => e.message().trim_end().to_owned(),
+                },
+            }
         })
     }
 
@@ -697,6 +707,46 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         toml::from_str::<Config>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("steward.toml");
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:8080\"\n[database]\nurl = \"postgres://u:hunter2\\q@db/steward\"\n",
+        )
+        .unwrap();
+        let e = Config::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("line 3"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn database_url_from_env_or_file_and_checked_without_repeating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("url");
+        std::fs::write(&f, "postgres://steward:s3cret-pw@db:5432/steward\n").unwrap();
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "STEWARD_DATABASE_URL_FILE").then(|| f.display().to_string()))
+            .unwrap();
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&c.database_url().unwrap().unwrap()),
+            "postgres://steward:s3cret-pw@db:5432/steward"
+        );
+        let mut c = Config::default();
+        c.apply_env(|k| {
+            (k == "STEWARD_DATABASE_URL").then(|| "mysql://root:s3cret-pw@db/x".into())
+        })
+        .unwrap();
+        let problems = format!("{:?}", c.check_environment());
+        assert!(problems.contains("database.url"), "{problems}");
+        assert!(!problems.contains("s3cret-pw"), "{problems}");
+        assert!(
+            !format!("{c:?}").contains("s3cret-pw"),
+            "Debug hides the URL"
+        );
     }
 
     #[test]

@@ -96,6 +96,10 @@ impl Application {
             })?;
         let data_lock = lock_data_dir(&config.data_dir)?;
         let store = open_store(&config).await?;
+        store
+            .claim()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", store_error_chain(&e)))?;
         let vault = open_vault(&config, &store, overrides.clock.clone())?;
         // Bound before anything is created, so a start that cannot listen
         // leaves no admin account behind with a password nobody saw used.
@@ -431,6 +435,7 @@ fn command_sandbox(
     hidden.extend(config.auth.master_key_file.clone());
     hidden.extend(config.auth.bootstrap_admin_password_file.clone());
     hidden.extend(config.metrics.token_file.clone());
+    hidden.extend(config.database.url_file.clone());
     let mut hidden: Vec<_> = hidden
         .into_iter()
         .filter_map(|p| std::fs::canonicalize(&p).ok())

@@ -62,6 +62,14 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the connections; later calls fail.
     async fn close(&self);
 
+    /// Takes the database for this serving process: a second Steward serving
+    /// the same database is refused (it would abandon the first one's running
+    /// runs and fire every schedule twice). SQLite: the data directory's lock
+    /// already does this.
+    async fn claim(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Recomputes every hash and link of the audit log (see [`audit::chain`]).
     async fn verify_audit(&self) -> Result<ChainReport> {
         let mut tx = self.read().await?;

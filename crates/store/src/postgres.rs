@@ -57,15 +57,22 @@ pub struct PgStore {
     /// one acquire timeout each, and a request could hang for minutes.
     outages: Arc<AtomicU64>,
     audit_anchor: Option<PathBuf>,
+    opts: PgConnectOptions,
+    /// The connection holding the instance lock (see [`Store::claim`]).
+    claim: Arc<Mutex<Option<PgConnection>>>,
 }
+
+/// The session-level advisory lock a serving Steward holds ("stewardi").
+const INSTANCE_LOCK: i64 = 0x7374_6577_6172_6469;
 
 /// The database became unreachable while a change waited for its turn.
 #[derive(Debug, thiserror::Error)]
 #[error("the database became unavailable while this change waited for its turn")]
 struct OutageWhileQueued;
 
-/// One transaction, read or write. Fields drop in order: the transaction is
-/// rolled back before this process lets the next writer in.
+/// One transaction, read or write. Dropping it queues the rollback and lets
+/// this process's next writer in; the advisory lock is the server's, released
+/// when the rollback reaches it, so writers stay serialised either way.
 pub struct PgTx {
     tx: Transaction<'static, Db>,
     _writer: Option<OwnedMutexGuard<()>>,
@@ -96,12 +103,19 @@ impl PgStore {
     pub async fn connect(url: &str, audit_anchor: Option<PathBuf>) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|_| StoreError::Backend(Box::new(BadUrl)))?
-            .application_name("steward");
+            .application_name("steward")
+            // A session stuck in a transaction (a half-open connection, another
+            // process that hangs) would hold the write lock for ever: bounded.
+            // Statements, the wait for the write lock included, end too.
+            .options([
+                ("idle_in_transaction_session_timeout", "60s"),
+                ("statement_timeout", "60s"),
+            ]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(ConnectError(redacted(&e, url)))))?;
         MIGRATOR
@@ -113,6 +127,8 @@ impl PgStore {
             writers: Arc::new(Mutex::new(())),
             outages: Arc::new(AtomicU64::new(0)),
             audit_anchor,
+            opts,
+            claim: Arc::new(Mutex::new(None)),
         })
     }
 }
@@ -161,9 +177,12 @@ impl Store for PgStore {
             }
             e
         };
+        // READ COMMITTED said, not inherited: each statement after the lock
+        // sees what the previous writer committed (a database default of
+        // REPEATABLE READ would take the snapshot before the lock is granted).
         let mut tx = self
             .pool
-            .begin()
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE")
             .await
             .map_err(|e| note_outage(backend(e)))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -182,7 +201,35 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
+        if let Some(conn) = self.claim.lock().await.take() {
+            let _ = sqlx::Connection::close(conn).await;
+        }
         self.pool.close().await;
+    }
+
+    /// A session-level advisory lock on a connection of its own, held while
+    /// this store lives. (If that connection is lost, so is the lock; a second
+    /// instance started meanwhile would not be refused.)
+    async fn claim(&self) -> Result<()> {
+        let mut held = self.claim.lock().await;
+        if held.is_some() {
+            return Ok(());
+        }
+        let mut conn = <PgConnection as sqlx::Connection>::connect_with(&self.opts)
+            .await
+            .map_err(backend)?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(INSTANCE_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(backend)?;
+        if !got {
+            return Err(StoreError::Conflict(
+                "another Steward is already serving this database (one serves it at a time)".into(),
+            ));
+        }
+        *held = Some(conn);
+        Ok(())
     }
 }
 
@@ -192,6 +239,17 @@ impl ReadTx for PgTx {}
 impl WriteTx for PgTx {
     async fn commit(self: Box<Self>) -> Result<()> {
         let PgTx { tx, _writer } = *self;
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(|e| match backend(e) {
+            // The connection broke during COMMIT: the change may or may not
+            // have been applied, so it is not reported as "nothing written".
+            StoreError::Unavailable(cause) => {
+                StoreError::Backend(Box::new(CommitOutcomeUnknown(cause)))
+            }
+            other => other,
+        })
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("the connection was lost during commit; the change may or may not have been applied")]
+struct CommitOutcomeUnknown(#[source] Box<dyn std::error::Error + Send + Sync>);

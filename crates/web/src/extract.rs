@@ -74,6 +74,11 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("the body must be one JSON object, not {}", describe(&value)),
         ));
     }
+    // No text Steward stores may hold NUL: PostgreSQL's text refuses it, C
+    // strings end at it, and no name, argument or message needs one.
+    if let Some(field) = first_nul(&value, String::new()) {
+        return Err(ApiError::invalid(field, "must not contain NUL bytes"));
+    }
     serde_path_to_error::deserialize(Strict(&value)).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
@@ -90,6 +95,31 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::invalid(field, message)
     })
+}
+
+/// The path (`spec.argv[1]`, `spec.env.X`) of the first string or key holding
+/// a NUL character.
+fn first_nul(v: &Value, path: String) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| first_nul(item, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                first_nul(item, here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// Walks a JSON document and fails on the first object with a repeated key.
@@ -290,6 +320,11 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .filter(|_| names.len() == 1)
             .cloned()
             .unwrap_or_default();
+        if let Ok(raw) = axum::extract::RawPathParams::from_request_parts(parts, state).await {
+            if let Some((k, _)) = raw.iter().find(|(_, v)| v.contains('\0')) {
+                return Err(invalid_parameter(k, "must not contain NUL bytes"));
+            }
+        }
         match r {
             Ok(axum::extract::Path(v)) => Ok(Self(v)),
             Err(axum::extract::rejection::PathRejection::FailedToDeserializePathParams(e)) => {
@@ -353,6 +388,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         let uri = format!("/?{q}")
             .parse()
             .map_err(|_| invalid_parameter("", "malformed query string"))?;
+        // Decoded the way the values will be; none may hold NUL (see parse_object).
+        if let Some((k, _)) =
+            url::form_urlencoded::parse(q.as_bytes()).find(|(_, v)| v.contains('\0'))
+        {
+            return Err(invalid_parameter(
+                k.into_owned(),
+                "must not contain NUL bytes",
+            ));
+        }
         #[allow(clippy::disallowed_types)] // wrapped here, and only here
         let r = axum::extract::Query::<T>::try_from_uri(&uri);
         r.map(|axum::extract::Query(v)| Self(v)).map_err(|e| {

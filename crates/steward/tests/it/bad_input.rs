@@ -368,3 +368,51 @@ async fn transport_level_refusals() {
     assert_eq!((s, v["error"]["field"].as_str()), (422, Some("schedule")));
     t.stop().await;
 }
+
+/// NUL in any text a request carries (body strings and keys, path and query
+/// parameters) is refused with the field named, on every route: PostgreSQL's
+/// text cannot store it, and it must never become a 500 there.
+#[tokio::test]
+async fn nul_characters_are_refused_wherever_they_come_in() {
+    let t = TestApp::start().await;
+    let c = t.client.clone();
+    let cases: Vec<(&str, String, Option<Value>, &str)> = vec![
+        (
+            "POST",
+            "/api/v1/tokens".into(),
+            Some(json!({"name": "a\u{0}b"})),
+            "name",
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/NUL_TEST".into(),
+            Some(json!({"value": "long enough", "description": "x\u{0}y"})),
+            "description",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs".into(),
+            Some(
+                json!({"name": "n", "spec": {"kind": "command", "argv": ["true"], "env": {"A\u{0}": "1"}}}),
+            ),
+            "spec.env.A\u{0}",
+        ),
+        ("GET", "/api/v1/audit?actor=a%00b".into(), None, "actor"),
+        ("GET", "/api/v1/runs?job=a%00b".into(), None, "job"),
+        ("GET", "/api/v1/jobs/a%00b".into(), None, "job"),
+        ("DELETE", "/api/v1/secrets/a%00b".into(), None, "name"),
+    ];
+    for (method, path, body, field) in cases {
+        let (status, v) = t.call(&c, method, &path, body).await;
+        assert!(
+            status == 400 || status == 422,
+            "{method} {path}: {status} {v}"
+        );
+        assert_eq!(v["error"]["field"], field, "{method} {path}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("NUL"),
+            "{method} {path}: {v}"
+        );
+    }
+    assert_eq!(t.get("/readyz").await.0, 200);
+}

@@ -118,3 +118,26 @@ async fn a_bad_database_url_is_refused_without_repeating_its_password() {
     assert!(text.contains("database.url"), "{text}");
     assert!(!text.contains("hunter2-secret"), "{text}");
 }
+
+/// Two Stewards serving one database would abandon each other's runs and fire
+/// every schedule twice: the second is refused, whatever its data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_steward_on_the_same_database_is_refused() {
+    let url = Cluster::shared().create_database().await;
+    let first = TestApp::start_with(
+        |c| c.database.url = Some(url.clone().into()),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = crate::helpers::config(dir.path());
+    c.database.url = Some(url.clone().into());
+    let e = steward::Application::build(c).await.err().expect("refused");
+    assert!(format!("{e:#}").contains("another Steward"), "{e:#}");
+    // Once the first has stopped, the database can be served again.
+    first.stop().await;
+    let second =
+        TestApp::start_with(|c| c.database.url = Some(url.into()), Arc::new(SystemClock)).await;
+    assert_eq!(second.get("/readyz").await.0, 200);
+    second.stop().await;
+}
