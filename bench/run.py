@@ -701,7 +701,7 @@ def bench_backends(binary, results, cluster_dir):
     with PostgreSQL's default durability: fsync on every commit), one after the
     other in the same run, reported as PostgreSQL / SQLite ratios."""
     global PG_CLUSTER
-    subprocess.run([TESTKIT, "start", cluster_dir, "--durable"], check=True)
+    subprocess.run([TESTKIT, "start", cluster_dir, "--durable"], check=True, stdout=subprocess.DEVNULL)
     out = {}
     try:
         for backend in ("sqlite", "postgres"):
@@ -714,7 +714,7 @@ def bench_backends(binary, results, cluster_dir):
         bench_audit(out, key="audit_append", env={"STEWARD_BENCH_PG_URL": url})
     finally:
         PG_CLUSTER = None
-        subprocess.run([TESTKIT, "stop", cluster_dir], check=False)
+        subprocess.run([TESTKIT, "stop", cluster_dir], check=False, stdout=subprocess.DEVNULL)
     r = lambda a, b: round(a / b, 3)
     out["ratio_postgres_to_sqlite"] = {
         "manual_runs_per_second": r(out["postgres_throughput"]["steward_runs_per_second"],
