@@ -8,6 +8,7 @@
 pub mod access;
 pub mod audit;
 pub mod duration;
+pub mod entity;
 pub mod error;
 pub mod ids;
 pub mod job;

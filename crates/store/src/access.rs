@@ -6,19 +6,8 @@
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use steward_domain::entity::{ApiToken, Group, Role, Session, User};
 use steward_domain::{GroupId, PermissionSet, RoleId, SessionId, TokenId, UserId, Username};
-
-#[derive(Debug, Clone)]
-pub struct User {
-    pub id: UserId,
-    pub username: Username,
-    pub email: Option<String>,
-    pub password_hash: String,
-    pub must_change: bool,
-    pub disabled: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
 
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -36,34 +25,6 @@ pub struct UserChange {
 }
 
 #[derive(Debug, Clone)]
-pub struct Role {
-    pub id: RoleId,
-    pub name: String,
-    pub builtin: bool,
-    /// For custom roles; built-in roles' sets come from `BuiltinRole`.
-    pub permissions: PermissionSet,
-}
-
-#[derive(Debug, Clone)]
-pub struct Group {
-    pub id: GroupId,
-    pub name: String,
-    pub members: Vec<Username>,
-    pub roles: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub id: SessionId,
-    pub user_id: UserId,
-    pub created_at: DateTime<Utc>,
-    pub last_seen_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub address: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-#[derive(Debug, Clone)]
 pub struct NewSession {
     pub token_hash: [u8; 32],
     pub user_id: UserId,
@@ -71,19 +32,6 @@ pub struct NewSession {
     pub expires_at: DateTime<Utc>,
     pub address: Option<String>,
     pub user_agent: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ApiToken {
-    pub id: TokenId,
-    pub user_id: UserId,
-    pub name: String,
-    pub hint: String,
-    pub scopes: PermissionSet,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub last_used_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]

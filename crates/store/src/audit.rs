@@ -10,17 +10,8 @@ use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+pub use steward_domain::entity::AuditEntry;
 use steward_domain::AuditRecord;
-
-/// A stored entry: the record, its position and its chain hashes.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditEntry {
-    pub id: i64,
-    #[serde(flatten)]
-    pub record: AuditRecord,
-    pub prev_hash: String,
-    pub hash: String,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {

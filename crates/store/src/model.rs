@@ -1,44 +1,9 @@
-//! Rows as the rest of Steward sees them.
+//! What services give the store to record runs and filter them. The entities
+//! themselves (`Job`, `Run`, ...) are the domain's (`steward_domain::entity`).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use steward_domain::{JobDefinition, JobId, JobName, RunId, RunOutcome, RunStatus, Trigger};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Job {
-    pub id: JobId,
-    pub definition: JobDefinition,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub schedule_cursor: Option<DateTime<Utc>>,
-}
-
-impl Job {
-    pub fn name(&self) -> &JobName {
-        &self.definition.name
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Run {
-    pub id: RunId,
-    pub job_id: JobId,
-    pub job_name: JobName,
-    pub status: RunStatus,
-    pub trigger: Trigger,
-    pub scheduled_for: Option<DateTime<Utc>>,
-    pub not_before: Option<DateTime<Utc>>,
-    pub attempt: u32,
-    pub parent_run_id: Option<RunId>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub http_status: Option<u16>,
-    pub error: Option<String>,
-    pub output_truncated: bool,
-}
+pub use steward_domain::entity::{Job, Run};
+use steward_domain::{JobId, JobName, RunId, RunOutcome, RunStatus, Trigger};
 
 #[derive(Debug, Clone)]
 pub struct NewRun {

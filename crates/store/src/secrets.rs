@@ -5,16 +5,8 @@
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use steward_domain::entity::SecretMeta;
 use steward_domain::{JobName, SecretName};
-
-#[derive(Debug, Clone)]
-pub struct SecretMeta {
-    pub name: SecretName,
-    pub description: String,
-    pub key_version: u32,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
 
 #[derive(Debug, Clone)]
 pub struct Setting {

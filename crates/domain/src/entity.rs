@@ -1,0 +1,119 @@
+//! The entities the services work with: what a job, a run, a user, a role,
+//! a group, a session, an API token, an audit entry and a secret's metadata
+//! are, whichever backend holds them. Database rows never leave the store;
+//! it turns them into these.
+
+use crate::{
+    AuditRecord, GroupId, JobDefinition, JobId, JobName, PermissionSet, RoleId, RunId, RunStatus,
+    SecretName, SessionId, TokenId, Trigger, UserId, Username,
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub definition: JobDefinition,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub schedule_cursor: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    pub fn name(&self) -> &JobName {
+        &self.definition.name
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: RunId,
+    pub job_id: JobId,
+    pub job_name: JobName,
+    pub status: RunStatus,
+    pub trigger: Trigger,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub attempt: u32,
+    pub parent_run_id: Option<RunId>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub output_truncated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub username: Username,
+    pub email: Option<String>,
+    pub password_hash: String,
+    pub must_change: bool,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub id: RoleId,
+    pub name: String,
+    pub builtin: bool,
+    /// For custom roles; built-in roles' sets come from `BuiltinRole`.
+    pub permissions: PermissionSet,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: GroupId,
+    pub name: String,
+    pub members: Vec<Username>,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    pub id: TokenId,
+    pub user_id: UserId,
+    pub name: String,
+    pub hint: String,
+    pub scopes: PermissionSet,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A stored entry: the record, its position and its chain hashes.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretMeta {
+    pub name: SecretName,
+    pub description: String,
+    pub key_version: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
