@@ -25,7 +25,7 @@ use steward_engine::outbound::OutboundPolicy;
 use steward_engine::runner::{random_jitter, JitterFn};
 use steward_engine::{Engine, EngineSettings};
 use steward_notify::Mailer;
-use steward_store::{PgStore, SqliteStore, Store};
+use steward_store::{Location, Store};
 use steward_vault::Vault;
 use tokio_util::sync::CancellationToken;
 
@@ -267,27 +267,26 @@ impl Application {
 /// The audit head anchor is kept in the data directory either way. Errors
 /// never repeat the URL (it holds a password).
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let anchor = config.data_dir.join("audit.head");
     match config.database_url()? {
         Some(url) => {
             use secrecy::ExposeSecret as _;
-            let store = PgStore::connect(url.expose_secret(), Some(anchor))
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot open the PostgreSQL database: {}",
-                        store_error_chain(&e)
-                    )
-                })?;
+            let store = steward_store::open(Location::Postgres {
+                url: url.expose_secret(),
+                audit_anchor: config.data_dir.join("audit.head"),
+            })
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the PostgreSQL database: {}",
+                    store_error_chain(&e)
+                )
+            })?;
             tracing::info!("records are kept in PostgreSQL");
-            Ok(Arc::new(store))
+            Ok(store)
         }
-        None => {
-            let store = SqliteStore::open(&config.data_dir.join("steward.db"))
-                .await
-                .context("cannot open the database")?;
-            Ok(Arc::new(store))
-        }
+        None => steward_store::open(Location::Sqlite(&config.data_dir.join("steward.db")))
+            .await
+            .context("cannot open the database"),
     }
 }
 

@@ -33,6 +33,30 @@ use std::path::Path;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Where the records are kept: the one choice of backend, made from the
+/// configuration by the binary and turned into a store here, so that no crate
+/// above this one names a backend.
+pub enum Location<'a> {
+    /// The embedded database file; `audit.head` is kept beside it.
+    Sqlite(&'a Path),
+    /// A PostgreSQL connection URL (it holds a password: never printed) and
+    /// where to keep the audit head anchor.
+    Postgres {
+        url: &'a str,
+        audit_anchor: std::path::PathBuf,
+    },
+}
+
+/// Opens the store at `location`, applying its pending migrations.
+pub async fn open(location: Location<'_>) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(match location {
+        Location::Sqlite(path) => std::sync::Arc::new(SqliteStore::open(path).await?),
+        Location::Postgres { url, audit_anchor } => {
+            std::sync::Arc::new(PgStore::connect(url, Some(audit_anchor)).await?)
+        }
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]

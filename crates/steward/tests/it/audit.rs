@@ -522,6 +522,19 @@ async fn secrets_tokens_and_passwords_stay_out_of_the_server_log() {
     ] {
         assert!(!text.contains(leak), "{leak:?} appears in the server log");
     }
+    // On PostgreSQL, the password of the database URL Steward was given.
+    if let Some(url) = crate::helpers::postgres_url(dir.path()) {
+        let password = url.split(':').nth(2).unwrap().split('@').next().unwrap();
+        assert!(password.len() > 8);
+        assert!(
+            !text.contains(password),
+            "the database password appears in the server log"
+        );
+        assert!(
+            text.contains("records are kept in PostgreSQL"),
+            "the run was on PostgreSQL"
+        );
+    }
 }
 
 /// Ending sessions is audited in the same transaction as the change: one
