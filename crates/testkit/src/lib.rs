@@ -7,7 +7,7 @@
 //! tests find it running. Each test gets a database of its own
 //! ([`Cluster::create_database`]); databases of test processes that have ended
 //! are dropped by the next one. `.ci/test` stops the cluster when the suite is
-//! done (`cargo run -p steward-testkit -- stop`, which calls [`stop_shared`]).
+//! done (in shell, as [`stop_shared`] does; `steward-testkit stop` by hand).
 //!
 //! [`Cluster::private`] is a cluster of one test's own, for tests that stop and
 //! start the server (a database outage) without disturbing the others.
