@@ -111,6 +111,21 @@ impl PgStore {
                 ("idle_in_transaction_session_timeout", "60s"),
                 ("statement_timeout", "60s"),
             ]);
+        // One connection first: the pool would retry until its timeout and
+        // report only that, hiding "connection refused" or "password
+        // authentication failed".
+        let first = <PgConnection as sqlx::Connection>::connect_with(&opts)
+            .await
+            .map_err(|e| {
+                let text = format!("{} ({})", redacted(&e, url), server_of(url));
+                match backend(e) {
+                    StoreError::Unavailable(_) => {
+                        StoreError::Unavailable(Box::new(ConnectError(text)))
+                    }
+                    _ => StoreError::Backend(Box::new(ConnectError(text))),
+                }
+            })?;
+        let _ = sqlx::Connection::close(first).await;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
@@ -130,6 +145,19 @@ impl PgStore {
             opts,
             claim: Arc::new(Mutex::new(None)),
         })
+    }
+}
+
+/// `server HOST:PORT, database NAME` from the URL, for messages (no user, no password).
+fn server_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "server {}:{}, database {}",
+            u.host_str().unwrap_or("localhost"),
+            u.port().unwrap_or(5432),
+            u.path().trim_start_matches('/')
+        ),
+        Err(_) => "the configured server".into(),
     }
 }
 
