@@ -126,6 +126,9 @@ impl PgStore {
                 }
             })?;
         let _ = sqlx::Connection::close(first).await;
+        // Each acquire pings the connection first (sqlx's default): one more
+        // round trip per transaction, so that after the server restarts a
+        // stale connection is replaced instead of failing a request.
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
@@ -161,17 +164,22 @@ fn server_of(url: &str) -> String {
     }
 }
 
-/// An error's text with the URL's password removed, should a driver ever
-/// include it.
+/// An error's text with the URL's password removed (as written in the URL
+/// and percent-decoded), should a driver ever include it.
 fn redacted(e: &dyn std::error::Error, url: &str) -> String {
-    let text = e.to_string();
-    match url::Url::parse(url)
+    let mut text = e.to_string();
+    let written = url::Url::parse(url)
         .ok()
-        .and_then(|u| u.password().map(str::to_owned))
-    {
-        Some(pw) if !pw.is_empty() => text.replace(&pw, "[redacted]"),
-        _ => text,
+        .and_then(|u| u.password().map(str::to_owned));
+    if let Some(written) = written.filter(|p| !p.is_empty()) {
+        let decoded = percent_encoding::percent_decode_str(&written)
+            .decode_utf8_lossy()
+            .into_owned();
+        for pw in [written, decoded] {
+            text = text.replace(&pw, "[redacted]");
+        }
     }
+    text
 }
 
 #[async_trait]
@@ -281,3 +289,17 @@ impl WriteTx for PgTx {
 #[derive(Debug, thiserror::Error)]
 #[error("the connection was lost during commit; the change may or may not have been applied")]
 struct CommitOutcomeUnknown(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_redacted_as_written_and_decoded() {
+        let url = "postgres://steward:p%40ss%2Fw0rd@db:5432/steward";
+        let e = std::io::Error::other("auth for p@ss/w0rd and p%40ss%2Fw0rd failed");
+        let text = redacted(&e, url);
+        assert_eq!(text, "auth for [redacted] and [redacted] failed");
+        assert_eq!(server_of(url), "server db:5432, database steward");
+    }
+}

@@ -38,9 +38,17 @@ fn is_outage(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         // SQLSTATE classes (PostgreSQL; SQLite's codes are shorter numbers):
         // 08 connection exception, 53 insufficient resources (too many
-        // connections), 57P operator intervention (shutdown, not yet ready).
+        // connections), 57P operator intervention (shutdown, not yet ready),
+        // and the statement timeout (57014) or lock timeout (55P03) ending a
+        // wait for another session: the transaction is rolled back, and the
+        // same request may succeed later.
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.len() == 5 && (c.starts_with("08") || c.starts_with("53") || c.starts_with("57P"))
+            c.len() == 5
+                && (c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57P")
+                    || c == "57014"
+                    || c == "55P03")
         }),
         _ => false,
     }
