@@ -44,6 +44,13 @@ pub struct Run {
     pub http_status: Option<u16>,
     pub error: Option<String>,
     pub output_truncated: bool,
+    /// Why a queued run has not started yet, as the dispatcher last saw it
+    /// ("waiting for lock restic:offsite, held by run 4711 of job weekly").
+    pub waiting_for: Option<String>,
+    /// The node that claimed the run (set once it left the queue).
+    pub claimed_by: Option<String>,
+    /// A queued run not started by then is recorded as skipped.
+    pub start_deadline: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 
 use crate::duration::DurationSpec;
 use crate::error::ValidationError;
-use crate::name::{EnvName, JobName, Tag};
+use crate::name::{EnvName, JobName, LockName, Tag};
 use crate::outbound::HttpUrl;
 use crate::retry::RetryPolicy;
 use crate::schedule::{Schedule, TimeZone};
@@ -38,7 +38,37 @@ pub struct JobDefinition {
     /// Jobs started when a run of this job finally fails (after its retries).
     #[serde(default)]
     pub on_failure: Vec<JobName>,
+    /// Named resources a run holds while it executes; a run waits `queued`
+    /// until every lock it names is free for it.
+    #[serde(default)]
+    pub locks: Vec<ResourceLock>,
 }
+
+/// A resource lock a job's runs take: exclusive (`holders: 1`, the default)
+/// or counted (at most `holders` runs hold it at once). Runs sharing a lock
+/// should declare the same `holders`; when they differ, the smallest among
+/// the claimant and the current holders applies, so an exclusive declaration
+/// is never shared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLock {
+    pub name: LockName,
+    /// How many runs may hold the lock at once (1 to 1000).
+    #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1000, default = 1)]
+    pub holders: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// At most this many locks per job.
+pub const MAX_LOCKS: usize = 16;
+/// `run_all` catches up at most this many missed occurrences (Kubernetes'
+/// CronJob controller gives up past 100 too); older ones are recorded as
+/// one skipped run.
+pub const MAX_CATCH_UP: usize = 100;
 
 fn yes() -> bool {
     true
@@ -257,7 +287,7 @@ pub enum OverlapPolicy {
     Skip,
     /// Keep at most one run waiting; further occurrences are skipped.
     Queue,
-    /// Start another run alongside.
+    /// Start another run alongside (up to `policies.max_concurrent`).
     Allow,
 }
 
@@ -270,6 +300,9 @@ pub enum MissedRunPolicy {
     Skip,
     /// Run once for the most recent missed occurrence, however many were missed.
     RunOnce,
+    /// Run every missed occurrence, oldest first, up to the last 100; older
+    /// ones are recorded as skipped.
+    RunAll,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -284,6 +317,16 @@ pub struct Policies {
     pub jitter: DurationSpec,
     /// Finished runs kept for this job; older ones are deleted (1 to 100000).
     pub history_limit: u32,
+    /// With overlap `allow`: at most this many runs of the job at once
+    /// (absent: only the global `executor.max_active_runs` bounds them).
+    #[schema(minimum = 1, maximum = 10000)]
+    pub max_concurrent: Option<u32>,
+    /// How long a run may wait in the queue (for capacity, a lock, or the
+    /// job's previous run) before it is recorded as skipped. Absent: for a
+    /// scheduled run, the time until the job's next occurrence, at least one
+    /// minute (a run that cannot start before the next one is due is
+    /// superseded by it); other runs wait without a deadline.
+    pub start_deadline: Option<DurationSpec>,
 }
 
 impl Default for Policies {
@@ -295,6 +338,8 @@ impl Default for Policies {
             retries: RetryPolicy::default(),
             jitter: DurationSpec::default(),
             history_limit: 100,
+            max_concurrent: None,
+            start_deadline: None,
         }
     }
 }
@@ -351,6 +396,48 @@ impl JobDefinition {
         p.retries
             .validate()
             .map_err(|e| e.within("policies.retries"))?;
+        if let Some(n) = p.max_concurrent {
+            if p.overlap != OverlapPolicy::Allow {
+                return Err(ValidationError::new(
+                    "policies.max_concurrent",
+                    "applies only with overlap \"allow\" (skip and queue run one at a time)",
+                ));
+            }
+            if !(1..=10_000).contains(&n) {
+                return Err(ValidationError::new(
+                    "policies.max_concurrent",
+                    "must be between 1 and 10000",
+                ));
+            }
+        }
+        if let Some(d) = p.start_deadline {
+            if d.get().is_zero() || d.get().as_secs() > MAX_TIMEOUT_SECS {
+                return Err(ValidationError::new(
+                    "policies.start_deadline",
+                    "must be between 1s and 7 days",
+                ));
+            }
+        }
+        if self.locks.len() > MAX_LOCKS {
+            return Err(ValidationError::new(
+                "locks",
+                format!("at most {MAX_LOCKS} locks"),
+            ));
+        }
+        for (i, lock) in self.locks.iter().enumerate() {
+            if !(1..=1000).contains(&lock.holders) {
+                return Err(ValidationError::new(
+                    format!("locks[{i}].holders"),
+                    "must be between 1 and 1000",
+                ));
+            }
+            if self.locks[..i].iter().any(|l| l.name == lock.name) {
+                return Err(ValidationError::new(
+                    format!("locks[{i}].name"),
+                    format!("{} is named twice", lock.name),
+                ));
+            }
+        }
         for (field, list) in [
             ("on_success", &self.on_success),
             ("on_failure", &self.on_failure),
@@ -504,6 +591,22 @@ mod tests {
         let e = parse(r#"{"name":"a","spec":{"kind":"http","url":"https://x.test/","headers":{"X":"a\r\nb"}}}"#)
             .unwrap_err();
         assert!(e.contains("line break"), "{e}");
+    }
+
+    #[test]
+    fn locks_and_limits() {
+        let d = parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"locks":[{"name":"restic:offsite"},{"name":"pg:main","holders":2}]}"#).unwrap();
+        assert_eq!(d.locks[0].holders, 1);
+        assert_eq!(d.locks[1].holders, 2);
+        let e = parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"locks":[{"name":"x"},{"name":"x","holders":2}]}"#).unwrap_err();
+        assert!(e.contains("locks[1].name"), "{e}");
+        let e = parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"locks":[{"name":"x","holders":0}]}"#).unwrap_err();
+        assert!(e.contains("locks[0].holders"), "{e}");
+        let e = parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"policies":{"max_concurrent":2}}"#).unwrap_err();
+        assert!(e.contains("policies.max_concurrent"), "{e}");
+        assert!(parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"policies":{"overlap":"allow","max_concurrent":2,"start_deadline":"10m","missed":"run_all"}}"#).is_ok());
+        let e = parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"policies":{"start_deadline":"0s"}}"#).unwrap_err();
+        assert!(e.contains("policies.start_deadline"), "{e}");
     }
 
     #[test]

@@ -26,9 +26,9 @@ pub use error::ValidationError;
 pub use ids::{GroupId, JobId, RoleId, RunId, SessionId, TokenId, UserId};
 pub use job::{
     CommandSpec, HttpMethod, HttpSpec, JobDefinition, JobSpec, MissedRunPolicy, OverlapPolicy,
-    Policies, StatusRange,
+    Policies, ResourceLock, StatusRange, MAX_CATCH_UP,
 };
-pub use name::{EnvName, JobName, Tag};
+pub use name::{EnvName, JobName, LockName, Tag};
 pub use outbound::{HttpUrl, OutboundRule};
 pub use retry::RetryPolicy;
 pub use run::{RunOutcome, RunStatus, Trigger};

@@ -99,6 +99,25 @@ impl Tag {
 }
 string_newtype!(Tag);
 
+/// The name of a resource lock jobs share (`restic:offsite`, `pg:main`): the
+/// slug characters plus `:` and `/`, so a lock can be named after what it
+/// guards; 1 to 64 characters.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "restic:offsite")]
+pub struct LockName(String);
+
+impl LockName {
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        // ':' and '/' separate parts; the rest are the slug rules.
+        check_slug("lock name", &s.replace([':', '/'], "-"), 64)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+string_newtype!(LockName);
+
 /// A POSIX environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, up to 128 bytes.
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
@@ -130,6 +149,15 @@ string_newtype!(EnvName);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_names() {
+        assert!(LockName::parse("restic:offsite").is_ok());
+        assert!(LockName::parse("pg:main/replica-1").is_ok());
+        for bad in ["", ":x", "a b", "a;b", &"x".repeat(65)] {
+            assert!(LockName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn job_names() {

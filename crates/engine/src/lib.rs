@@ -7,7 +7,7 @@ pub mod executor;
 pub mod metrics;
 pub mod outbound;
 pub mod output;
-pub mod runner;
+pub mod queue;
 pub mod scheduler;
 pub mod secrets;
 
@@ -16,15 +16,14 @@ use executor::command::{CommandSettings, RunAs};
 use executor::http::HttpExecutor;
 use metrics::Metrics;
 use outbound::OutboundPolicy;
-use runner::{JitterFn, Runner, RunnerSettings, Submit, SubmitError};
+use queue::{JitterFn, QueueSettings, RunQueue, SubmitError};
 use scheduler::{Scheduler, SchedulerHandle};
 use std::sync::Arc;
 use std::time::Duration;
 use steward_clock::Clock;
 use steward_domain::{
-    AuditContext, AuditRecord, JobDefinition, JobId, JobName, JobSpec, MissedRunPolicy, Module,
-    Permission, PermissionSet, RunId, RunOutcome, RunStatus, SecretName, TimeZone, Trigger,
-    ValidationError,
+    AuditContext, AuditRecord, JobDefinition, JobId, JobName, JobSpec, Module, Permission,
+    PermissionSet, RunId, RunOutcome, RunStatus, SecretName, TimeZone, ValidationError,
 };
 use steward_store::{read_one, Job, Run, RunFilter, RunUpdate, Store, StoreError, WriteTx};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +34,10 @@ pub use output::OutputBuffer;
 #[derive(Clone)]
 pub struct EngineSettings {
     pub default_timezone: TimeZone,
+    /// This node's name in run claims (see `queue::QueueSettings::node`).
+    pub node: String,
+    /// How long a claim holds without renewal.
+    pub lease: Duration,
     pub output_limit: usize,
     pub max_active_runs: usize,
     pub kill_grace: Duration,
@@ -52,6 +55,8 @@ impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             default_timezone: TimeZone::UTC,
+            node: "local".into(),
+            lease: queue::DEFAULT_LEASE,
             output_limit: 4 * 1024 * 1024,
             max_active_runs: 1000,
             kill_grace: Duration::from_secs(10),
@@ -121,7 +126,6 @@ impl From<SubmitError> for ServiceError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::ShuttingDown => Self::ShuttingDown,
-            e @ SubmitError::Saturated(_) => Self::Busy(e.to_string()),
             e @ SubmitError::Overlap { .. } => Self::Conflict(e.to_string()),
             SubmitError::Store(s) => s.into(),
         }
@@ -139,7 +143,7 @@ pub enum StartError {
 pub struct Engine {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    runner: Arc<Runner>,
+    queue: Arc<RunQueue>,
     scheduler: SchedulerHandle,
     settings: EngineSettings,
     metrics: Metrics,
@@ -149,9 +153,11 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Reconciles the store with reality (runs left `running` by a crash become
-    /// `abandoned`, queued runs resume, missed occurrences follow each job's
-    /// policy), then starts the scheduler.
+    /// Reconciles the store with reality (runs this node had claimed before
+    /// it stopped become `abandoned`, what they left behind is killed,
+    /// missed occurrences follow each job's policy), then starts the queue
+    /// and the scheduler. Queued runs simply wait in the store for the
+    /// dispatcher.
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -160,14 +166,17 @@ impl Engine {
         jitter: JitterFn,
     ) -> Result<Arc<Self>, StartError> {
         let http = HttpExecutor::new(settings.outbound.clone())?;
-        let runner = Runner::new(
+        let queue = RunQueue::start(
             store.clone(),
             clock.clone(),
             metrics.clone(),
             http,
-            RunnerSettings {
+            QueueSettings {
+                node: settings.node.clone(),
                 output_limit: settings.output_limit,
                 max_active_runs: settings.max_active_runs,
+                lease: settings.lease,
+                default_timezone: settings.default_timezone,
                 command: CommandSettings {
                     kill_grace: settings.kill_grace,
                     default_workdir: settings.default_workdir.clone(),
@@ -179,15 +188,14 @@ impl Engine {
             jitter,
         );
         let now = clock.now();
-        let abandoned = {
-            let mut tx = store.write().await?;
-            let abandoned = tx.abandon_running(now).await?;
-            tx.commit().await?;
-            abandoned
-        };
-        for (run, pgid) in &abandoned {
-            let killed = pgid.map_or(0, |pg| executor::command::kill_leftovers(pg, *run));
-            tracing::warn!(run = %run, killed, "run left running by the previous process is now abandoned");
+        for r in queue::lease::rescue(&queue, true).await? {
+            // Process groups are this machine's: only our own runs' are ours to kill.
+            let ours = r.claimed_by.as_deref().is_none_or(|n| n == settings.node);
+            let killed = match (ours, r.process_group) {
+                (true, Some(pg)) => executor::command::kill_leftovers(pg, r.run),
+                _ => 0,
+            };
+            tracing::warn!(run = %r.run, killed, "run left running by the previous process is now abandoned");
         }
         // What a previous process left in its runs' cgroups (also processes
         // that outlived their supervisor, in any session) ends here.
@@ -199,11 +207,10 @@ impl Engine {
                 tracing::warn!(cgroup = %cgroup.display(), killed, "a previous process left this run's cgroup behind; ended");
             }
         }
-        // One snapshot: the jobs, their last endings and the queued runs agree.
+        // One snapshot: the jobs and their last endings agree.
         let mut rx = store.read().await?;
         let jobs = rx.list_jobs().await?;
         let endings = rx.last_endings().await?;
-        let queued = rx.queued_runs().await?;
         drop(rx);
         index_secret_references(store.as_ref(), &jobs).await?;
         // The per-job "last finished / last succeeded" gauges start from the
@@ -228,24 +235,17 @@ impl Engine {
                 }
             }
         }
-        for run in queued {
-            if let Some(job) = by_id.get(&run.job_id) {
-                tracing::info!(run = %run.id, job = %job.name(), "resuming a queued run");
-                runner.resume(Arc::new((*job).clone()), run);
-            }
-        }
         let stop = CancellationToken::new();
         let (scheduler, task) = Scheduler::spawn(
             clock.clone(),
-            runner.clone(),
-            metrics.clone(),
+            queue.clone(),
             settings.default_timezone,
             stop.clone(),
         );
         let engine = Arc::new(Self {
             store,
             clock,
-            runner,
+            queue,
             scheduler,
             settings,
             metrics,
@@ -254,23 +254,26 @@ impl Engine {
             catalog: std::sync::RwLock::default(),
         });
         let mut catalog = Vec::with_capacity(jobs.len());
+        let mut missed = Vec::new();
         for job in jobs {
             let job = Arc::new(job);
             if job.definition.enabled {
-                engine.catch_up(&job, now).await?;
+                missed.extend(engine.missed_since_cursor(&job, now));
             }
             engine.scheduler.upsert_from(job.clone(), now);
             catalog.push(job);
         }
+        engine.queue.record_now(&missed).await?;
         // The store listed them by name; the catalog shares the scheduler's copies.
         engine.set_catalog(catalog);
         Ok(engine)
     }
 
-    /// Applies the missed-run policy to occurrences between the job's cursor and `now`.
-    async fn catch_up(&self, job: &Arc<Job>, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// The job's occurrences between its cursor and `now`, as its missed-run
+    /// policy records them.
+    fn missed_since_cursor(&self, job: &Arc<Job>, now: DateTime<Utc>) -> Vec<queue::Occurrence> {
         let Some(schedule) = &job.definition.schedule else {
-            return Ok(());
+            return vec![];
         };
         let tz = job
             .definition
@@ -278,22 +281,10 @@ impl Engine {
             .unwrap_or(self.settings.default_timezone);
         let baseline = job.schedule_cursor.unwrap_or(job.created_at);
         let Some(first) = schedule.next_after(baseline, &tz).filter(|t| *t <= now) else {
-            return Ok(());
+            return vec![];
         };
-        let latest = scheduler::latest_at_or_before(schedule, &tz, first, now);
-        match job.definition.policies.missed {
-            MissedRunPolicy::Skip => {
-                tracing::info!(job = %job.name(), since = %first, "missed occurrences skipped (policy skip)");
-                let mut tx = self.store.write().await?;
-                tx.advance_cursor(job.id, latest).await?;
-                tx.commit().await?;
-            }
-            MissedRunPolicy::RunOnce => {
-                tracing::info!(job = %job.name(), occurrence = %latest, "running once for missed occurrences (policy run_once)");
-                scheduler::fire(&self.runner, job.clone(), latest, false);
-            }
-        }
-        Ok(())
+        tracing::info!(job = %job.name(), since = %first, policy = ?job.definition.policies.missed, "occurrences missed while Steward was not running");
+        scheduler::missed(job, schedule, &tz, first, now, "Steward was not running")
     }
 
     /// For `/readyz`: the database answers.
@@ -629,22 +620,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts a run now, subject to the job's overlap policy. The run and
-    /// its audit record are written in one transaction.
+    /// Queues a run now, subject to the job's overlap policy; it starts when
+    /// the dispatcher has capacity (at once, normally). The run and its
+    /// audit record are written in one transaction.
     pub async fn run_now(&self, id: JobId, ctx: &AuditContext) -> Result<Run, ServiceError> {
-        let job = self.store.read().await?.get_job(id).await?;
-        let name = job.name().to_string();
         let (ctx, clock) = (ctx.clone(), self.clock.clone());
-        let mut submit = Submit::new(Trigger::Manual);
-        submit.audit = Some(Box::new(move |run: &Run| {
+        let audit: queue::AuditOf = Box::new(move |run: &Run| {
             ctx.record(
                 clock.now(),
                 "run.manual",
-                format!("job:{name}"),
+                format!("job:{}", run.job_name),
                 serde_json::json!({"run": run.id, "status": run.status}),
             )
-        }));
-        Ok(self.runner.submit(Arc::new(job), submit).await?)
+        });
+        Ok(self.queue.run_now(id, audit).await?)
     }
 
     /// Cancels a queued or running run; a finished run is a conflict.
@@ -681,12 +670,12 @@ impl Engine {
         let audit = ctx.record(now, "run.cancel", format!("run:{id}"), serde_json::json!({"job": run.job_name, "status": {"from": run.status, "to": "cancelled"}}));
         tx.append_audit(&audit).await?;
         tx.commit().await?;
-        self.runner.cancel(id);
+        self.queue.cancel(id);
         Ok(self.store.read().await?.get_run(id).await?)
     }
 
     pub fn live_output(&self, id: RunId) -> Option<OutputBuffer> {
-        self.runner.live_output(id)
+        self.queue.live_output(id)
     }
 
     /// Graceful stop: no new occurrences, running work gets `grace` to finish, then
@@ -697,7 +686,7 @@ impl Engine {
         if let Some(t) = task {
             let _ = t.await;
         }
-        let cancelled = self.runner.shutdown(grace).await;
+        let cancelled = self.queue.shutdown(grace).await;
         if let Some(cgroups) = self
             .settings
             .sandbox

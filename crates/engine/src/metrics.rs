@@ -32,7 +32,10 @@ pub struct Metrics {
     pub runs_running: Gauge,
     pub run_duration: Family<KindLabel, Histogram>,
     pub scheduler_lag: Histogram,
-    pub occurrences_shed: Counter,
+    /// Runs waiting in the queue, as the dispatcher last counted them.
+    pub runs_queued: Gauge,
+    /// Scheduled instant → the run's claim (when its process starts).
+    pub start_lag: Histogram,
     /// Unix time of each job's last successful and last finished run, for alerts
     /// such as "no success for 25 h" (per job; series removed with the job).
     pub job_last_success: Family<JobLabel, Gauge>,
@@ -85,15 +88,23 @@ impl Metrics {
             "Unix time of the job's last finished run (since this process started)",
             job_last_finish.clone(),
         );
-        let occurrences_shed = Counter::default();
+        let runs_queued = Gauge::default();
         registry.register(
-            "occurrences_shed",
-            "Scheduled occurrences not run because max_active_runs was reached",
-            occurrences_shed.clone(),
+            "runs_queued",
+            "Runs waiting in the queue (for capacity, a lock, their start time)",
+            runs_queued.clone(),
+        );
+        let start_lag = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
+        ]);
+        registry.register(
+            "start_lag_seconds",
+            "Delay from a scheduled instant to its run being claimed to start",
+            start_lag.clone(),
         );
         registry.register(
             "scheduler_lag_seconds",
-            "Delay from a scheduled instant to the scheduler firing it",
+            "Delay from a scheduled instant to the scheduler recording it",
             scheduler_lag.clone(),
         );
         Self {
@@ -104,7 +115,8 @@ impl Metrics {
             runs_running,
             run_duration,
             scheduler_lag,
-            occurrences_shed,
+            runs_queued,
+            start_lag,
             job_last_success,
             job_last_finish,
         }

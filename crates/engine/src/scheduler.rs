@@ -2,16 +2,19 @@
 //! until the earliest occurrence or until a job changes, so its work is
 //! proportional to what is due, not to how many jobs exist, and a change takes
 //! effect at once. Entries made stale by a change are skipped lazily by generation.
+//!
+//! It only produces occurrences: everything due at one wake-up goes to the
+//! queue's recorder as one batch, which writes them as queued runs (see
+//! `crate::queue`). It never waits for the database or for capacity.
 
-use crate::metrics::Metrics;
-use crate::runner::{Runner, Submit};
+use crate::queue::{Occurrence, RunQueue};
 use chrono::{DateTime, Utc};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use steward_clock::Clock;
-use steward_domain::{JobId, MissedRunPolicy, TimeZone, Trigger};
-use steward_store::{Job, StoreError};
+use steward_domain::{JobId, MissedRunPolicy, TimeZone, MAX_CATCH_UP};
+use steward_store::Job;
 use tokio::sync::mpsc;
 
 /// How far behind the scheduler may fall before occurrences count as missed
@@ -57,18 +60,15 @@ pub struct Scheduler {
     entries: HashMap<JobId, Entry>,
     generation: u64,
     clock: Arc<dyn Clock>,
-    runner: Arc<Runner>,
-    metrics: Metrics,
+    queue: Arc<RunQueue>,
     default_tz: TimeZone,
-    last_shed_log: Option<std::time::Instant>,
 }
 
 impl Scheduler {
     /// Starts the scheduler task. It ends when `stop` is cancelled.
     pub fn spawn(
         clock: Arc<dyn Clock>,
-        runner: Arc<Runner>,
-        metrics: Metrics,
+        queue: Arc<RunQueue>,
         default_tz: TimeZone,
         stop: tokio_util::sync::CancellationToken,
     ) -> (SchedulerHandle, tokio::task::JoinHandle<()>) {
@@ -78,10 +78,8 @@ impl Scheduler {
             entries: HashMap::new(),
             generation: 0,
             clock,
-            runner,
-            metrics,
+            queue,
             default_tz,
-            last_shed_log: None,
         };
         (SchedulerHandle { tx }, tokio::spawn(s.run(rx, stop)))
     }
@@ -160,6 +158,7 @@ impl Scheduler {
 
     fn fire_due(&mut self) {
         let now = self.clock.now();
+        let mut due_now = Vec::new();
         while let Some(Reverse((due, generation, id))) = self.heap.peek().copied() {
             if due > now {
                 break;
@@ -173,63 +172,91 @@ impl Scheduler {
             let Some(schedule) = job.definition.schedule.clone() else {
                 continue;
             };
-            let mut fire_at = Some(due);
             let mut next = schedule.next_after(due, &tz);
             if now - due > LATE_TOLERANCE {
-                // We were stalled: treat the backlog like downtime.
-                let latest = latest_at_or_before(&schedule, &tz, due, now);
-                fire_at = match job.definition.policies.missed {
-                    MissedRunPolicy::RunOnce => Some(latest),
-                    MissedRunPolicy::Skip => None,
-                };
+                // We were stalled (a suspended machine): treat the backlog like downtime.
                 tracing::warn!(job = %job.name(), behind_ms = (now - due).num_milliseconds(), "scheduler fell behind; applying the missed-run policy");
+                due_now.extend(missed(&job, &schedule, &tz, due, now, "the scheduler fell behind"));
                 next = schedule.next_after(now, &tz);
-            }
-            if fire_at.is_some() && !self.runner.try_reserve() {
-                self.metrics.occurrences_shed.inc();
-                let now_mono = std::time::Instant::now();
-                if self
-                    .last_shed_log
-                    .is_none_or(|t| now_mono.duration_since(t).as_secs() >= 10)
-                {
-                    self.last_shed_log = Some(now_mono);
-                    tracing::warn!(
-                        "max_active_runs reached: scheduled occurrences are being shed (see steward_occurrences_shed_total)"
-                    );
-                }
-                fire_at = None;
-            }
-            if let Some(at) = fire_at {
-                let lag = (now - at).to_std().unwrap_or_default();
-                self.metrics.scheduler_lag.observe(lag.as_secs_f64());
-                fire(&self.runner, job.clone(), at, true);
+            } else {
+                due_now.push(Occurrence::due(job, due));
             }
             if let Some(n) = next {
                 self.heap.push(Reverse((n, generation, id)));
             }
         }
+        self.queue.record(due_now);
     }
 }
 
-/// Records and starts the run of one occurrence without blocking the scheduler.
-pub(crate) fn fire(runner: &Arc<Runner>, job: Arc<Job>, at: DateTime<Utc>, reserved: bool) {
-    let runner = runner.clone();
-    tokio::spawn(async move {
-        let req = Submit {
-            scheduled_for: Some(at),
-            reserved,
-            ..Submit::new(Trigger::Schedule)
-        };
-        match runner.submit(job.clone(), req).await {
-            Ok(_) => {}
-            Err(crate::runner::SubmitError::Store(StoreError::Conflict(_))) => {
-                tracing::debug!(job = %job.name(), %at, "occurrence already recorded");
+/// What a job's missed-run policy makes of its occurrences in `[first, until]`
+/// (`first` is one): runs for those it catches up, and a skipped run
+/// recording those it does not, so a missed backup is never silent.
+pub fn missed(
+    job: &Arc<Job>,
+    schedule: &steward_domain::Schedule,
+    tz: &TimeZone,
+    first: DateTime<Utc>,
+    until: DateTime<Utc>,
+    why: &str,
+) -> Vec<Occurrence> {
+    let latest = latest_at_or_before(schedule, tz, first, until);
+    let skipped = |at: DateTime<Utc>, what: String| Occurrence {
+        job: job.clone(),
+        at,
+        skipped: Some(format!("skipped: {what} ({why})")),
+    };
+    match job.definition.policies.missed {
+        MissedRunPolicy::Skip => vec![skipped(
+            latest,
+            format!("missed occurrences since {first} not run (missed-run policy skip)"),
+        )],
+        MissedRunPolicy::RunOnce => vec![Occurrence::due(job.clone(), latest)],
+        MissedRunPolicy::RunAll => {
+            // The last MAX_CATCH_UP occurrences, oldest first. Walk from
+            // the start of the smallest window back from `until` that holds
+            // that many, so a long downtime of an every-second job stays cheap.
+            let mut all = std::collections::VecDeque::new();
+            for window in [
+                chrono::Duration::minutes(2),
+                chrono::Duration::hours(2),
+                chrono::Duration::days(2),
+                chrono::Duration::days(40),
+                chrono::Duration::days(800),
+                chrono::Duration::MAX,
+            ] {
+                let from = until
+                    .checked_sub_signed(window)
+                    .unwrap_or(first)
+                    .max(first);
+                all.clear();
+                if from == first {
+                    all.push_back(first);
+                }
+                let mut t = from;
+                while let Some(n) = schedule.next_after(t, tz).filter(|n| *n <= until) {
+                    all.push_back(n);
+                    if all.len() > MAX_CATCH_UP {
+                        all.pop_front();
+                    }
+                    t = n;
+                }
+                if all.len() >= MAX_CATCH_UP || from == first {
+                    break;
+                }
             }
-            Err(e) => {
-                tracing::error!(job = %job.name(), %at, error = %e, "could not start a scheduled run")
+            let oldest_run = all[0];
+            let mut out = Vec::new();
+            if oldest_run != first {
+                out.push(skipped(
+                    first,
+                    format!("occurrences from {first} to before {oldest_run} not run: run_all catches up at most {MAX_CATCH_UP}"),
+                ));
             }
+            out.extend(all.into_iter().map(|at| Occurrence::due(job.clone(), at)));
+            out
         }
-    });
+    }
 }
 
 /// The latest occurrence in `(after, until]`, given one is known to exist at or

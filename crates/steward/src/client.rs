@@ -173,8 +173,12 @@ pub async fn jobs(conn: &Connection, cmd: JobsCommand) -> anyhow::Result<()> {
                 .as_i64()
                 .context("the server returned no run id")?;
             eprintln!(
-                "run {id} of {job}: {}",
-                run["status"].as_str().unwrap_or("?")
+                "run {id} of {job}: {}{}",
+                run["status"].as_str().unwrap_or("?"),
+                run["waiting_for"]
+                    .as_str()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
             );
             return follow(&c, id).await;
         }
@@ -216,13 +220,22 @@ pub async fn runs(conn: &Connection, cmd: RunsCommand) -> anyhow::Result<()> {
             }
             let v = c.json(Method::GET, &q, None).await?;
             for r in v["items"].as_array().into_iter().flatten() {
+                // Why a queued run waits, or why one was skipped.
+                let why = r["waiting_for"]
+                    .as_str()
+                    .or(r["status"]
+                        .as_str()
+                        .filter(|s| *s == "skipped")
+                        .and(r["error"].as_str()))
+                    .unwrap_or("");
                 say!(
-                    "{:>7}  {:<30} {:<10} {:<9} {}",
+                    "{:>7}  {:<30} {:<10} {:<9} {}  {}",
                     r["id"],
                     r["job_name"].as_str().unwrap_or(""),
                     r["status"].as_str().unwrap_or(""),
                     r["trigger"].as_str().unwrap_or(""),
                     r["created_at"].as_str().unwrap_or(""),
+                    why,
                 );
             }
         }

@@ -104,9 +104,13 @@ pub struct ExecutorConfig {
     pub output_limit: u64,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: DurationSpec,
-    /// Runs admitted and not finished, at most; past it scheduled runs are
-    /// recorded as skipped and manual runs refused with 429.
+    /// Runs executing at once on this node, at most; the rest wait queued
+    /// (in the database, in order) until a place is free.
     pub max_active_runs: usize,
+    /// This node's name in run claims; default the host name. Keep it stable
+    /// across restarts: a restarted node takes back what it had claimed at
+    /// once, where other nodes' runs are rescued when their lease runs out.
+    pub node_name: Option<String>,
     /// Account commands run as when Steward runs as root (default `nobody`).
     pub run_as_user: Option<String>,
     /// Working directory of commands that do not set one (default `/`).
@@ -224,6 +228,7 @@ impl Default for ExecutorConfig {
             output_limit: 4 * 1024 * 1024,
             kill_grace: DurationSpec::from_secs(10),
             max_active_runs: 1000,
+            node_name: None,
             run_as_user: None,
             allow_unisolated_commands: false,
             workdir: None,
@@ -354,6 +359,9 @@ impl Config {
         if let Some(v) = env("STEWARD_MAX_ACTIVE_RUNS") {
             self.executor.max_active_runs = parse("STEWARD_MAX_ACTIVE_RUNS", &v)?;
         }
+        if let Some(v) = env("STEWARD_NODE_NAME") {
+            self.executor.node_name = Some(v);
+        }
         if let Some(v) = env("STEWARD_RUN_AS_USER") {
             self.executor.run_as_user = Some(v);
         }
@@ -453,6 +461,18 @@ impl Config {
                 "executor.max_active_runs",
                 "must be between 1 and 1000000",
             ));
+        }
+        if let Some(name) = &self.executor.node_name {
+            let ok = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                errs.push(invalid(
+                    "executor.node_name",
+                    "must be 1 to 64 letters, digits, '.', '_' or '-'",
+                ));
+            }
         }
         if self.executor.kill_grace.get().is_zero() {
             errs.push(invalid("executor.kill_grace", "must be greater than zero"));

@@ -22,7 +22,7 @@ use steward_engine::executor::command::RunAs;
 use steward_engine::executor::sandbox::Sandbox;
 use steward_engine::metrics::Metrics;
 use steward_engine::outbound::OutboundPolicy;
-use steward_engine::runner::{random_jitter, JitterFn};
+use steward_engine::queue::{random_jitter, JitterFn};
 use steward_engine::{Engine, EngineSettings};
 use steward_notify::Mailer;
 use steward_store::{Location, Store};
@@ -127,6 +127,8 @@ impl Application {
         let sandbox = command_sandbox(&config, run_as.as_ref(), overrides.sandbox_helper.clone())?;
         let settings = EngineSettings {
             default_timezone: config.timezone,
+            node: config.executor.node_name.clone().unwrap_or_else(host_name),
+            lease: steward_engine::queue::DEFAULT_LEASE,
             output_limit: usize::try_from(config.executor.output_limit).unwrap_or(usize::MAX),
             max_active_runs: config.executor.max_active_runs,
             kill_grace: config.executor.kill_grace.get(),
@@ -490,4 +492,13 @@ pub fn init_logging(cfg: &config::LogConfig) {
         config::LogFormat::Json => builder.json().try_init(),
         config::LogFormat::Text => builder.try_init(),
     };
+}
+
+/// The default node name: this machine's host name ("local" if it has none).
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".into())
 }

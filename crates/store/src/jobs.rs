@@ -27,8 +27,6 @@ pub trait JobReads: Send {
     async fn run_output(&mut self, id: RunId) -> Result<Option<String>>;
     /// Newest first, `filter.before` as the cursor.
     async fn list_runs(&mut self, filter: &RunFilter) -> Result<Vec<Run>>;
-    /// Runs still waiting to start, oldest first.
-    async fn queued_runs(&mut self) -> Result<Vec<Run>>;
     async fn count_runs_by_status(&mut self) -> Result<Vec<(RunStatus, i64)>>;
     /// For each job with a run that started and ended: when its last run
     /// ended, and when its last successful one did.
@@ -56,10 +54,10 @@ pub trait JobWrites: Send {
     async fn insert_run(&mut self, run: &NewRun) -> Result<Run>;
     /// Moves the job's schedule cursor forward to `to` (never back).
     async fn advance_cursor(&mut self, job: JobId, to: DateTime<Utc>) -> Result<()>;
-    /// `queued` → `running`. Returns false if the run was no longer queued.
-    async fn start_run(&mut self, id: RunId, at: DateTime<Utc>) -> Result<bool>;
     /// Records the end of a run that may still end that way (the domain's state
-    /// machine). Returns false if it had already ended: the first ending wins.
+    /// machine), releasing any lock it held. Returns false if it had already
+    /// ended: the first ending wins. (A node ending a run it claimed uses
+    /// `QueueWrites::finish_claimed`.)
     async fn finish_run(&mut self, id: RunId, update: &RunUpdate) -> Result<bool>;
     /// Saves the output of a run that is still running; an ended run is left alone.
     async fn save_run_output(&mut self, id: RunId, output: &str, truncated: bool) -> Result<()>;
@@ -67,9 +65,6 @@ pub trait JobWrites: Send {
     async fn request_cancel(&mut self, id: RunId, at: DateTime<Utc>) -> Result<bool>;
     /// Records the process group of a running command run.
     async fn set_run_process_group(&mut self, id: RunId, pgid: i32) -> Result<()>;
-    /// Marks every `running` run `abandoned` (start-up after a crash); returns
-    /// each with the process group it recorded, if any.
-    async fn abandon_running(&mut self, at: DateTime<Utc>) -> Result<Vec<(RunId, Option<i32>)>>;
     /// Deletes the oldest finished runs of a job beyond `keep`.
     async fn prune_runs(&mut self, job: JobId, keep: u32) -> Result<u64>;
 }

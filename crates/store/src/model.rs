@@ -17,10 +17,20 @@ pub struct NewRun {
     pub attempt: u32,
     pub parent_run_id: Option<RunId>,
     pub created_at: DateTime<Utc>,
-    /// Set for runs recorded as `running` straight away (no wait before they start).
-    pub started_at: Option<DateTime<Utc>>,
+    /// A queued run not started by then is recorded as skipped.
+    pub start_deadline: Option<DateTime<Utc>>,
     /// Set for runs created already finished (`skipped`).
     pub error: Option<String>,
+}
+
+impl NewRun {
+    /// When the run may first be claimed: its retry or jitter delay, else its
+    /// occurrence, else its creation. The queue is served in this order.
+    pub fn due_at(&self) -> DateTime<Utc> {
+        self.not_before
+            .or(self.scheduled_for)
+            .unwrap_or(self.created_at)
+    }
 }
 
 /// The end of a run.

@@ -34,6 +34,8 @@ mod access;
 mod audit;
 #[path = "sql/jobs.rs"]
 mod jobs;
+#[path = "sql/queue.rs"]
+mod queue;
 #[path = "sql/secrets.rs"]
 mod secrets;
 

@@ -15,17 +15,20 @@
 use crate::access::{AccessReads, AccessWrites};
 use crate::audit::{AuditReads, AuditWrites};
 use crate::jobs::{JobReads, JobWrites};
+use crate::queue::{QueueReads, QueueWrites};
 use crate::secrets::{SecretReads, SecretWrites};
 use crate::Result;
 use async_trait::async_trait;
 
 /// Everything a service may read, from one snapshot.
 /// Each backend implements it (empty) for its transaction type.
-pub trait ReadTx: JobReads + AccessReads + SecretReads + AuditReads + Send {}
+pub trait ReadTx: JobReads + QueueReads + AccessReads + SecretReads + AuditReads + Send {}
 
 /// Reads and writes of every area, applied together by [`WriteTx::commit`].
 #[async_trait]
-pub trait WriteTx: ReadTx + JobWrites + AccessWrites + SecretWrites + AuditWrites {
+pub trait WriteTx:
+    ReadTx + JobWrites + QueueWrites + AccessWrites + SecretWrites + AuditWrites
+{
     async fn commit(self: Box<Self>) -> Result<()>;
 }
 

@@ -43,7 +43,7 @@ fn scheduled(job: JobId, at: DateTime<Utc>) -> NewRun {
         attempt: 1,
         parent_run_id: None,
         created_at: at,
-        started_at: None,
+        start_deadline: None,
         error: None,
     }
 }
@@ -74,7 +74,10 @@ async fn insert(s: &dyn Store, run: &NewRun) -> Result<steward_store::Run, Store
 
 async fn start(s: &dyn Store, id: steward_domain::RunId, at: DateTime<Utc>) -> bool {
     let mut tx = s.write().await.unwrap();
-    let started = tx.start_run(id, at).await.unwrap();
+    let started = tx
+        .claim_run(id, "node-a", at, at + chrono::Duration::seconds(30))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     started
 }
@@ -92,6 +95,7 @@ async fn finish(
 
 mod cases {
     use super::*;
+    pub use super::claims::two_nodes_never_claim_the_same_run;
 
     pub async fn a_duplicate_job_name_is_a_conflict(s: &dyn Store) {
         job(s, "a").await;
@@ -201,27 +205,62 @@ mod cases {
         assert_eq!(got.status, RunStatus::Cancelled);
     }
 
-    pub async fn abandoning_marks_running_runs_only(s: &dyn Store) {
+    /// The rescuer takes runs whose lease ran out, and at a node's start
+    /// every run that node had claimed; their locks go with them.
+    pub async fn rescue_takes_expired_leases_and_a_restarted_nodes_claims(s: &dyn Store) {
         let job = job(s, "a").await;
         let a = insert(s, &scheduled(job.id, t(1))).await.unwrap();
         let b = insert(s, &scheduled(job.id, t(2))).await.unwrap();
-        assert!(start(s, a.id, t(1)).await);
+        let c = insert(s, &scheduled(job.id, t(3))).await.unwrap();
+        assert!(start(s, a.id, t(1)).await); // node-a, lease until t(31)
+        let lock = steward_domain::LockName::parse("restic:offsite").unwrap();
         let mut tx = s.write().await.unwrap();
+        assert!(tx
+            .claim_run(c.id, "node-b", t(3), t(100))
+            .await
+            .unwrap());
+        tx.take_lock(&lock, a.id, 1).await.unwrap();
         tx.set_run_process_group(a.id, 4242).await.unwrap();
         assert!(tx.request_cancel(a.id, t(2)).await.unwrap());
         assert!(
             !tx.request_cancel(b.id, t(2)).await.unwrap(),
             "only a running run"
         );
-        assert_eq!(
-            tx.abandon_running(t(3)).await.unwrap(),
-            vec![(a.id, Some(4242))]
-        );
+        // Renewal extends only the claimant's own runs.
+        assert_eq!(tx.renew_leases("node-b", t(120)).await.unwrap(), 1);
         tx.commit().await.unwrap();
+        assert_eq!(
+            s.read().await.unwrap().cancel_requests("node-a").await.unwrap(),
+            vec![a.id]
+        );
+
+        let mut tx = s.write().await.unwrap();
+        let rescued = tx.rescue_expired(t(40), None).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(rescued.len(), 1, "{rescued:?}");
+        assert_eq!(rescued[0].run, a.id);
+        assert_eq!(rescued[0].process_group, Some(4242));
+        assert_eq!(rescued[0].claimed_by.as_deref(), Some("node-a"));
         let mut rx = s.read().await.unwrap();
-        assert_eq!(rx.get_run(a.id).await.unwrap().status, RunStatus::Abandoned);
+        let got = rx.get_run(a.id).await.unwrap();
+        assert_eq!(got.status, RunStatus::Abandoned);
+        assert!(got.error.unwrap().contains("lease of node-a expired"));
+        assert!(rx.lock_holders(&[lock.clone()]).await.unwrap().is_empty());
+        assert_eq!(rx.get_run(c.id).await.unwrap().status, RunStatus::Running);
+        drop(rx);
+        // An ending recorded after the rescue is refused: the claim is gone.
+        let mut tx = s.write().await.unwrap();
+        assert!(!tx
+            .finish_claimed(a.id, "node-a", &ending(RunStatus::Succeeded, t(41)))
+            .await
+            .unwrap());
+        // node-b restarts: what it had claimed is abandoned at once.
+        let rescued = tx.rescue_expired(t(41), Some("node-b")).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(rescued.iter().map(|r| r.run).collect::<Vec<_>>(), vec![c.id]);
+        let mut rx = s.read().await.unwrap();
         assert_eq!(rx.get_run(b.id).await.unwrap().status, RunStatus::Queued);
-        assert_eq!(rx.queued_runs().await.unwrap().len(), 1);
+        assert_eq!(rx.queued_count().await.unwrap(), 1);
         drop(rx);
         // Deleting the job removes its runs.
         let mut tx = s.write().await.unwrap();
@@ -229,6 +268,98 @@ mod cases {
         tx.commit().await.unwrap();
         let e = s.read().await.unwrap().get_run(a.id).await.unwrap_err();
         assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
+    }
+
+    /// Queued runs are served oldest due instant first, a page at a time;
+    /// an occurrence is recorded once however often it is enqueued; a run
+    /// past its start deadline is skipped saying how long it waited.
+    pub async fn the_queue_is_served_in_order_and_claimed_once(s: &dyn Store) {
+        let job = job(s, "a").await;
+        let mut runs: Vec<NewRun> = [30, 10, 20].iter().map(|i| scheduled(job.id, t(*i))).collect();
+        runs.push(scheduled(job.id, t(10))); // the same occurrence again
+        let mut late = scheduled(job.id, t(5));
+        late.trigger = Trigger::Manual;
+        late.scheduled_for = None;
+        late.start_deadline = Some(t(8));
+        runs.push(late);
+        let mut tx = s.write().await.unwrap();
+        assert_eq!(tx.enqueue_runs(&runs).await.unwrap(), 4);
+        tx.commit().await.unwrap();
+
+        let wake = s.read().await.unwrap().queue_wake(t(7)).await.unwrap();
+        assert!(wake.due_now);
+        assert_eq!(wake.next, Some(t(8) + chrono::Duration::milliseconds(1)));
+        let mut tx = s.write().await.unwrap();
+        assert_eq!(tx.skip_expired(t(9)).await.unwrap(), 1);
+        let page = tx.due_runs(t(25), None, 1).await.unwrap();
+        assert_eq!(page[0].run.scheduled_for, Some(t(10)));
+        assert_eq!(page[0].job.id, job.id);
+        let next = tx
+            .due_runs(t(25), Some((page[0].due_at, page[0].run.id)), 10)
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1, "t(30) is not due at t(25)");
+        assert_eq!(next[0].run.scheduled_for, Some(t(20)));
+        tx.set_waiting(next[0].run.id, "waiting for lock x").await.unwrap();
+        assert!(tx.claim_run(page[0].run.id, "n", t(25), t(55)).await.unwrap());
+        assert!(!tx.claim_run(page[0].run.id, "m", t(25), t(55)).await.unwrap());
+        assert!(tx
+            .skip_queued(next[0].run.id, t(26), "skipped: because")
+            .await
+            .unwrap());
+        tx.commit().await.unwrap();
+
+        let mut rx = s.read().await.unwrap();
+        let expired = rx
+            .list_runs(&RunFilter {
+                job_id: Some(job.id),
+                status: Some(RunStatus::Skipped),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let why: Vec<_> = expired.iter().filter_map(|r| r.error.clone()).collect();
+        assert!(why.iter().any(|e| e.contains("missed its start deadline after 4 s in the queue")), "{why:?}");
+        assert!(why.iter().any(|e| e == "skipped: because"), "{why:?}");
+        let claimed = rx.get_run(page[0].run.id).await.unwrap();
+        assert_eq!((claimed.status, claimed.claimed_by.as_deref()), (RunStatus::Running, Some("n")));
+        assert_eq!(rx.running_runs_of(&[job.id]).await.unwrap(), vec![(job.id, claimed.id)]);
+        drop(rx);
+        let mut tx = s.write().await.unwrap();
+        assert!(!tx
+            .finish_claimed(claimed.id, "m", &ending(RunStatus::Succeeded, t(27)))
+            .await
+            .unwrap(), "another node's claim");
+        assert!(tx
+            .finish_claimed(claimed.id, "n", &ending(RunStatus::Succeeded, t(27)))
+            .await
+            .unwrap());
+        tx.commit().await.unwrap();
+        assert_eq!(s.read().await.unwrap().queued_count().await.unwrap(), 1);
+    }
+
+    /// A lock holding lives exactly as long as its run runs: every ending
+    /// (recorded by its node, cancelled through the store) releases it.
+    pub async fn lock_holdings_end_with_their_run(s: &dyn Store) {
+        let job = job(s, "weekly").await;
+        let lock = steward_domain::LockName::parse("pg:main").unwrap();
+        let a = insert(s, &scheduled(job.id, t(1))).await.unwrap();
+        let b = insert(s, &scheduled(job.id, t(2))).await.unwrap();
+        let mut tx = s.write().await.unwrap();
+        for r in [a.id, b.id] {
+            assert!(tx.claim_run(r, "n", t(3), t(33)).await.unwrap());
+            tx.take_lock(&lock, r, 2).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let holders = s.read().await.unwrap().lock_holders(&[lock.clone()]).await.unwrap();
+        assert_eq!(holders.len(), 2);
+        assert_eq!((holders[0].run, holders[0].holders, holders[0].job_name.as_str()), (a.id, 2, "weekly"));
+        assert!(finish(s, b.id, &ending(RunStatus::Cancelled, t(4))).await.unwrap());
+        let mut tx = s.write().await.unwrap();
+        assert!(tx.finish_claimed(a.id, "n", &ending(RunStatus::Failed, t(5))).await.unwrap());
+        tx.commit().await.unwrap();
+        assert!(s.read().await.unwrap().lock_holders(&[lock]).await.unwrap().is_empty());
     }
 
     /// An error between two writes leaves neither: the change and its audit
@@ -571,6 +702,44 @@ mod cases {
     }
 }
 
+mod claims {
+    use super::{job, scheduled, t, Arc, NewRun, Store};
+
+    /// Claims one due run at a time on its own write transaction, as a
+    /// dispatcher does, until none is left; returns what it claimed.
+    async fn drain(s: Arc<dyn Store>, node: &'static str) -> Vec<steward_domain::RunId> {
+        let mut mine = Vec::new();
+        loop {
+            let mut tx = s.write().await.unwrap();
+            let due = tx.due_runs(t(1000), None, 1).await.unwrap();
+            let Some(d) = due.first() else { return mine };
+            if tx.claim_run(d.run.id, node, t(1000), t(1030)).await.unwrap() {
+                mine.push(d.run.id);
+            }
+            tx.commit().await.unwrap();
+        }
+    }
+
+    /// Two nodes draining one queue: every run is claimed exactly once.
+    pub async fn two_nodes_never_claim_the_same_run(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+        let job = job(&*a, "a").await;
+        let runs: Vec<NewRun> = (0..200).map(|i| scheduled(job.id, t(i))).collect();
+        let mut tx = a.write().await.unwrap();
+        assert_eq!(tx.enqueue_runs(&runs).await.unwrap(), 200);
+        tx.commit().await.unwrap();
+        let (x, y) = tokio::join!(
+            tokio::spawn(drain(a.clone(), "node-a")),
+            tokio::spawn(drain(b.clone(), "node-b"))
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let mut all: Vec<_> = x.iter().chain(&y).copied().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 200, "claimed {} + {} distinct {}", x.len(), y.len(), all.len());
+        assert_eq!(x.len() + y.len(), 200, "a run was claimed twice");
+    }
+}
+
 /// Every case on one backend: `$open` yields a [`Backend`].
 macro_rules! suite {
     ($backend:ident => $open:expr; [$($case:ident),*] [$($shared:ident),*] [$($two:ident),*]) => {
@@ -610,7 +779,9 @@ macro_rules! backends {
             the_cursor_only_moves_forward,
             the_first_ending_wins_and_pruning_keeps_the_newest,
             status_changes_follow_the_domain_state_machine,
-            abandoning_marks_running_runs_only,
+            rescue_takes_expired_leases_and_a_restarted_nodes_claims,
+            the_queue_is_served_in_order_and_claimed_once,
+            lock_holdings_end_with_their_run,
             a_transaction_not_committed_leaves_nothing,
             a_read_transaction_is_one_snapshot,
             jobs_naming_a_secret_are_found_and_go_with_their_job,
@@ -620,7 +791,8 @@ macro_rules! backends {
         ] [
             concurrent_audit_appends_keep_one_chain
         ] [
-            two_processes_on_one_database_keep_one_chain_and_one_occurrence
+            two_processes_on_one_database_keep_one_chain_and_one_occurrence,
+            two_nodes_never_claim_the_same_run
         ]);
     )*};
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 use steward::config::Config;
 use steward::{Application, Overrides};
 use steward_clock::{Clock, SystemClock};
-use steward_engine::runner::JitterFn;
+use steward_engine::queue::JitterFn;
 
 pub struct TestApp {
     pub app: Option<Application>,

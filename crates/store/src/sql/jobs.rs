@@ -9,24 +9,35 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 use steward_domain::{JobDefinition, JobId, JobName, RunId, RunStatus, SecretName, Trigger};
 
-const RUN_COLUMNS: &str = "r.id, r.job_id, j.name AS job_name, r.status, r.trigger_kind, r.scheduled_for, \
+pub(super) const RUN_COLUMNS: &str = "r.id, r.job_id, j.name AS job_name, r.status, r.trigger_kind, r.scheduled_for, \
     r.not_before, r.attempt, r.parent_run_id, r.created_at, r.started_at, r.finished_at, r.exit_code, \
-    r.signal, r.http_status, r.error, r.output_truncated";
+    r.signal, r.http_status, r.error, r.output_truncated, r.waiting_for, r.claimed_by, r.start_deadline";
 
-fn job_from_row(row: &DbRow) -> Result<Job> {
-    let def: String = row.try_get("definition").map_err(backend)?;
+pub(super) fn job_from_row(row: &DbRow) -> Result<Job> {
+    job_from_columns(row, "")
+}
+
+/// A job read from columns named with `prefix` (a join that also reads a run).
+pub(super) fn job_from_columns(row: &DbRow, prefix: &str) -> Result<Job> {
+    let col = |name: &str| format!("{prefix}{name}");
+    let def: String = row.try_get(col("definition").as_str()).map_err(backend)?;
     let mut definition: JobDefinition = serde_json::from_str(&def).map_err(backend)?;
-    definition.enabled = row.try_get::<bool, _>("enabled").map_err(backend)?;
+    definition.enabled = row
+        .try_get::<bool, _>(col("enabled").as_str())
+        .map_err(backend)?;
     Ok(Job {
-        id: JobId(row.try_get("id").map_err(backend)?),
+        id: JobId(row.try_get(col("id").as_str()).map_err(backend)?),
         definition,
-        created_at: from_ms(row.try_get("created_at").map_err(backend)?),
-        updated_at: from_ms(row.try_get("updated_at").map_err(backend)?),
-        schedule_cursor: opt_ms(row.try_get("schedule_cursor").map_err(backend)?),
+        created_at: from_ms(row.try_get(col("created_at").as_str()).map_err(backend)?),
+        updated_at: from_ms(row.try_get(col("updated_at").as_str()).map_err(backend)?),
+        schedule_cursor: opt_ms(
+            row.try_get(col("schedule_cursor").as_str())
+                .map_err(backend)?,
+        ),
     })
 }
 
-fn run_from_row(row: &DbRow) -> Result<Run> {
+pub(super) fn run_from_row(row: &DbRow) -> Result<Run> {
     let status: String = row.try_get("status").map_err(backend)?;
     let trigger: String = row.try_get("trigger_kind").map_err(backend)?;
     let name: String = row.try_get("job_name").map_err(backend)?;
@@ -64,6 +75,9 @@ fn run_from_row(row: &DbRow) -> Result<Run> {
         output_truncated: row
             .try_get::<bool, _>("output_truncated")
             .map_err(backend)?,
+        waiting_for: row.try_get("waiting_for").map_err(backend)?,
+        claimed_by: row.try_get("claimed_by").map_err(backend)?,
+        start_deadline: opt_ms(row.try_get("start_deadline").map_err(backend)?),
     })
 }
 
@@ -143,15 +157,6 @@ impl JobReads for Tx {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn queued_runs(&mut self) -> Result<Vec<Run>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.status = 'queued' ORDER BY r.id"
-        ))
-        .fetch_all(self.conn())
-        .await
-        .map_err(backend)?;
-        rows.iter().map(run_from_row).collect()
-    }
 
     async fn count_runs_by_status(&mut self) -> Result<Vec<(RunStatus, i64)>> {
         let rows: Vec<(String, i64)> =
@@ -254,7 +259,7 @@ impl JobWrites for Tx {
         let finished_at = run.status.is_terminal().then_some(run.created_at);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (job_id, status, trigger_kind, scheduled_for, not_before, attempt, parent_run_id, \
-             created_at, error, finished_at, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+             created_at, error, finished_at, due_at, start_deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         )
         .bind(run.job_id.0)
         .bind(run.status.as_str())
@@ -266,7 +271,8 @@ impl JobWrites for Tx {
         .bind(ms(run.created_at))
         .bind(run.error.as_deref())
         .bind(finished_at.map(ms))
-        .bind(run.started_at.map(ms))
+        .bind(ms(run.due_at()))
+        .bind(run.start_deadline.map(ms))
         .fetch_one(self.conn())
         .await
         .map_err(|e| classify(e, || "this occurrence already has a run".to_owned()))?;
@@ -281,13 +287,16 @@ impl JobWrites for Tx {
             attempt: run.attempt,
             parent_run_id: run.parent_run_id,
             created_at: from_ms(ms(run.created_at)),
-            started_at: run.started_at.map(|t| from_ms(ms(t))),
+            started_at: None,
             finished_at: finished_at.map(|t| from_ms(ms(t))),
             exit_code: None,
             signal: None,
             http_status: None,
             error: run.error.clone(),
             output_truncated: false,
+            waiting_for: None,
+            claimed_by: None,
+            start_deadline: run.start_deadline.map(|t| from_ms(ms(t))),
         })
     }
 
@@ -303,19 +312,6 @@ impl JobWrites for Tx {
         Ok(())
     }
 
-    async fn start_run(&mut self, id: RunId, at: DateTime<Utc>) -> Result<bool> {
-        let sql = format!(
-            "UPDATE runs SET status = 'running', started_at = $1 WHERE id = $2 AND status IN ({})",
-            status_list(RunStatus::Running)
-        );
-        let done = sqlx::query(&sql)
-            .bind(ms(at))
-            .bind(id.0)
-            .execute(self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
-    }
 
     async fn finish_run(&mut self, id: RunId, u: &RunUpdate) -> Result<bool> {
         if !u.status.is_terminal() {
@@ -342,6 +338,7 @@ impl JobWrites for Tx {
             .execute(self.conn())
             .await
             .map_err(backend)?;
+        release_locks(self, id).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -380,21 +377,6 @@ impl JobWrites for Tx {
         Ok(())
     }
 
-    async fn abandon_running(&mut self, at: DateTime<Utc>) -> Result<Vec<(RunId, Option<i32>)>> {
-        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
-            "UPDATE runs SET status = 'abandoned', finished_at = $1, \
-             error = 'Steward stopped while this run was in progress' WHERE status = 'running' \
-             RETURNING id, process_group",
-        )
-        .bind(ms(at))
-        .fetch_all(self.conn())
-        .await
-        .map_err(backend)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, pg)| (RunId(id), pg.and_then(|p| i32::try_from(p).ok())))
-            .collect())
-    }
 
     async fn prune_runs(&mut self, job: JobId, keep: u32) -> Result<u64> {
         let done = sqlx::query(
@@ -410,9 +392,19 @@ impl JobWrites for Tx {
     }
 }
 
+/// Deletes the lock holdings of a run that ended.
+pub(super) async fn release_locks(tx: &mut Tx, run: RunId) -> Result<()> {
+    sqlx::query("DELETE FROM run_locks WHERE run_id = $1")
+        .bind(run.0)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
 /// The SQL list of the states a run may be in to become `next` (the domain's
 /// state machine; the names are fixed identifiers, never user input).
-fn status_list(next: RunStatus) -> String {
+pub(super) fn status_list(next: RunStatus) -> String {
     let names: Vec<String> = next
         .predecessors()
         .iter()

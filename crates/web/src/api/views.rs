@@ -93,6 +93,13 @@ pub struct RunView {
     pub http_status: Option<u16>,
     pub error: Option<String>,
     pub output_truncated: bool,
+    /// Why a queued run has not started: a lock and its holder, the job's
+    /// running run, its start time, or no free place on the node.
+    pub waiting_for: Option<String>,
+    /// The node that claimed the run to execute it.
+    pub claimed_by: Option<String>,
+    /// A queued run not started by then is recorded as skipped.
+    pub start_deadline: Option<DateTime<Utc>>,
 }
 
 impl From<Run> for RunView {
@@ -113,8 +120,11 @@ impl From<Run> for RunView {
             exit_code: r.exit_code,
             signal: r.signal,
             http_status: r.http_status,
+            waiting_for: waiting_for(&r),
             error: r.error,
             output_truncated: r.output_truncated,
+            claimed_by: r.claimed_by,
+            start_deadline: r.start_deadline,
         }
     }
 }
@@ -142,4 +152,19 @@ pub struct Message {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RoleNames {
     pub roles: Vec<String>,
+}
+
+/// The dispatcher's stated reason, or what a queued run without one waits for.
+fn waiting_for(r: &Run) -> Option<String> {
+    if r.status != RunStatus::Queued {
+        return None;
+    }
+    Some(match (&r.waiting_for, r.not_before) {
+        (Some(why), _) => why.clone(),
+        (None, Some(t)) => format!(
+            "waiting for its start time (retry delay or jitter): {}",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+        (None, None) => "waiting for a free place to run (executor.max_active_runs)".into(),
+    })
 }

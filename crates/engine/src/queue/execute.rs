@@ -1,0 +1,238 @@
+//! One claimed run, executed on this node: its secrets opened, its kind's
+//! executor run with a timeout and a cancel token, its output flushed to the
+//! store meanwhile, its ending handed to the completer. The [`Slot`] it
+//! holds is dropped when the ending is recorded, whatever happened.
+
+use super::complete::Ending;
+use super::{Active, RunQueue, Slot};
+use crate::executor::command;
+use crate::executor::{ExecContext, ExecResult};
+use crate::metrics::{JobLabel, KindLabel};
+use crate::output::OutputBuffer;
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use steward_domain::{JobSpec, RunStatus};
+use steward_store::{write_one, Job, Run, RunUpdate, Store};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+pub(super) fn spawn(queue: &Arc<RunQueue>, slot: Slot, run: Run, job: Arc<Job>) {
+    let cancel = CancellationToken::new();
+    let output = OutputBuffer::new(queue.settings.output_limit);
+    queue.active().insert(
+        run.id,
+        Active {
+            cancel: cancel.clone(),
+            output: output.clone(),
+        },
+    );
+    let q = queue.clone();
+    queue.executions.spawn(async move {
+        execute(&q, run, job, cancel, output).await;
+        drop(slot);
+    });
+}
+
+async fn execute(
+    queue: &Arc<RunQueue>,
+    run: Run,
+    job: Arc<Job>,
+    cancel: CancellationToken,
+    output: OutputBuffer,
+) {
+    let started_at = run.started_at.unwrap_or_else(|| queue.clock.now());
+    queue.metrics.runs_running.inc();
+    tracing::info!(run = %run.id, job = %job.name(), trigger = run.trigger.as_str(), attempt = run.attempt, "run started");
+    let ctx = context(queue, &run, &job, &cancel, &output);
+    // What the run prints reaches the store while it runs, so a crash of
+    // Steward keeps it (the final record replaces it).
+    let stop_flushing = CancellationToken::new();
+    let flusher = tokio::spawn(flush_output(
+        queue.store.clone(),
+        run.id,
+        output.clone(),
+        stop_flushing.clone(),
+    ));
+    let mut result = match open_secrets(queue, &job.definition.spec, &output).await {
+        Ok(spec) => match spec.as_ref() {
+            JobSpec::Command(spec) => command::execute(spec, &queue.settings.command, &ctx).await,
+            JobSpec::Http(spec) => queue.http.execute(spec, &ctx).await,
+        },
+        Err(e) => {
+            ctx.note(&e);
+            ExecResult::failed(e)
+        }
+    };
+    // An error message may quote what the process or server said.
+    result.outcome.error = result.outcome.error.map(|e| output.mask(&e));
+    if result.status == RunStatus::Cancelled && queue.shutting_down.load(Ordering::SeqCst) {
+        result.outcome.error =
+            Some("cancelled: Steward shut down and the grace period ran out".into());
+    }
+    stop_flushing.cancel();
+    let _ = flusher.await;
+    let finished_at = queue.clock.now();
+    let captured = output.snapshot();
+    let (done, recorded) = oneshot::channel();
+    let ending = Ending {
+        run: run.clone(),
+        job: job.clone(),
+        update: RunUpdate {
+            status: result.status,
+            finished_at,
+            outcome: result.outcome,
+            output: Some(captured.text),
+            output_truncated: captured.truncated,
+        },
+        done,
+    };
+    let held = if queue.completer.send(ending).is_ok() {
+        recorded.await.unwrap_or(false)
+    } else {
+        false
+    };
+    if !held {
+        tracing::error!(run = %run.id, job = %job.name(), "the end of this run was not recorded: its claim no longer held (rescued after its lease expired) or the completer stopped");
+    }
+    queue.metrics.runs_running.dec();
+    observe_end(queue, &job, result.status, started_at, finished_at);
+    tracing::info!(run = %run.id, job = %job.name(), status = result.status.as_str(), "run finished");
+    if let Some(a) = queue.active().remove(&run.id) {
+        a.output.close();
+    }
+}
+
+fn observe_end(
+    queue: &RunQueue,
+    job: &Job,
+    status: RunStatus,
+    started_at: chrono::DateTime<chrono::Utc>,
+    finished_at: chrono::DateTime<chrono::Utc>,
+) {
+    let label = JobLabel {
+        job: job.name().to_string(),
+    };
+    let m = &queue.metrics;
+    m.job_last_finish
+        .get_or_create(&label)
+        .set(finished_at.timestamp());
+    if status == RunStatus::Succeeded {
+        m.job_last_success
+            .get_or_create(&label)
+            .set(finished_at.timestamp());
+    }
+    queue.count_finished(status, 1);
+    let secs = (finished_at - started_at)
+        .to_std()
+        .unwrap_or_default()
+        .as_secs_f64();
+    m.run_duration
+        .get_or_create(&KindLabel {
+            kind: job.definition.spec.kind().into(),
+        })
+        .observe(secs);
+}
+
+fn context(
+    queue: &RunQueue,
+    run: &Run,
+    job: &Job,
+    cancel: &CancellationToken,
+    output: &OutputBuffer,
+) -> ExecContext {
+    ExecContext {
+        run: run.id,
+        timeout: job.definition.policies.timeout.get(),
+        cancel: cancel.clone(),
+        stopping: queue.stopping.clone(),
+        output: output.clone(),
+        clock: queue.clock.clone(),
+        env: vec![
+            ("STEWARD_RUN_ID".into(), run.id.to_string()),
+            ("STEWARD_JOB_NAME".into(), job.name().to_string()),
+            ("STEWARD_ATTEMPT".into(), run.attempt.to_string()),
+        ]
+        .into_iter()
+        .chain(run.scheduled_for.map(|t| {
+            (
+                "STEWARD_SCHEDULED_FOR".into(),
+                t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )
+        }))
+        .collect(),
+        on_spawn: {
+            let store = queue.store.clone();
+            let id = run.id;
+            Box::new(move |pgid| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        write_one!(store.as_ref(), |tx| tx.set_run_process_group(id, pgid)).await
+                    {
+                        tracing::warn!(run = %id, error = %e, "could not record the process group");
+                    }
+                });
+            })
+        },
+    }
+}
+
+/// The attempt's spec with `${secret:NAME}` filled in, and the values set
+/// as masks on its output. Borrowed unchanged when it references nothing.
+async fn open_secrets<'a>(
+    queue: &RunQueue,
+    spec: &'a JobSpec,
+    output: &OutputBuffer,
+) -> Result<Cow<'a, JobSpec>, String> {
+    let names = crate::secrets::spec_references(spec).map_err(|e| e.to_string())?;
+    if names.is_empty() {
+        return Ok(Cow::Borrowed(spec));
+    }
+    let names: Vec<_> = names.into_iter().collect();
+    let opened = queue
+        .settings
+        .secrets
+        .open(&names)
+        .await
+        .map_err(|e| format!("could not open the job's secrets: {e}"))?;
+    output.set_masks(opened.iter().map(|(_, v)| v.clone()).collect());
+    let values = opened.into_iter().collect();
+    crate::secrets::substitute_spec(spec, &values).map(Cow::Owned)
+}
+
+/// How often a running run's output is written to the store.
+const OUTPUT_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes the output kept so far (bounded by `executor.output_limit`) every
+/// [`OUTPUT_FLUSH_EVERY`] while it grows, until `stop`.
+async fn flush_output(
+    store: Arc<dyn Store>,
+    run: steward_domain::RunId,
+    output: OutputBuffer,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(OUTPUT_FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written = 0;
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let pushed = output.lines_pushed();
+        if pushed == written {
+            continue;
+        }
+        written = pushed;
+        let kept = output.snapshot();
+        let saved = write_one!(store.as_ref(), |tx| {
+            tx.save_run_output(run, &kept.text, kept.truncated)
+        });
+        if let Err(e) = saved.await {
+            tracing::warn!(run = %run, error = %e, "could not save the output so far");
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The durable run queue: the life of a run on this node.
+//!
+//! ```text
+//! scheduler ─occurrences─> recorder ──(batched INSERT, exactly once)──> queued
+//! run_now ─────────────────(its own transaction, with its audit record)─> queued
+//! queued ──dispatcher (a permit free; limits and locks checked on the claiming
+//!          transaction)──> running, claimed by this node with a lease
+//! running ──execution (the job kind's executor)──> ending
+//! ending ──completer (batched; only while the claim holds; locks released,
+//!          retry and chained runs queued on the same transaction)──> ended
+//! lease ──renewed every LEASE/3 while the run executes; the rescuer marks
+//!          runs whose lease ran out `abandoned` and queues their retries
+//! ```
+//!
+//! Every occurrence is a row before anything else happens to it, so overload,
+//! a crash or a restart cannot lose one: it runs, or it is recorded `skipped`
+//! with the reason. Capacity is a semaphore of `max_active_runs` permits; a
+//! [`Slot`] holds one for the whole life of an execution and gives it back
+//! when dropped, on every path.
+
+mod complete;
+mod dispatch;
+mod execute;
+pub mod lease;
+mod record;
+
+use crate::executor::command::CommandSettings;
+use crate::executor::http::HttpExecutor;
+use crate::metrics::{Metrics, StatusLabel};
+use crate::output::OutputBuffer;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use steward_clock::Clock;
+use steward_domain::{
+    AuditRecord, JobId, OverlapPolicy, RunId, RunStatus, Trigger,
+};
+use steward_store::{Job, NewRun, Run, RunFilter, Store, StoreError};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use record::Occurrence;
+
+/// Picks a random delay in `[0, max]`; a parameter so tests can fix it.
+pub type JitterFn = Arc<dyn Fn(Duration) -> Duration + Send + Sync>;
+
+pub fn random_jitter() -> JitterFn {
+    Arc::new(|max: Duration| {
+        if max.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(rand::random_range(
+                0..=u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
+            ))
+        }
+    })
+}
+
+/// How long a claim holds without renewal. A node renews its runs' leases
+/// every third of it; a run whose node stopped renewing is rescued after it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("Steward is shutting down")]
+    ShuttingDown,
+    /// A manual run the overlap policy refuses: the caller is told which run
+    /// is active instead of a `skipped` record of a click.
+    #[error("a run of this job is still active (run {active}); its overlap policy is {policy}")]
+    Overlap { active: RunId, policy: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Builds an audit record from the run it records.
+pub type AuditOf = Box<dyn FnOnce(&Run) -> AuditRecord + Send + Sync>;
+
+pub struct QueueSettings {
+    /// This node's name in claims: stable across restarts, so a restarted
+    /// node rescues what its previous process had claimed at once.
+    pub node: String,
+    pub output_limit: usize,
+    /// Runs executing on this node at once, at most; the rest wait queued.
+    pub max_active_runs: usize,
+    pub lease: Duration,
+    pub default_timezone: steward_domain::TimeZone,
+    pub command: CommandSettings,
+    pub secrets: Arc<dyn crate::secrets::SecretSource>,
+}
+
+/// A run executing here: how to cancel it and where its live output is.
+struct Active {
+    cancel: CancellationToken,
+    output: OutputBuffer,
+}
+
+/// One unit of capacity, held by an execution from its claim until its end
+/// is recorded. Dropping it (on any path) frees the permit and wakes the
+/// dispatcher.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+pub struct RunQueue {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    http: HttpExecutor,
+    settings: QueueSettings,
+    jitter: JitterFn,
+    permits: Arc<Semaphore>,
+    /// Wakes the dispatcher: a run was queued, a permit was freed.
+    wake: Arc<Notify>,
+    active: Mutex<HashMap<RunId, Active>>,
+    executions: TaskTracker,
+    /// Cancelled at shutdown: no more claims; runs being stopped use the short kill grace.
+    stopping: CancellationToken,
+    shutting_down: AtomicBool,
+    recorder: mpsc::UnboundedSender<Vec<Occurrence>>,
+    completer: mpsc::UnboundedSender<complete::Ending>,
+    /// The background tasks (recorder, dispatcher, completer, lease keeper).
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Stops the recorder, the completer and the lease keeper once the last
+    /// execution has ended.
+    finished: CancellationToken,
+}
+
+impl RunQueue {
+    /// Starts the queue's tasks on this node.
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        http: HttpExecutor,
+        settings: QueueSettings,
+        jitter: JitterFn,
+    ) -> Arc<Self> {
+        let (recorder, occurrences) = mpsc::unbounded_channel();
+        let (completer, endings) = mpsc::unbounded_channel();
+        let queue = Arc::new(Self {
+            store,
+            clock,
+            metrics,
+            http,
+            permits: Arc::new(Semaphore::new(settings.max_active_runs.max(1))),
+            settings,
+            jitter,
+            wake: Arc::new(Notify::new()),
+            active: Mutex::default(),
+            executions: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            shutting_down: AtomicBool::new(false),
+            recorder,
+            completer,
+            tasks: Mutex::default(),
+            finished: CancellationToken::new(),
+        });
+        let tasks = vec![
+            tokio::spawn(record::run(queue.clone(), occurrences)),
+            tokio::spawn(dispatch::run(queue.clone())),
+            tokio::spawn(complete::run(queue.clone(), endings)),
+            tokio::spawn(lease::run(queue.clone())),
+        ];
+        *queue.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tasks;
+        queue
+    }
+
+    fn active(&self) -> MutexGuard<'_, HashMap<RunId, Active>> {
+        // A panic while holding this lock would be a bug elsewhere; keep serving.
+        self.active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.settings.node
+    }
+
+    /// Hands scheduled occurrences to the recorder (never blocks the scheduler).
+    pub fn record(&self, occurrences: Vec<Occurrence>) {
+        if !occurrences.is_empty() && self.recorder.send(occurrences).is_err() {
+            tracing::error!("the recorder has stopped; occurrences not recorded (the schedule cursor did not move, so the next start catches up)");
+        }
+    }
+
+    /// Records occurrences now, on one transaction (start-up catch-up).
+    pub async fn record_now(&self, occurrences: &[Occurrence]) -> Result<u64, StoreError> {
+        let n = record::write(self, occurrences).await?;
+        self.wake.notify_one();
+        Ok(n)
+    }
+
+    /// Queues a manual run of `job`, subject to its overlap policy, checked
+    /// on the transaction that records the run and its audit record. Beyond
+    /// capacity the run waits queued; it is never refused for load.
+    pub async fn run_now(&self, job: JobId, audit: AuditOf) -> Result<Run, SubmitError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.write().await?;
+        let job = tx.get_job(job).await?;
+        let refuse = |active: &Run, policy| SubmitError::Overlap {
+            active: active.id,
+            policy,
+        };
+        match job.definition.policies.overlap {
+            OverlapPolicy::Skip => {
+                if let Some(active) = tx.active_run_of(job.id).await? {
+                    return Err(refuse(&active, "skip"));
+                }
+            }
+            OverlapPolicy::Queue => {
+                let waiting = RunFilter {
+                    job_id: Some(job.id),
+                    status: Some(RunStatus::Queued),
+                    limit: 1,
+                    ..Default::default()
+                };
+                if let Some(w) = tx.list_runs(&waiting).await?.first() {
+                    return Err(refuse(w, "queue, and one run is already waiting"));
+                }
+            }
+            OverlapPolicy::Allow => {}
+        }
+        let new = NewRun {
+            start_deadline: job
+                .definition
+                .policies
+                .start_deadline
+                .map(|d| now + chrono::Duration::from_std(d.get()).unwrap_or_default()),
+            ..self.new_run(&job, Trigger::Manual, now)
+        };
+        let run = tx.insert_run(&new).await?;
+        tx.append_audit(&audit(&run)).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(run)
+    }
+
+    fn new_run(&self, job: &Job, trigger: Trigger, now: DateTime<Utc>) -> NewRun {
+        NewRun {
+            job_id: job.id,
+            job_name: job.name().clone(),
+            status: RunStatus::Queued,
+            trigger,
+            scheduled_for: None,
+            not_before: None,
+            attempt: 1,
+            parent_run_id: None,
+            created_at: now,
+            start_deadline: None,
+            error: None,
+        }
+    }
+
+    /// Asks a run executing here to stop. False if it is not executing here.
+    pub fn cancel(&self, run: RunId) -> bool {
+        match self.active().get(&run) {
+            Some(a) => {
+                a.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The live output of a run executing here.
+    pub fn live_output(&self, run: RunId) -> Option<OutputBuffer> {
+        self.active().get(&run).map(|a| a.output.clone())
+    }
+
+    /// Wakes the dispatcher (a run was queued by someone else).
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    fn count_finished(&self, status: RunStatus, n: u64) {
+        if n > 0 {
+            self.metrics
+                .runs_finished
+                .get_or_create(&StatusLabel {
+                    status: status.as_str().into(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Stops claiming; waits up to `grace` for executing runs, then cancels
+    /// them (SIGTERM, kill grace, SIGKILL) and waits for their records.
+    /// Queued runs stay queued for the next start. Returns the runs it had
+    /// to cancel.
+    pub async fn shutdown(&self, grace: Duration) -> Vec<RunId> {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.stopping.cancel();
+        self.wake.notify_one();
+        self.executions.close();
+        let mut cancelled = vec![];
+        if tokio::time::timeout(grace, self.executions.wait())
+            .await
+            .is_err()
+        {
+            cancelled = self
+                .active()
+                .iter()
+                .map(|(id, a)| {
+                    a.cancel.cancel();
+                    *id
+                })
+                .collect();
+            let ids: Vec<i64> = cancelled.iter().map(|r: &RunId| r.0).collect();
+            tracing::warn!(runs = ?ids, "grace period over; cancelling running runs");
+            self.executions.wait().await;
+        }
+        self.finished.cancel();
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for t in tasks {
+            let _ = t.await;
+        }
+        cancelled
+    }
+}
