@@ -5,7 +5,7 @@ use crate::error::ValidationError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Retries after a failed or timed-out attempt. Delay before retry `n` (1-based) is
+/// Retries after a failed, timed-out or abandoned (its node stopped) attempt. Delay before retry `n` (1-based) is
 /// `delay * backoff^(n-1)`, capped at `max_delay`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]

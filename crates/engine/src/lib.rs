@@ -674,6 +674,18 @@ impl Engine {
         Ok(self.store.read().await?.get_run(id).await?)
     }
 
+    /// Waits while the run is queued (a follower of a run that has not
+    /// started yet); returns its status once it is not.
+    pub async fn wait_until_dequeued(&self, id: RunId) -> Result<RunStatus, ServiceError> {
+        loop {
+            let run = read_one!(self.store, |tx| tx.get_run(id)).await?;
+            if run.status != RunStatus::Queued {
+                return Ok(run.status);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     pub fn live_output(&self, id: RunId) -> Option<OutputBuffer> {
         self.queue.live_output(id)
     }

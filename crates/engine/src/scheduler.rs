@@ -176,7 +176,14 @@ impl Scheduler {
             if now - due > LATE_TOLERANCE {
                 // We were stalled (a suspended machine): treat the backlog like downtime.
                 tracing::warn!(job = %job.name(), behind_ms = (now - due).num_milliseconds(), "scheduler fell behind; applying the missed-run policy");
-                due_now.extend(missed(&job, &schedule, &tz, due, now, "the scheduler fell behind"));
+                due_now.extend(missed(
+                    &job,
+                    &schedule,
+                    &tz,
+                    due,
+                    now,
+                    "the scheduler fell behind",
+                ));
                 next = schedule.next_after(now, &tz);
             } else {
                 due_now.push(Occurrence::due(job, due));
@@ -225,10 +232,7 @@ pub fn missed(
                 chrono::Duration::days(800),
                 chrono::Duration::MAX,
             ] {
-                let from = until
-                    .checked_sub_signed(window)
-                    .unwrap_or(first)
-                    .max(first);
+                let from = until.checked_sub_signed(window).unwrap_or(first).max(first);
                 all.clear();
                 if from == first {
                     all.push_back(first);

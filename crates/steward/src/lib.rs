@@ -237,6 +237,11 @@ impl Application {
         &self.access
     }
 
+    /// The store this instance serves (tests and `steward admin` tasks).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// Graceful stop: the scheduler stops firing, running work gets the configured
     /// grace, then is cancelled and recorded; HTTP drains. Returns cancelled runs.
     pub async fn shutdown(self) -> Vec<RunId> {

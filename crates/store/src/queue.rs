@@ -67,8 +67,8 @@ pub trait QueueReads: Send {
     ) -> Result<Vec<DueRun>>;
     /// The `running` runs of these jobs.
     async fn running_runs_of(&mut self, jobs: &[JobId]) -> Result<Vec<(JobId, RunId)>>;
-    /// The job's oldest run that is queued or running, if any.
-    async fn active_run_of(&mut self, job: JobId) -> Result<Option<Run>>;
+    /// The job's runs that are queued or running, oldest first, at most `limit`.
+    async fn active_runs_of(&mut self, job: JobId, limit: u32) -> Result<Vec<Run>>;
     /// Who holds these locks now.
     async fn lock_holders(&mut self, names: &[LockName]) -> Result<Vec<LockHolder>>;
     /// The running runs claimed by `claimant` that an operator asked to cancel.

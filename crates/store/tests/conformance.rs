@@ -94,8 +94,8 @@ async fn finish(
 }
 
 mod cases {
-    use super::*;
     pub use super::claims::two_nodes_never_claim_the_same_run;
+    use super::*;
 
     pub async fn a_duplicate_job_name_is_a_conflict(s: &dyn Store) {
         job(s, "a").await;
@@ -215,10 +215,7 @@ mod cases {
         assert!(start(s, a.id, t(1)).await); // node-a, lease until t(31)
         let lock = steward_domain::LockName::parse("restic:offsite").unwrap();
         let mut tx = s.write().await.unwrap();
-        assert!(tx
-            .claim_run(c.id, "node-b", t(3), t(100))
-            .await
-            .unwrap());
+        assert!(tx.claim_run(c.id, "node-b", t(3), t(100)).await.unwrap());
         tx.take_lock(&lock, a.id, 1).await.unwrap();
         tx.set_run_process_group(a.id, 4242).await.unwrap();
         assert!(tx.request_cancel(a.id, t(2)).await.unwrap());
@@ -230,7 +227,12 @@ mod cases {
         assert_eq!(tx.renew_leases("node-b", t(120)).await.unwrap(), 1);
         tx.commit().await.unwrap();
         assert_eq!(
-            s.read().await.unwrap().cancel_requests("node-a").await.unwrap(),
+            s.read()
+                .await
+                .unwrap()
+                .cancel_requests("node-a")
+                .await
+                .unwrap(),
             vec![a.id]
         );
 
@@ -257,7 +259,10 @@ mod cases {
         // node-b restarts: what it had claimed is abandoned at once.
         let rescued = tx.rescue_expired(t(41), Some("node-b")).await.unwrap();
         tx.commit().await.unwrap();
-        assert_eq!(rescued.iter().map(|r| r.run).collect::<Vec<_>>(), vec![c.id]);
+        assert_eq!(
+            rescued.iter().map(|r| r.run).collect::<Vec<_>>(),
+            vec![c.id]
+        );
         let mut rx = s.read().await.unwrap();
         assert_eq!(rx.get_run(b.id).await.unwrap().status, RunStatus::Queued);
         assert_eq!(rx.queued_count().await.unwrap(), 1);
@@ -275,7 +280,10 @@ mod cases {
     /// past its start deadline is skipped saying how long it waited.
     pub async fn the_queue_is_served_in_order_and_claimed_once(s: &dyn Store) {
         let job = job(s, "a").await;
-        let mut runs: Vec<NewRun> = [30, 10, 20].iter().map(|i| scheduled(job.id, t(*i))).collect();
+        let mut runs: Vec<NewRun> = [30, 10, 20]
+            .iter()
+            .map(|i| scheduled(job.id, t(*i)))
+            .collect();
         runs.push(scheduled(job.id, t(10))); // the same occurrence again
         let mut late = scheduled(job.id, t(5));
         late.trigger = Trigger::Manual;
@@ -300,9 +308,17 @@ mod cases {
             .unwrap();
         assert_eq!(next.len(), 1, "t(30) is not due at t(25)");
         assert_eq!(next[0].run.scheduled_for, Some(t(20)));
-        tx.set_waiting(next[0].run.id, "waiting for lock x").await.unwrap();
-        assert!(tx.claim_run(page[0].run.id, "n", t(25), t(55)).await.unwrap());
-        assert!(!tx.claim_run(page[0].run.id, "m", t(25), t(55)).await.unwrap());
+        tx.set_waiting(next[0].run.id, "waiting for lock x")
+            .await
+            .unwrap();
+        assert!(tx
+            .claim_run(page[0].run.id, "n", t(25), t(55))
+            .await
+            .unwrap());
+        assert!(!tx
+            .claim_run(page[0].run.id, "m", t(25), t(55))
+            .await
+            .unwrap());
         assert!(tx
             .skip_queued(next[0].run.id, t(26), "skipped: because")
             .await
@@ -320,17 +336,29 @@ mod cases {
             .await
             .unwrap();
         let why: Vec<_> = expired.iter().filter_map(|r| r.error.clone()).collect();
-        assert!(why.iter().any(|e| e.contains("missed its start deadline after 4 s in the queue")), "{why:?}");
+        assert!(
+            why.iter()
+                .any(|e| e.contains("missed its start deadline after 4 s in the queue")),
+            "{why:?}"
+        );
         assert!(why.iter().any(|e| e == "skipped: because"), "{why:?}");
         let claimed = rx.get_run(page[0].run.id).await.unwrap();
-        assert_eq!((claimed.status, claimed.claimed_by.as_deref()), (RunStatus::Running, Some("n")));
-        assert_eq!(rx.running_runs_of(&[job.id]).await.unwrap(), vec![(job.id, claimed.id)]);
+        assert_eq!(
+            (claimed.status, claimed.claimed_by.as_deref()),
+            (RunStatus::Running, Some("n"))
+        );
+        assert_eq!(
+            rx.running_runs_of(&[job.id]).await.unwrap(),
+            vec![(job.id, claimed.id)]
+        );
         drop(rx);
         let mut tx = s.write().await.unwrap();
-        assert!(!tx
-            .finish_claimed(claimed.id, "m", &ending(RunStatus::Succeeded, t(27)))
-            .await
-            .unwrap(), "another node's claim");
+        assert!(
+            !tx.finish_claimed(claimed.id, "m", &ending(RunStatus::Succeeded, t(27)))
+                .await
+                .unwrap(),
+            "another node's claim"
+        );
         assert!(tx
             .finish_claimed(claimed.id, "n", &ending(RunStatus::Succeeded, t(27)))
             .await
@@ -352,14 +380,39 @@ mod cases {
             tx.take_lock(&lock, r, 2).await.unwrap();
         }
         tx.commit().await.unwrap();
-        let holders = s.read().await.unwrap().lock_holders(&[lock.clone()]).await.unwrap();
+        let holders = s
+            .read()
+            .await
+            .unwrap()
+            .lock_holders(&[lock.clone()])
+            .await
+            .unwrap();
         assert_eq!(holders.len(), 2);
-        assert_eq!((holders[0].run, holders[0].holders, holders[0].job_name.as_str()), (a.id, 2, "weekly"));
-        assert!(finish(s, b.id, &ending(RunStatus::Cancelled, t(4))).await.unwrap());
+        assert_eq!(
+            (
+                holders[0].run,
+                holders[0].holders,
+                holders[0].job_name.as_str()
+            ),
+            (a.id, 2, "weekly")
+        );
+        assert!(finish(s, b.id, &ending(RunStatus::Cancelled, t(4)))
+            .await
+            .unwrap());
         let mut tx = s.write().await.unwrap();
-        assert!(tx.finish_claimed(a.id, "n", &ending(RunStatus::Failed, t(5))).await.unwrap());
+        assert!(tx
+            .finish_claimed(a.id, "n", &ending(RunStatus::Failed, t(5)))
+            .await
+            .unwrap());
         tx.commit().await.unwrap();
-        assert!(s.read().await.unwrap().lock_holders(&[lock]).await.unwrap().is_empty());
+        assert!(s
+            .read()
+            .await
+            .unwrap()
+            .lock_holders(&[lock])
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     /// An error between two writes leaves neither: the change and its audit
@@ -713,7 +766,11 @@ mod claims {
             let mut tx = s.write().await.unwrap();
             let due = tx.due_runs(t(1000), None, 1).await.unwrap();
             let Some(d) = due.first() else { return mine };
-            if tx.claim_run(d.run.id, node, t(1000), t(1030)).await.unwrap() {
+            if tx
+                .claim_run(d.run.id, node, t(1000), t(1030))
+                .await
+                .unwrap()
+            {
                 mine.push(d.run.id);
             }
             tx.commit().await.unwrap();
@@ -735,7 +792,14 @@ mod claims {
         let mut all: Vec<_> = x.iter().chain(&y).copied().collect();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 200, "claimed {} + {} distinct {}", x.len(), y.len(), all.len());
+        assert_eq!(
+            all.len(),
+            200,
+            "claimed {} + {} distinct {}",
+            x.len(),
+            y.len(),
+            all.len()
+        );
         assert_eq!(x.len() + y.len(), 200, "a run was claimed twice");
     }
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use steward_domain::{JobId, LockName, OverlapPolicy, RunId, RunStatus, Trigger};
+use steward_domain::{JobId, LockName, MissedRunPolicy, OverlapPolicy, RunId, RunStatus, Trigger};
 use steward_store::{DueRun, Job, LockHolder, Run, StoreError, WriteTx};
 
 /// At most this many queued runs are examined per pass: runs blocked by a
@@ -29,37 +29,42 @@ pub(super) async fn run(queue: Arc<RunQueue>) {
         if queue.stopping.is_cancelled() {
             return;
         }
-        let wait = match pass(&queue).await {
+        // The next due instant is on the (possibly manual) clock; the poll
+        // and the back-off after an error are real time.
+        let (next_due, poll) = match pass(&queue).await {
             Ok(next) => {
                 backoff = Duration::from_millis(250);
-                next
+                (next, IDLE_POLL)
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not claim queued runs; retrying");
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                Some(backoff)
+                (None, backoff)
             }
         };
-        let sleep = wait.unwrap_or(IDLE_POLL).min(IDLE_POLL);
+        let due = async {
+            match next_due {
+                Some(at) => queue.clock.sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             () = queue.stopping.cancelled() => return,
             () = queue.wake.notified() => {}
-            () = queue.clock.sleep_until(queue.clock.now() + chrono::Duration::from_std(sleep).unwrap_or_default()) => {}
+            () = due => {}
+            () = tokio::time::sleep(poll) => {}
         }
     }
 }
 
-/// Claims and starts what it can. Returns how long to sleep at most (`Some(0)`:
-/// go again at once).
-async fn pass(queue: &Arc<RunQueue>) -> Result<Option<Duration>, StoreError> {
+/// Claims and starts what it can. Returns when a queued run next falls due,
+/// if it knows (`None` also when every permit is taken: a freed one wakes it).
+async fn pass(queue: &Arc<RunQueue>) -> Result<Option<DateTime<Utc>>, StoreError> {
     let now = queue.clock.now();
     let wake = queue.store.read().await?.queue_wake(now).await?;
-    let until_next = wake
-        .next
-        .map(|t| (t - now).to_std().unwrap_or_default());
     if !wake.due_now {
-        return Ok(until_next);
+        return Ok(wake.next);
     }
     let free = queue.permits.available_permits();
     let slots: Vec<_> = (0..free)
@@ -79,7 +84,7 @@ async fn pass(queue: &Arc<RunQueue>) -> Result<Option<Duration>, StoreError> {
         );
     }
     // All permits used: a freed one wakes us. Otherwise sleep until the next due instant.
-    Ok(if filled { None } else { until_next })
+    Ok(if filled { None } else { wake.next })
 }
 
 /// What the pass knows about running runs and lock holders, including the
@@ -133,15 +138,21 @@ async fn claim(
                     }
                     for lock in &job.definition.locks {
                         tx.take_lock(&lock.name, run.id, lock.holders).await?;
-                        pass.holders.entry(lock.name.clone()).or_default().push(LockHolder {
-                            lock: lock.name.clone(),
-                            run: run.id,
-                            job_name: job.name().clone(),
-                            holders: lock.holders,
-                        });
+                        pass.holders
+                            .entry(lock.name.clone())
+                            .or_default()
+                            .push(LockHolder {
+                                lock: lock.name.clone(),
+                                run: run.id,
+                                job_name: job.name().clone(),
+                                holders: lock.holders,
+                            });
                     }
                     pass.running.entry(job.id).or_default().push(run.id);
-                    if let Some(at) = run.scheduled_for.filter(|_| run.trigger == Trigger::Schedule) {
+                    if let Some(at) = run
+                        .scheduled_for
+                        .filter(|_| run.trigger == Trigger::Schedule)
+                    {
                         let lag = (now - at).to_std().unwrap_or_default();
                         queue.metrics.start_lag.observe(lag.as_secs_f64());
                     }
@@ -176,7 +187,10 @@ async fn claim(
     tx.commit().await?;
     queue.count_finished(RunStatus::Skipped, expired + skipped);
     if expired > 0 {
-        tracing::warn!(runs = expired, "queued runs missed their start deadline; recorded as skipped");
+        tracing::warn!(
+            runs = expired,
+            "queued runs missed their start deadline; recorded as skipped"
+        );
     }
     Ok(claimed)
 }
@@ -218,6 +232,18 @@ fn decide(run: &Run, job: &Job, pass: &mut Pass) -> Decision {
     let running = pass.running.get(&job.id).map_or(&[][..], Vec::as_slice);
     // A retry follows its own failed attempt: the overlap policy is for new work.
     if run.trigger != Trigger::Retry {
+        if let Some(first) = running
+            .first()
+            .filter(|_| d.policies.overlap != OverlapPolicy::Allow)
+        {
+            // run_all means every missed occurrence runs: catching up, they
+            // wait for each other whatever the overlap policy.
+            if catching_up(run, job) {
+                return Decision::Wait(format!(
+                    "catching up: waiting for run {first} of this job to end (missed-run policy run_all)"
+                ));
+            }
+        }
         if let Some(first) = running.first() {
             match d.policies.overlap {
                 OverlapPolicy::Skip => {
@@ -270,6 +296,16 @@ fn decide(run: &Run, job: &Job, pass: &mut Pass) -> Decision {
     Decision::Claim
 }
 
+/// An occurrence recorded well after its instant by a `run_all` job: one
+/// of the missed occurrences it catches up.
+fn catching_up(run: &Run, job: &Job) -> bool {
+    run.trigger == Trigger::Schedule
+        && job.definition.policies.missed == MissedRunPolicy::RunAll
+        && run
+            .scheduled_for
+            .is_some_and(|at| run.created_at - at > chrono::Duration::seconds(5))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,12 +352,15 @@ mod tests {
 
     fn hold(pass: &mut Pass, lock: &str, run: i64, job: &str, holders: u32) {
         let name = LockName::parse(lock).unwrap();
-        pass.holders.entry(name.clone()).or_default().push(LockHolder {
-            lock: name,
-            run: RunId(run),
-            job_name: JobName::parse(job).unwrap(),
-            holders,
-        });
+        pass.holders
+            .entry(name.clone())
+            .or_default()
+            .push(LockHolder {
+                lock: name,
+                run: RunId(run),
+                job_name: JobName::parse(job).unwrap(),
+                holders,
+            });
     }
 
     #[test]
@@ -329,56 +368,104 @@ mod tests {
         let mut pass = Pass::default();
         let skip = job(1, serde_json::json!({}));
         pass.running.insert(skip.id, vec![RunId(7)]);
-        assert!(matches!(decide(&run(8, &skip, Trigger::Schedule), &skip, &mut pass), Decision::Skip(r) if r.contains("run 7")));
-        assert_eq!(decide(&run(9, &skip, Trigger::Retry), &skip, &mut pass), Decision::Claim);
+        assert!(
+            matches!(decide(&run(8, &skip, Trigger::Schedule), &skip, &mut pass), Decision::Skip(r) if r.contains("run 7"))
+        );
+        assert_eq!(
+            decide(&run(9, &skip, Trigger::Retry), &skip, &mut pass),
+            Decision::Claim
+        );
 
         let queue = job(2, serde_json::json!({"policies": {"overlap": "queue"}}));
         pass.running.insert(queue.id, vec![RunId(10)]);
-        assert!(matches!(decide(&run(11, &queue, Trigger::Schedule), &queue, &mut pass), Decision::Wait(r) if r.contains("run 10")));
-        assert!(matches!(decide(&run(12, &queue, Trigger::Schedule), &queue, &mut pass), Decision::Skip(r) if r.contains("already waiting")));
+        assert!(
+            matches!(decide(&run(11, &queue, Trigger::Schedule), &queue, &mut pass), Decision::Wait(r) if r.contains("run 10"))
+        );
+        assert!(
+            matches!(decide(&run(12, &queue, Trigger::Schedule), &queue, &mut pass), Decision::Skip(r) if r.contains("already waiting"))
+        );
 
-        let allow = job(3, serde_json::json!({"policies": {"overlap": "allow", "max_concurrent": 2}}));
+        let allow = job(
+            3,
+            serde_json::json!({"policies": {"overlap": "allow", "max_concurrent": 2}}),
+        );
         pass.running.insert(allow.id, vec![RunId(20)]);
-        assert_eq!(decide(&run(21, &allow, Trigger::Schedule), &allow, &mut pass), Decision::Claim);
+        assert_eq!(
+            decide(&run(21, &allow, Trigger::Schedule), &allow, &mut pass),
+            Decision::Claim
+        );
         pass.running.get_mut(&allow.id).unwrap().push(RunId(21));
-        assert!(matches!(decide(&run(22, &allow, Trigger::Manual), &allow, &mut pass), Decision::Wait(r) if r.contains("max_concurrent = 2")));
+        assert!(
+            matches!(decide(&run(22, &allow, Trigger::Manual), &allow, &mut pass), Decision::Wait(r) if r.contains("max_concurrent = 2"))
+        );
 
         let disabled = job(4, serde_json::json!({"enabled": false}));
-        assert!(matches!(decide(&run(30, &disabled, Trigger::Schedule), &disabled, &mut pass), Decision::Skip(_)));
-        assert_eq!(decide(&run(31, &disabled, Trigger::Manual), &disabled, &mut pass), Decision::Claim);
+        assert!(matches!(
+            decide(&run(30, &disabled, Trigger::Schedule), &disabled, &mut pass),
+            Decision::Skip(_)
+        ));
+        assert_eq!(
+            decide(&run(31, &disabled, Trigger::Manual), &disabled, &mut pass),
+            Decision::Claim
+        );
     }
 
     #[test]
     fn exclusive_and_counted_locks() {
-        let offsite = job(1, serde_json::json!({"locks": [{"name": "restic:offsite"}]}));
+        let offsite = job(
+            1,
+            serde_json::json!({"locks": [{"name": "restic:offsite"}]}),
+        );
         let mut pass = Pass::default();
-        assert_eq!(decide(&run(1, &offsite, Trigger::Schedule), &offsite, &mut pass), Decision::Claim);
+        assert_eq!(
+            decide(&run(1, &offsite, Trigger::Schedule), &offsite, &mut pass),
+            Decision::Claim
+        );
         hold(&mut pass, "restic:offsite", 4711, "weekly-offsite", 1);
         assert_eq!(
             decide(&run(2, &offsite, Trigger::Schedule), &offsite, &mut pass),
-            Decision::Wait("waiting for lock restic:offsite, held by run 4711 of job weekly-offsite".into())
+            Decision::Wait(
+                "waiting for lock restic:offsite, held by run 4711 of job weekly-offsite".into()
+            )
         );
 
-        let pg = job(2, serde_json::json!({"locks": [{"name": "pg:main", "holders": 2}]}));
+        let pg = job(
+            2,
+            serde_json::json!({"locks": [{"name": "pg:main", "holders": 2}]}),
+        );
         let mut pass = Pass::default();
         hold(&mut pass, "pg:main", 1, "a", 2);
-        assert_eq!(decide(&run(3, &pg, Trigger::Schedule), &pg, &mut pass), Decision::Claim);
+        assert_eq!(
+            decide(&run(3, &pg, Trigger::Schedule), &pg, &mut pass),
+            Decision::Claim
+        );
         hold(&mut pass, "pg:main", 2, "b", 2);
-        assert!(matches!(decide(&run(4, &pg, Trigger::Schedule), &pg, &mut pass), Decision::Wait(r) if r.contains("and 1 more")));
+        assert!(
+            matches!(decide(&run(4, &pg, Trigger::Schedule), &pg, &mut pass), Decision::Wait(r) if r.contains("and 1 more"))
+        );
 
         // An exclusive holder keeps counted claimants out, and the reverse.
         let mut pass = Pass::default();
         hold(&mut pass, "pg:main", 5, "dump", 1);
-        assert!(matches!(decide(&run(6, &pg, Trigger::Schedule), &pg, &mut pass), Decision::Wait(_)));
+        assert!(matches!(
+            decide(&run(6, &pg, Trigger::Schedule), &pg, &mut pass),
+            Decision::Wait(_)
+        ));
         let exclusive = Job {
             definition: steward_domain::JobDefinition {
-                locks: vec![ResourceLock { name: LockName::parse("pg:main").unwrap(), holders: 1 }],
+                locks: vec![ResourceLock {
+                    name: LockName::parse("pg:main").unwrap(),
+                    holders: 1,
+                }],
                 ..pg.definition.clone()
             },
             ..pg.clone()
         };
         let mut pass = Pass::default();
         hold(&mut pass, "pg:main", 7, "a", 2);
-        assert!(matches!(decide(&run(8, &exclusive, Trigger::Retry), &exclusive, &mut pass), Decision::Wait(_)));
+        assert!(matches!(
+            decide(&run(8, &exclusive, Trigger::Retry), &exclusive, &mut pass),
+            Decision::Wait(_)
+        ));
     }
 }

@@ -34,10 +34,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use steward_clock::Clock;
-use steward_domain::{
-    AuditRecord, JobId, OverlapPolicy, RunId, RunStatus, Trigger,
-};
-use steward_store::{Job, NewRun, Run, RunFilter, Store, StoreError};
+use steward_domain::{AuditRecord, JobId, OverlapPolicy, RunId, RunStatus, Trigger};
+use steward_store::{Job, NewRun, Run, Store, StoreError};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -171,7 +169,10 @@ impl RunQueue {
             tokio::spawn(complete::run(queue.clone(), endings)),
             tokio::spawn(lease::run(queue.clone())),
         ];
-        *queue.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = tasks;
+        *queue
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tasks;
         queue
     }
 
@@ -214,24 +215,18 @@ impl RunQueue {
             active: active.id,
             policy,
         };
-        match job.definition.policies.overlap {
-            OverlapPolicy::Skip => {
-                if let Some(active) = tx.active_run_of(job.id).await? {
-                    return Err(refuse(&active, "skip"));
-                }
+        // Skip: nothing else may be active. Queue: one may run and one wait
+        // (a run just queued counts as the one about to run).
+        let allowed = match job.definition.policies.overlap {
+            OverlapPolicy::Skip => Some((0, "skip")),
+            OverlapPolicy::Queue => Some((1, "queue, and one run is already waiting")),
+            OverlapPolicy::Allow => None,
+        };
+        if let Some((allowed, policy)) = allowed {
+            let active = tx.active_runs_of(job.id, allowed + 1).await?;
+            if let Some(last) = active.get(allowed as usize) {
+                return Err(refuse(last, policy));
             }
-            OverlapPolicy::Queue => {
-                let waiting = RunFilter {
-                    job_id: Some(job.id),
-                    status: Some(RunStatus::Queued),
-                    limit: 1,
-                    ..Default::default()
-                };
-                if let Some(w) = tx.list_runs(&waiting).await?.first() {
-                    return Err(refuse(w, "queue, and one run is already waiting"));
-                }
-            }
-            OverlapPolicy::Allow => {}
         }
         let new = NewRun {
             start_deadline: job

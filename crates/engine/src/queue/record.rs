@@ -99,7 +99,10 @@ pub(super) async fn write(queue: &RunQueue, occurrences: &[Occurrence]) -> Resul
         tx.advance_cursor(*job, *at).await?;
     }
     tx.commit().await?;
-    let skipped = runs.iter().filter(|r| r.status == RunStatus::Skipped).count();
+    let skipped = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Skipped)
+        .count();
     queue.count_finished(RunStatus::Skipped, skipped as u64);
     for o in occurrences.iter().filter(|o| o.skipped.is_none()) {
         let lag = (now - o.at).to_std().unwrap_or_default();
@@ -111,9 +114,11 @@ pub(super) async fn write(queue: &RunQueue, occurrences: &[Occurrence]) -> Resul
 fn new_run(queue: &RunQueue, o: &Occurrence, now: DateTime<Utc>) -> NewRun {
     let policies = &o.job.definition.policies;
     let jitter = (queue.jitter)(policies.jitter.get());
-    let not_before = (!jitter.is_zero())
-        .then(|| o.at + chrono::Duration::from_std(jitter).unwrap_or_default());
-    let due = not_before.unwrap_or(o.at);
+    let not_before =
+        (!jitter.is_zero()).then(|| o.at + chrono::Duration::from_std(jitter).unwrap_or_default());
+    // A missed occurrence recorded late (catch-up) is offered now: its
+    // deadline counts from now, not from its instant long past.
+    let due = not_before.unwrap_or(o.at).max(now);
     let deadline = policies
         .start_deadline
         .map(|d| d.get())

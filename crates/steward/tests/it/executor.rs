@@ -1,5 +1,5 @@
 use crate::helpers::{gone, TestApp};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use steward_clock::SystemClock;
@@ -236,6 +236,18 @@ async fn overlap_skip_and_queue() {
     let (s, c) = t.post("/api/v1/jobs/queuer/run", json!({})).await;
     assert_eq!(b["status"], "queued");
     assert_eq!(s, 409, "{c}");
+    assert!(
+        c["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("(run {})", b["id"])),
+        "{c}"
+    );
+    // While it waits, the run says for what.
+    let (_, waiting) = t.get(&format!("/api/v1/runs/{}", b["id"])).await;
+    if waiting["status"] == "queued" {
+        assert!(waiting["waiting_for"].as_str().is_some(), "{waiting}");
+    }
     let a = t
         .wait_run(a["id"].as_i64().unwrap(), Duration::from_secs(10))
         .await;
@@ -254,19 +266,18 @@ async fn overlap_skip_and_queue() {
         json!({"policies": {"overlap": "allow"}}),
     )
     .await;
-    let (_, x) = t.post("/api/v1/jobs/allower/run", json!({})).await;
-    let (_, y) = t.post("/api/v1/jobs/allower/run", json!({})).await;
-    // Both start at once (nothing to wait for: recorded as running straight away).
-    assert_eq!(
-        (x["status"].as_str(), y["status"].as_str()),
-        (Some("running"), Some("running"))
-    );
+    let (sx, _) = t.post("/api/v1/jobs/allower/run", json!({})).await;
+    let (sy, _) = t.post("/api/v1/jobs/allower/run", json!({})).await;
+    assert_eq!((sx, sy), (202, 202));
     let runs = t
         .wait_runs("allower", Duration::from_secs(10), |r| {
-            r.iter().all(|r| r["status"] == "succeeded")
+            r.len() == 2 && r.iter().all(|r| r["status"] == "succeeded")
         })
         .await;
-    assert_eq!(runs.len(), 2);
+    // Both ran at once: each started before the other finished.
+    let at = |r: &Value, k: &str| r[k].as_str().unwrap().to_owned();
+    assert!(at(&runs[0], "started_at") < at(&runs[1], "finished_at"));
+    assert!(at(&runs[1], "started_at") < at(&runs[0], "finished_at"));
     t.stop().await;
 }
 
@@ -368,51 +379,60 @@ async fn http_policy_is_applied_again_at_run_time() {
     t.stop().await;
 }
 
+/// Past `max_active_runs`, work waits in the queue instead of being shed: a
+/// manual run is accepted (202, queued, saying why), scheduled occurrences
+/// are recorded, and all of them run once the place frees, one at a time.
 #[tokio::test]
-async fn overload_sheds_work_visibly() {
+async fn overload_queues_work_and_loses_none() {
     let t = TestApp::start_with(|c| c.executor.max_active_runs = 1, Arc::new(SystemClock)).await;
     t.command_job("hog", &["sleep", "2"], json!({})).await;
-    t.command_job("tick", &["true"], json!({"schedule": "@every 1s"}))
-        .await;
-    let (s, _) = t.post("/api/v1/jobs/hog/run", json!({})).await;
-    assert_eq!(s, 202);
-    // A manual run is refused with 429 while the only slot is taken, not queued without bound...
-    let (s, v) = t.post("/api/v1/jobs/tick/run", json!({})).await;
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (429, Some("too_many_active_runs")),
-        "{v}"
-    );
-    // ...and scheduled occurrences are shed, counted, and not queued either.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = t.text("/metrics").await;
-        let shed = m
-            .lines()
-            .find(|l| l.starts_with("steward_occurrences_shed_total "))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if shed >= 1.0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no occurrence was shed:\n{m}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(t
-        .runs_of("tick")
-        .await
-        .iter()
-        .all(|r| r["status"] != "queued"));
-    // Once the slot frees, scheduled runs go through again, one after another:
-    // three in a row show each returns its slot.
-    t.wait_runs("tick", Duration::from_secs(15), |r| {
-        r.iter().filter(|r| r["status"] == "succeeded").count() >= 3
-    })
+    t.command_job(
+        "tick",
+        &["true"],
+        json!({"schedule": "@every 1s", "policies": {"overlap": "allow"}}),
+    )
     .await;
+    let (s, hog) = t.post("/api/v1/jobs/hog/run", json!({})).await;
+    assert_eq!(s, 202);
+    t.wait_status(
+        hog["id"].as_i64().unwrap(),
+        "running",
+        Duration::from_secs(5),
+    )
+    .await;
+    let (s, manual) = t.post("/api/v1/jobs/tick/run", json!({})).await;
+    assert_eq!(
+        (s, manual["status"].as_str()),
+        (202, Some("queued")),
+        "{manual}"
+    );
+    assert_eq!(
+        manual["waiting_for"],
+        "waiting for a free place to run (executor.max_active_runs)"
+    );
+    // While the hog runs, occurrences pile up as queued runs, none lost.
+    let queued = t
+        .wait_runs("tick", Duration::from_secs(10), |r| {
+            r.iter().filter(|r| r["status"] == "queued").count() >= 2
+        })
+        .await;
+    assert!(queued.iter().all(|r| r["status"] == "queued"), "{queued:?}");
+    let m = t.text("/metrics").await;
+    assert!(m.contains("steward_runs_queued "), "{m}");
+    // Then every one of them runs, each once.
+    let hog = t
+        .wait_run(hog["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
+    let runs = t
+        .wait_runs("tick", Duration::from_secs(15), |r| {
+            r.iter().filter(|r| r["status"] == "succeeded").count() >= queued.len()
+        })
+        .await;
+    for q in &queued {
+        let r = runs.iter().find(|r| r["id"] == q["id"]).unwrap();
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert!(r["started_at"].as_str().unwrap() >= hog["finished_at"].as_str().unwrap());
+    }
     t.stop().await;
 }
 

@@ -309,6 +309,23 @@ impl TestApp {
         }
     }
 
+    /// Polls until the run has the status `want`.
+    pub async fn wait_status(&self, id: i64, want: &str, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (_, run) = self.get(&format!("/api/v1/runs/{id}")).await;
+            if run["status"] == want {
+                return run;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} is {} after {within:?}, not {want}",
+                run["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub async fn runs_of(&self, job: &str) -> Vec<Value> {
         let (_, body) = self.get(&format!("/api/v1/runs?job={job}&limit=500")).await;
         body["items"].as_array().cloned().unwrap_or_default()

@@ -22,5 +22,6 @@ mod isolation;
 mod mail;
 mod openapi;
 mod process;
+mod queue;
 mod scheduler;
 mod vault;

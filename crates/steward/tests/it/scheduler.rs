@@ -97,6 +97,18 @@ async fn missed_runs_follow_each_jobs_policy_after_downtime() {
         json!({"schedule": "0 * * * *", "policies": {"missed": "skip"}}),
     )
     .await;
+    t.command_job(
+        "all",
+        &["true"],
+        json!({"schedule": "0 * * * *", "policies": {"missed": "run_all"}}),
+    )
+    .await;
+    t.command_job(
+        "bounded",
+        &["true"],
+        json!({"schedule": "* * * * *", "policies": {"missed": "run_all", "overlap": "allow", "history_limit": 1000}}),
+    )
+    .await;
     let dir = t.stop().await;
 
     // Five hourly occurrences pass while Steward is down.
@@ -117,15 +129,77 @@ async fn missed_runs_follow_each_jobs_policy_after_downtime() {
         1,
         "more than one catch-up run"
     );
+    // Skip runs nothing, but the miss is on record where runs are listed.
+    let skip = t.runs_of("skip").await;
+    assert_eq!(skip.len(), 1, "{skip:?}");
+    assert_eq!(skip[0]["status"], "skipped");
+    assert_eq!(skip[0]["scheduled_for"], "2026-11-27T15:00:00Z");
+    let why = skip[0]["error"].as_str().unwrap();
     assert!(
-        t.runs_of("skip").await.is_empty(),
-        "skip policy ran a missed occurrence"
+        why.contains(
+            "missed occurrences since 2026-11-27 11:00:00 UTC not run (missed-run policy skip)"
+        ),
+        "{why}"
     );
-    // Both continue normally.
+    // run_all: every missed occurrence, oldest first.
+    let all = t
+        .wait_runs("all", Duration::from_secs(10), |r| {
+            r.len() == 5 && r.iter().all(|r| r["status"] == "succeeded")
+        })
+        .await;
+    let mut instants: Vec<&str> = all
+        .iter()
+        .map(|r| r["scheduled_for"].as_str().unwrap())
+        .collect();
+    instants.sort_unstable();
+    assert_eq!(
+        instants,
+        [
+            "2026-11-27T11:00:00Z",
+            "2026-11-27T12:00:00Z",
+            "2026-11-27T13:00:00Z",
+            "2026-11-27T14:00:00Z",
+            "2026-11-27T15:00:00Z"
+        ]
+    );
+    // ...at most the last 100 of them; the older ones are one skipped record.
+    let bounded = t
+        .wait_runs("bounded", Duration::from_secs(60), |r| {
+            r.iter().filter(|r| r["status"] == "succeeded").count() == 100
+        })
+        .await;
+    assert_eq!(bounded.len(), 101, "100 runs and one skipped record");
+    let skipped: Vec<_> = bounded
+        .iter()
+        .filter(|r| r["status"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0]["scheduled_for"], "2026-11-27T10:31:00Z");
+    assert!(
+        skipped[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("run_all catches up at most 100"),
+        "{}",
+        skipped[0]
+    );
+    let oldest_run = bounded
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .filter_map(|r| r["scheduled_for"].as_str())
+        .min()
+        .unwrap();
+    assert_eq!(
+        oldest_run, "2026-11-27T13:41:00Z",
+        "the last 100 minutes before 15:20"
+    );
+    // All continue normally.
     clock.set(at("2026-11-27T16:00:00Z"));
-    t.wait_runs("skip", Duration::from_secs(5), |r| r.len() == 1)
+    t.wait_runs("skip", Duration::from_secs(5), |r| r.len() == 2)
         .await;
     t.wait_runs("once", Duration::from_secs(5), |r| r.len() == 2)
+        .await;
+    t.wait_runs("all", Duration::from_secs(5), |r| r.len() == 6)
         .await;
     let dir = t.stop().await;
 
@@ -134,7 +208,8 @@ async fn missed_runs_follow_each_jobs_policy_after_downtime() {
     let t = TestApp::start_in(dir, |_| {}, Arc::new(clock.clone())).await;
     settle().await;
     assert_eq!(t.runs_of("once").await.len(), 2);
-    assert_eq!(t.runs_of("skip").await.len(), 1);
+    assert_eq!(t.runs_of("skip").await.len(), 2);
+    assert_eq!(t.runs_of("all").await.len(), 6);
     t.stop().await;
 }
 

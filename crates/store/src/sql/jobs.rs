@@ -157,7 +157,6 @@ impl JobReads for Tx {
         rows.iter().map(run_from_row).collect()
     }
 
-
     async fn count_runs_by_status(&mut self) -> Result<Vec<(RunStatus, i64)>> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
@@ -312,7 +311,6 @@ impl JobWrites for Tx {
         Ok(())
     }
 
-
     async fn finish_run(&mut self, id: RunId, u: &RunUpdate) -> Result<bool> {
         if !u.status.is_terminal() {
             return Err(StoreError::Conflict(format!(
@@ -376,7 +374,6 @@ impl JobWrites for Tx {
             .map_err(backend)?;
         Ok(())
     }
-
 
     async fn prune_runs(&mut self, job: JobId, keep: u32) -> Result<u64> {
         let done = sqlx::query(

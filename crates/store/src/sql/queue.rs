@@ -97,16 +97,17 @@ impl QueueReads for Tx {
         Ok(out)
     }
 
-    async fn active_run_of(&mut self, job: JobId) -> Result<Option<Run>> {
-        let row = sqlx::query(&format!(
+    async fn active_runs_of(&mut self, job: JobId, limit: u32) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id \
-             WHERE r.job_id = $1 AND r.status IN ('queued', 'running') ORDER BY r.id LIMIT 1"
+             WHERE r.job_id = $1 AND r.status IN ('queued', 'running') ORDER BY r.id LIMIT $2"
         ))
         .bind(job.0)
-        .fetch_optional(self.conn())
+        .bind(i64::from(limit))
+        .fetch_all(self.conn())
         .await
         .map_err(backend)?;
-        row.as_ref().map(run_from_row).transpose()
+        rows.iter().map(run_from_row).collect()
     }
 
     async fn lock_holders(&mut self, names: &[LockName]) -> Result<Vec<LockHolder>> {
@@ -261,12 +262,7 @@ impl QueueWrites for Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn finish_claimed(
-        &mut self,
-        id: RunId,
-        claimant: &str,
-        u: &RunUpdate,
-    ) -> Result<bool> {
+    async fn finish_claimed(&mut self, id: RunId, claimant: &str, u: &RunUpdate) -> Result<bool> {
         if !u.status.is_terminal() {
             return Err(StoreError::Conflict(format!(
                 "a run's end cannot be {}",

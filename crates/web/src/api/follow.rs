@@ -166,7 +166,7 @@ fn push_line(frame: &mut Vec<u8>, text: &str) {
     frame.extend_from_slice(b"\n\n");
 }
 
-fn end_frame(status: &str) -> Bytes {
+pub fn end_frame(status: &str) -> Bytes {
     Bytes::from(format!("event: end\ndata: {status}\n\n"))
 }
 

@@ -121,12 +121,43 @@ pub async fn follow(
     let id = RunId(raw);
     let run = state.engine.run(id).await?;
     let permit = state.followers.admit(caller.identity.user_id)?;
-    let live = if run.status.is_terminal() {
+    let events = if run.status == RunStatus::Queued {
+        // The response starts now; its lines once the run has left the queue.
+        use futures_util::StreamExt as _;
+        futures_util::stream::once(async move {
+            let events = async {
+                let status = state.engine.wait_until_dequeued(id).await?;
+                output_events(&state, id, status, permit).await
+            };
+            match events.await {
+                Ok(events) => events,
+                Err(_) => {
+                    futures_util::stream::once(async { Ok(follow::end_frame("unknown")) }).boxed()
+                }
+            }
+        })
+        .flatten()
+        .boxed()
+    } else {
+        output_events(&state, id, run.status, permit).await?
+    };
+    Ok(follow::response(events))
+}
+
+/// The live output of a run executing here, or the stored output of one
+/// that ended (or runs elsewhere).
+async fn output_events(
+    state: &AppState,
+    id: RunId,
+    status: RunStatus,
+    permit: follow::FollowPermit,
+) -> ApiResult<follow::Events> {
+    let live = if status.is_terminal() {
         None
     } else {
         state.engine.live_output(id)
     };
-    let events = match live {
+    Ok(match live {
         Some(buffer) => {
             let engine = state.engine.clone();
             follow::from_live(
@@ -156,6 +187,5 @@ pub async fn follow(
                 state.followers.budget(),
             )
         }
-    };
-    Ok(follow::response(events))
+    })
 }
