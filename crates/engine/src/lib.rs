@@ -166,7 +166,7 @@ impl Engine {
         jitter: JitterFn,
     ) -> Result<Arc<Self>, StartError> {
         let http = HttpExecutor::new(settings.outbound.clone())?;
-        let queue = RunQueue::start(
+        let queue = RunQueue::new(
             store.clone(),
             clock.clone(),
             metrics.clone(),
@@ -264,6 +264,7 @@ impl Engine {
             catalog.push(job);
         }
         engine.queue.record_now(&missed).await?;
+        engine.queue.start();
         // The store listed them by name; the catalog shares the scheduler's copies.
         engine.set_catalog(catalog);
         Ok(engine)

@@ -247,7 +247,11 @@ mod cases {
         let got = rx.get_run(a.id).await.unwrap();
         assert_eq!(got.status, RunStatus::Abandoned);
         assert!(got.error.unwrap().contains("lease of node-a expired"));
-        assert!(rx.lock_holders(&[lock.clone()]).await.unwrap().is_empty());
+        assert!(rx
+            .lock_holders(std::slice::from_ref(&lock))
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(rx.get_run(c.id).await.unwrap().status, RunStatus::Running);
         drop(rx);
         // An ending recorded after the rescue is refused: the claim is gone.
@@ -384,7 +388,7 @@ mod cases {
             .read()
             .await
             .unwrap()
-            .lock_holders(&[lock.clone()])
+            .lock_holders(std::slice::from_ref(&lock))
             .await
             .unwrap();
         assert_eq!(holders.len(), 2);

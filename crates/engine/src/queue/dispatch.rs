@@ -319,8 +319,8 @@ mod tests {
         Job {
             id: JobId(id),
             definition: serde_json::from_value(def).unwrap(),
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            updated_at: DateTime::<Utc>::UNIX_EPOCH,
             schedule_cursor: None,
         }
     }
@@ -336,7 +336,7 @@ mod tests {
             not_before: None,
             attempt: 1,
             parent_run_id: None,
-            created_at: Utc::now(),
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
             started_at: None,
             finished_at: None,
             exit_code: None,

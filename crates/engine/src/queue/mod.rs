@@ -131,11 +131,19 @@ pub struct RunQueue {
     /// Stops the recorder, the completer and the lease keeper once the last
     /// execution has ended.
     finished: CancellationToken,
+    /// The tasks' inputs until [`RunQueue::start`] hands them over.
+    #[allow(clippy::type_complexity)]
+    receivers: Mutex<
+        Option<(
+            mpsc::UnboundedReceiver<Vec<Occurrence>>,
+            mpsc::UnboundedReceiver<complete::Ending>,
+        )>,
+    >,
 }
 
 impl RunQueue {
-    /// Starts the queue's tasks on this node.
-    pub fn start(
+    /// The queue of this node; nothing runs until [`RunQueue::start`].
+    pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
@@ -145,7 +153,7 @@ impl RunQueue {
     ) -> Arc<Self> {
         let (recorder, occurrences) = mpsc::unbounded_channel();
         let (completer, endings) = mpsc::unbounded_channel();
-        let queue = Arc::new(Self {
+        Arc::new(Self {
             store,
             clock,
             metrics,
@@ -162,18 +170,32 @@ impl RunQueue {
             completer,
             tasks: Mutex::default(),
             finished: CancellationToken::new(),
-        });
+            receivers: Mutex::new(Some((occurrences, endings))),
+        })
+    }
+
+    /// Starts the recorder, dispatcher, completer and lease keeper: after
+    /// start-up reconciliation (the rescue, the cgroup sweep), so that no
+    /// new run starts while what the previous process left is cleaned up.
+    pub fn start(self: &Arc<Self>) {
+        let taken = self
+            .receivers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some((occurrences, endings)) = taken else {
+            return; // already started
+        };
         let tasks = vec![
-            tokio::spawn(record::run(queue.clone(), occurrences)),
-            tokio::spawn(dispatch::run(queue.clone())),
-            tokio::spawn(complete::run(queue.clone(), endings)),
-            tokio::spawn(lease::run(queue.clone())),
+            tokio::spawn(record::run(self.clone(), occurrences)),
+            tokio::spawn(dispatch::run(self.clone())),
+            tokio::spawn(complete::run(self.clone(), endings)),
+            tokio::spawn(lease::run(self.clone())),
         ];
-        *queue
+        *self
             .tasks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = tasks;
-        queue
     }
 
     fn active(&self) -> MutexGuard<'_, HashMap<RunId, Active>> {

@@ -282,6 +282,89 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     wait_exit(&mut s.child, Duration::from_secs(30));
 }
 
+/// `kill -9` while a burst waits in the queue, then a restart: every run
+/// that was queued runs exactly once (each run's own process leaves one
+/// mark); the ones executing at the crash are recorded abandoned.
+#[tokio::test]
+async fn kill_9_during_a_queued_burst_then_restart_runs_each_queued_run_once() {
+    const RUNS: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let marks = crate::helpers::work_dir(dir.path()).join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let env = [
+        ("STEWARD_MAX_ACTIVE_RUNS", "2"),
+        ("STEWARD_SHUTDOWN_GRACE", "1s"),
+    ];
+    let mut s = spawn_server(&data, &env).await;
+    let script = format!(
+        "echo $STEWARD_RUN_ID >> {}/$STEWARD_RUN_ID; sleep 0.2",
+        marks.display()
+    );
+    post(
+        &s,
+        "/api/v1/jobs",
+        json!({"name": "mark", "policies": {"overlap": "allow"},
+               "spec": {"kind": "command", "argv": ["sh", "-c", script]}}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..RUNS {
+        let run = post(&s, "/api/v1/jobs/mark/run", json!({})).await;
+        assert_eq!(run["status"], "queued", "{run}");
+        ids.push(run["id"].as_i64().unwrap());
+    }
+    // Mid-burst: some done, most still queued.
+    for _ in 0..400 {
+        let done = get(&s, "/api/v1/runs?job=mark&status=succeeded&limit=500").await;
+        if done["items"].as_array().unwrap().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    signal(&s.child, nix::sys::signal::Signal::SIGKILL);
+    wait_exit(&mut s.child, Duration::from_secs(5));
+
+    let mut s = spawn_server(&data, &env).await;
+    let mut items = Vec::new();
+    for _ in 0..800 {
+        let runs = get(&s, "/api/v1/runs?job=mark&limit=500").await;
+        items = runs["items"].as_array().unwrap().clone();
+        if items
+            .iter()
+            .all(|r| r["status"] != "queued" && r["status"] != "running")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(items.len(), RUNS, "runs appeared or vanished");
+    let mut abandoned = 0;
+    for r in &items {
+        let id = r["id"].as_i64().unwrap();
+        let lines = std::fs::read_to_string(marks.join(id.to_string())).unwrap_or_default();
+        match r["status"].as_str().unwrap() {
+            "succeeded" => assert_eq!(
+                lines.lines().count(),
+                1,
+                "run {id} ran {} times",
+                lines.lines().count()
+            ),
+            "abandoned" => {
+                abandoned += 1;
+                assert!(lines.lines().count() <= 1, "run {id}");
+            }
+            other => panic!("run {id} ended {other}: {r}\n{}", output(&s, id).await),
+        }
+    }
+    assert!(
+        abandoned <= 2,
+        "only runs executing at the crash are abandoned: {abandoned}"
+    );
+    signal(&s.child, nix::sys::signal::Signal::SIGTERM);
+    wait_exit(&mut s.child, Duration::from_secs(30));
+}
+
 #[tokio::test]
 async fn cli_config_check_and_schedule_preview() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,6 +15,8 @@ fn at(s: &str) -> DateTime<Utc> {
 
 /// An HTTP server that counts the requests to each `/hit/{n}`: the jobs'
 /// target, which sees each execution from outside Steward.
+// A target outside Steward's API: axum's own `Path` is the plain choice here.
+#[allow(clippy::disallowed_types)]
 async fn counting_server() -> (std::net::SocketAddr, Arc<Mutex<HashMap<u32, u32>>>) {
     use axum::extract::{Path, State};
     let hits: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
@@ -262,7 +264,7 @@ async fn a_run_past_its_start_deadline_is_skipped_with_the_reason() {
 /// abandoned, its lock released, and retried per its job's policy.
 #[tokio::test]
 async fn an_expired_lease_is_rescued_and_retried() {
-    use steward_store::{NewRun, WriteTx as _};
+    use steward_store::NewRun;
     let clock = ManualClock::new(at("2026-12-03T12:00:00Z"));
     let t = TestApp::start_with(|_| {}, Arc::new(clock.clone())).await;
     let job = t
