@@ -429,6 +429,92 @@ def bench_throughput(binary, results, key="throughput"):
                              "ratio_steward_to_shell": round((n / steward_s) / (n / shell_s), 3)}
 
 
+def stored_runs(api):
+    """Runs in the store by status, from /metrics."""
+    _, m = api.call("GET", "/metrics")
+    out = {}
+    for line in m.decode().splitlines():
+        if line.startswith("steward_runs_stored{status="):
+            status = line.split('"')[1]
+            out[status] = int(float(line.split()[-1]))
+    return out
+
+
+def create_jobs(api, defs, threads=16):
+    chunks = [defs[i::threads] for i in range(threads)]
+
+    def worker(chunk):
+        for d in chunk:
+            st, body = api.call("POST", "/api/v1/jobs", d)
+            assert st == 201, body
+    ts = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+def all_runs(api):
+    runs, before = [], None
+    while True:
+        q = "/api/v1/runs?limit=1000" + (f"&before={before}" if before else "")
+        st, body = api.call("GET", q)
+        items = body["items"]
+        runs += items
+        if len(items) < 1000:
+            return runs
+        before = items[-1]["id"]
+
+
+def bench_burst(binary, results, jobs=10000, argv=("true",), key="burst", env=None):
+    """`jobs` jobs due at the same second: when was every occurrence recorded,
+    when did the last one start, against a shell loop starting as many."""
+    from datetime import datetime, timezone
+    data = tempfile.mkdtemp(prefix="stw-burst-")
+    proc, api, _ = start_steward(binary, os.path.join(data, "d"), free_port(), extra_env=env)
+    sampler = Sampler(proc)
+    sampler.start()
+    # A daily instant far enough ahead for the jobs to be created first.
+    t_fire = (int(time.time()) // 10 + 1) * 10 + max(20, jobs // 400)
+    tm = time.gmtime(t_fire)
+    cron = f"{tm.tm_sec} {tm.tm_min} {tm.tm_hour} * * *"
+    defs = [{"name": f"burst-{i}", "schedule": cron,
+             "spec": {"kind": "command", "argv": list(argv)}} for i in range(jobs)]
+    create_jobs(api, defs)
+    assert time.time() < t_fire - 1, "creating the jobs took past the instant; raise the lead"
+    while time.time() < t_fire:
+        time.sleep(0.01)
+    recorded_at = None
+    while True:
+        counts = stored_runs(api)
+        total = sum(counts.values())
+        if recorded_at is None and total >= jobs:
+            recorded_at = time.time()
+        ended = sum(v for k, v in counts.items() if k not in ("queued", "running"))
+        if ended >= jobs:
+            break
+        time.sleep(0.05)
+    sampler.stop_flag.set()
+    runs = all_runs(api)
+    stop(proc)
+    shutil.rmtree(data, ignore_errors=True)
+    to_s = lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+    started = [to_s(r["started_at"]) for r in runs if r.get("started_at")]
+    statuses = {}
+    for r in runs:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    last_started = max(started) - t_fire
+    t0 = time.perf_counter()
+    subprocess.run(["sh", "-c", f"i=0; while [ $i -lt {jobs} ]; do /bin/true; i=$((i+1)); done"], check=True)
+    shell_s = time.perf_counter() - t0
+    results[key] = {"jobs": jobs, "argv": list(argv), "runs_by_status": statuses,
+                    "all_recorded_after_seconds": round(recorded_at - t_fire, 3),
+                    "last_started_after_seconds": round(last_started, 3),
+                    "shell_loop_seconds": round(shell_s, 3),
+                    "ratio_last_start_to_shell_loop": round(last_started / shell_s, 3),
+                    "peak_rss_mib": round(sampler.peak, 1)}
+
+
 def bench_signin(binary, results):
     """50 people signing in at once, each from their own address behind a
     trusted proxy: latency per sign-in and the server's peak RSS, which the
@@ -738,10 +824,13 @@ def main():
     stamp = os.path.join(tempfile.gettempdir(), "steward-bench-stamp")
     subprocess.run(["gcc", "-O2", "-o", stamp, os.path.join(HERE, "stamp.c")], check=True)
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
-    todo = a.only or ["startup", "throughput", "idle", "signin", "api", "audit", "backends", "followers",
+    todo = a.only or ["startup", "burst", "throughput", "idle", "signin", "api", "audit", "backends", "followers",
                       "precision"]
     if "startup" in todo:
         bench_startup(a.steward, results)
+    if "burst" in todo:
+        bench_burst(a.steward, results)
+        bench_burst(a.steward, results, jobs=1500, argv=("sleep", "5"), key="burst_sleep_5")
     if "throughput" in todo:
         bench_throughput(a.steward, results)
     if "idle" in todo:

@@ -1,4 +1,4 @@
-//! The engine: scheduler, runner and executors, and the job service that the web
+//! The engine: scheduler, the run queue and executors, and the job service that the web
 //! layer and the CLI call. Rules about what a job may be live in `steward-domain`;
 //! this crate decides when and how things run.
 #![forbid(unsafe_code)]
@@ -649,7 +649,7 @@ impl Engine {
         }
         // The change the audit record goes with: a queued run ends here (it
         // can no longer start); a running one records the request, and its
-        // runner records the ending once the process has stopped.
+        // node records the ending once the process has stopped.
         let changed = if run.status == RunStatus::Running {
             tx.request_cancel(id, now).await?
         } else {

@@ -149,13 +149,13 @@ pub(super) async fn follow_ups(
     let retryable = status.is_retryable_failure() || status == RunStatus::Abandoned;
     if retryable {
         if let Some(delay) = d.policies.retries.delay_before(run.attempt + 1) {
+            let due = now + chrono::Duration::from_std(delay).unwrap_or_default();
             return Ok(vec![NewRun {
-                trigger: Trigger::Retry,
                 scheduled_for: run.scheduled_for,
-                not_before: Some(now + chrono::Duration::from_std(delay).unwrap_or_default()),
+                not_before: Some(due),
                 attempt: run.attempt + 1,
                 parent_run_id: Some(run.run),
-                ..queue.new_run(&job, Trigger::Retry, now)
+                ..queue.new_run(&job, Trigger::Retry, now, due)
             }]);
         }
     }
@@ -169,7 +169,7 @@ pub(super) async fn follow_ups(
         match tx.find_job(name).await? {
             Some(target) if target.definition.enabled => runs.push(NewRun {
                 parent_run_id: Some(run.run),
-                ..queue.new_run(&target, Trigger::Chain, now)
+                ..queue.new_run(&target, Trigger::Chain, now, now)
             }),
             Some(_) => tracing::info!(job = %name, "chained job is disabled; not started"),
             None => tracing::warn!(job = %name, from = %job.name(), "chained job no longer exists"),

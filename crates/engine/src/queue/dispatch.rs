@@ -121,7 +121,9 @@ async fn claim(
     let mut after = None;
     let mut scanned = 0;
     'scan: while claimed.len() < free && scanned < MAX_SCAN {
-        let page = (free - claimed.len() + 64).min(MAX_SCAN - scanned);
+        // A few more than the places left, so a blocked run or two is stepped
+        // over without another query; more pages follow if needed.
+        let page = (free - claimed.len() + 8).min(MAX_SCAN - scanned);
         let due = tx
             .due_runs(now, after, u32::try_from(page).unwrap_or(u32::MAX))
             .await?;

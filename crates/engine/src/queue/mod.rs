@@ -250,14 +250,7 @@ impl RunQueue {
                 return Err(refuse(last, policy));
             }
         }
-        let new = NewRun {
-            start_deadline: job
-                .definition
-                .policies
-                .start_deadline
-                .map(|d| now + chrono::Duration::from_std(d.get()).unwrap_or_default()),
-            ..self.new_run(&job, Trigger::Manual, now)
-        };
+        let new = self.new_run(&job, Trigger::Manual, now, now);
         let run = tx.insert_run(&new).await?;
         tx.append_audit(&audit(&run)).await?;
         tx.commit().await?;
@@ -265,7 +258,15 @@ impl RunQueue {
         Ok(run)
     }
 
-    fn new_run(&self, job: &Job, trigger: Trigger, now: DateTime<Utc>) -> NewRun {
+    /// A queued run of `job`, due at `due`: the job's own start deadline,
+    /// if it sets one, counts from then.
+    fn new_run(
+        &self,
+        job: &Job,
+        trigger: Trigger,
+        now: DateTime<Utc>,
+        due: DateTime<Utc>,
+    ) -> NewRun {
         NewRun {
             job_id: job.id,
             job_name: job.name().clone(),
@@ -276,7 +277,11 @@ impl RunQueue {
             attempt: 1,
             parent_run_id: None,
             created_at: now,
-            start_deadline: None,
+            start_deadline: job
+                .definition
+                .policies
+                .start_deadline
+                .map(|d| due + chrono::Duration::from_std(d.get()).unwrap_or_default()),
             error: None,
         }
     }
