@@ -675,15 +675,23 @@ impl Engine {
         Ok(self.store.read().await?.get_run(id).await?)
     }
 
-    /// Waits while the run is queued (a follower of a run that has not
-    /// started yet); returns its status once it is not.
-    pub async fn wait_until_dequeued(&self, id: RunId) -> Result<RunStatus, ServiceError> {
+    /// For a follower of a run that has not ended: waits until the run's
+    /// live output is here (it started on this node) or the run has ended
+    /// (its stored output is then complete). A run just claimed registers
+    /// its output a moment after its status says `running`.
+    pub async fn wait_for_output(
+        &self,
+        id: RunId,
+    ) -> Result<(RunStatus, Option<OutputBuffer>), ServiceError> {
         loop {
-            let run = read_one!(self.store, |tx| tx.get_run(id)).await?;
-            if run.status != RunStatus::Queued {
-                return Ok(run.status);
+            if let Some(live) = self.queue.live_output(id) {
+                return Ok((RunStatus::Running, Some(live)));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            let run = read_one!(self.store, |tx| tx.get_run(id)).await?;
+            if run.status.is_terminal() {
+                return Ok((run.status, None));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -121,13 +121,19 @@ pub async fn follow(
     let id = RunId(raw);
     let run = state.engine.run(id).await?;
     let permit = state.followers.admit(caller.identity.user_id)?;
-    let events = if run.status == RunStatus::Queued {
-        // The response starts now; its lines once the run has left the queue.
+    let live = if run.status.is_terminal() {
+        None
+    } else {
+        state.engine.live_output(id)
+    };
+    let events = if !run.status.is_terminal() && live.is_none() {
+        // Queued, or claimed a moment ago: the response starts now, its
+        // lines once the run's output is here.
         use futures_util::StreamExt as _;
         futures_util::stream::once(async move {
             let events = async {
-                let status = state.engine.wait_until_dequeued(id).await?;
-                output_events(&state, id, status, permit).await
+                let (_, live) = state.engine.wait_for_output(id).await?;
+                output_events(&state, id, live, permit).await
             };
             match events.await {
                 Ok(events) => events,
@@ -139,24 +145,19 @@ pub async fn follow(
         .flatten()
         .boxed()
     } else {
-        output_events(&state, id, run.status, permit).await?
+        output_events(&state, id, live, permit).await?
     };
     Ok(follow::response(events))
 }
 
 /// The live output of a run executing here, or the stored output of one
-/// that ended (or runs elsewhere).
+/// that ended.
 async fn output_events(
     state: &AppState,
     id: RunId,
-    status: RunStatus,
+    live: Option<steward_engine::OutputBuffer>,
     permit: follow::FollowPermit,
 ) -> ApiResult<follow::Events> {
-    let live = if status.is_terminal() {
-        None
-    } else {
-        state.engine.live_output(id)
-    };
     Ok(match live {
         Some(buffer) => {
             let engine = state.engine.clone();
