@@ -17,6 +17,11 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub schedule_cursor: Option<DateTime<Utc>>,
+    /// The next occurrence as last written (for sorting lists; a view of
+    /// one job computes it afresh from the schedule).
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// How the job's most recently ended run ended.
+    pub last_status: Option<RunStatus>,
 }
 
 impl Job {

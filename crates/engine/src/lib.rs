@@ -25,7 +25,10 @@ use steward_domain::{
     AuditContext, AuditRecord, JobDefinition, JobId, JobName, JobSpec, Module, Permission,
     PermissionSet, RunId, RunOutcome, RunStatus, SecretName, TimeZone, ValidationError,
 };
-use steward_store::{read_one, Job, Run, RunFilter, RunUpdate, Store, StoreError, WriteTx};
+use steward_store::{
+    read_one, Job, JobCursor, JobQuery, JobSort, Run, RunFilter, RunUpdate, Store, StoreError,
+    WriteTx,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use output::OutputBuffer;
@@ -213,6 +216,7 @@ impl Engine {
         let endings = rx.last_endings().await?;
         drop(rx);
         index_secret_references(store.as_ref(), &jobs).await?;
+        heal_next_runs(store.as_ref(), &queue, &jobs, now).await?;
         // The per-job "last finished / last succeeded" gauges start from the
         // store, not from this process's start (an alert on a stale backup
         // must not be reset by a restart).
@@ -374,6 +378,26 @@ impl Engine {
         self.catalog.read().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// One page of jobs, and the cursor of the next page if there is one.
+    pub async fn list_jobs(
+        &self,
+        query: &JobQuery,
+    ) -> Result<(Vec<Job>, Option<JobCursor>), ServiceError> {
+        let limit = query.limit.clamp(1, 1000);
+        let probe = JobQuery {
+            limit: limit + 1,
+            ..query.clone()
+        };
+        let mut jobs = read_one!(self.store, |tx| tx.list_jobs_page(&probe)).await?;
+        let more = jobs.len() > limit as usize;
+        jobs.truncate(limit as usize);
+        let next = jobs.last().filter(|_| more).map(|j| match query.sort {
+            JobSort::Name => JobCursor::Name(j.name().clone()),
+            JobSort::NextRun => JobCursor::NextRun(j.next_run_at, j.name().clone()),
+        });
+        Ok((jobs, next))
+    }
+
     /// Rules that need the store or the network: chained jobs exist, HTTP targets
     /// pass the outbound policy.
     async fn check_definition(
@@ -487,7 +511,9 @@ impl Engine {
         );
         let mut tx = self.store.write().await?;
         Self::check_secrets_exist(&mut *tx, &names).await?;
-        let job = tx.create_job(&def, now).await?;
+        let mut job = tx.create_job(&def, now).await?;
+        job.next_run_at = self.queue.next_occurrence(&job, now);
+        tx.set_next_run(job.id, job.next_run_at).await?;
         tx.set_job_secrets(job.id, &names).await?;
         tx.append_audit(&audit).await?;
         tx.commit().await?;
@@ -533,7 +559,9 @@ impl Engine {
             format!("job:{}", before.name()),
             audit_diff(Some(&before.definition), Some(&def)),
         );
-        let job = tx.update_job(id, &def, now).await?;
+        let mut job = tx.update_job(id, &def, now).await?;
+        job.next_run_at = self.queue.next_occurrence(&job, now);
+        tx.set_next_run(id, job.next_run_at).await?;
         tx.set_job_secrets(id, &names).await?;
         if !before.definition.enabled && job.definition.enabled {
             // Enabling does not replay what fell while disabled.
@@ -718,6 +746,30 @@ impl Engine {
         }
         cancelled
     }
+}
+
+/// Writes each job's next occurrence where the stored one is not it (jobs
+/// from before the column existed, occurrences missed while stopped), so
+/// lists sort by next run from the start.
+async fn heal_next_runs(
+    store: &dyn Store,
+    queue: &RunQueue,
+    jobs: &[Job],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let stale: Vec<_> = jobs
+        .iter()
+        .map(|j| (j.id, j.next_run_at, queue.next_occurrence(j, now)))
+        .filter(|(_, stored, next)| stored != next)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.write().await?;
+    for (id, _, next) in stale {
+        tx.set_next_run(id, next).await?;
+    }
+    tx.commit().await
 }
 
 /// Writes which secrets each job names, for jobs saved before that index

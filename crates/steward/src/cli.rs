@@ -131,8 +131,22 @@ pub enum AdminCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCommand {
-    /// Jobs with schedule, state and next run.
-    List,
+    /// Jobs with schedule, state, next run and last status, every page
+    /// (--tag T, --name PART, --enabled true|false, --status S, --sort name|next_run).
+    List {
+        #[arg(long)]
+        tag: Option<String>,
+        /// Case-insensitive part of the name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        enabled: Option<bool>,
+        /// How the job's last run ended (succeeded, failed, skipped, ...).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value = "name")]
+        sort: String,
+    },
     /// One job's definition (by name or id).
     Show { job: String },
     /// Create a job from a JSON or TOML file (`-` reads standard input).

@@ -130,23 +130,52 @@ fn read_definition(path: &std::path::Path) -> anyhow::Result<Value> {
 pub async fn jobs(conn: &Connection, cmd: JobsCommand) -> anyhow::Result<()> {
     let c = Client::new(conn)?;
     let v = match cmd {
-        JobsCommand::List => {
-            let v = c.json(Method::GET, "/api/v1/jobs", None).await?;
-            for j in v["items"].as_array().into_iter().flatten() {
-                say!(
-                    "{:>5}  {:<30} {:<8} {:<20} next {}",
-                    j["id"],
-                    j["name"].as_str().unwrap_or(""),
-                    if j["enabled"].as_bool() == Some(true) {
-                        "enabled"
-                    } else {
-                        "disabled"
-                    },
-                    j["schedule"].as_str().unwrap_or("-"),
-                    j["next_run_at"].as_str().unwrap_or("-"),
-                );
+        JobsCommand::List {
+            tag,
+            name,
+            enabled,
+            status,
+            sort,
+        } => {
+            let mut q = format!("/api/v1/jobs?limit=1000&sort={}", seg(&sort));
+            for (key, value) in [
+                ("tag", tag),
+                ("name", name),
+                ("enabled", enabled.map(|e| e.to_string())),
+                ("last_status", status),
+            ] {
+                if let Some(v) = value {
+                    q.push_str(&format!("&{key}={}", seg(&v)));
+                }
             }
-            return Ok(());
+            // Every page, following the server's cursor.
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = match &cursor {
+                    Some(c) => format!("{q}&cursor={}", seg(c)),
+                    None => q.clone(),
+                };
+                let v = c.json(Method::GET, &page, None).await?;
+                for j in v["items"].as_array().into_iter().flatten() {
+                    say!(
+                        "{:>5}  {:<30} {:<8} {:<20} next {:<24} last {}",
+                        j["id"],
+                        j["name"].as_str().unwrap_or(""),
+                        if j["enabled"].as_bool() == Some(true) {
+                            "enabled"
+                        } else {
+                            "disabled"
+                        },
+                        j["schedule"].as_str().unwrap_or("-"),
+                        j["next_run_at"].as_str().unwrap_or("-"),
+                        j["last_status"].as_str().unwrap_or("-"),
+                    );
+                }
+                match v["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_owned()),
+                    None => return Ok(()),
+                }
+            }
         }
         JobsCommand::Show { job } => {
             c.json(Method::GET, &format!("/api/v1/jobs/{}", seg(&job)), None)

@@ -3,7 +3,7 @@
 //! start, when the schedule cursor moves) are the engine's; the run state
 //! machine is the domain's, and the backends apply it in every status change.
 
-use crate::model::{Job, NewRun, Run, RunFilter, RunUpdate};
+use crate::model::{Job, JobQuery, NewRun, Run, RunFilter, RunUpdate};
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -23,6 +23,8 @@ pub trait JobReads: Send {
     async fn find_job(&mut self, name: &JobName) -> Result<Option<Job>>;
     /// By name.
     async fn list_jobs(&mut self) -> Result<Vec<Job>>;
+    /// One page of jobs matching the query, in its order, after its cursor.
+    async fn list_jobs_page(&mut self, query: &JobQuery) -> Result<Vec<Job>>;
     async fn get_run(&mut self, id: RunId) -> Result<Run>;
     async fn run_output(&mut self, id: RunId) -> Result<Option<String>>;
     /// Newest first, `filter.before` as the cursor.
@@ -35,8 +37,9 @@ pub trait JobReads: Send {
 
 #[async_trait]
 pub trait JobWrites: Send {
+    /// Creates the job (with its tags, for the tag filter).
     async fn create_job(&mut self, def: &JobDefinition, now: DateTime<Utc>) -> Result<Job>;
-    /// Replaces the definition; the schedule cursor is kept.
+    /// Replaces the definition (and its tags); the schedule cursor is kept.
     async fn update_job(
         &mut self,
         id: JobId,
@@ -54,6 +57,9 @@ pub trait JobWrites: Send {
     async fn insert_run(&mut self, run: &NewRun) -> Result<Run>;
     /// Moves the job's schedule cursor forward to `to` (never back).
     async fn advance_cursor(&mut self, job: JobId, to: DateTime<Utc>) -> Result<()>;
+    /// Records the job's next occurrence (None: it has none, or is disabled),
+    /// by which job lists sort.
+    async fn set_next_run(&mut self, job: JobId, at: Option<DateTime<Utc>>) -> Result<()>;
     /// Records the end of a run that may still end that way (the domain's state
     /// machine), releasing any lock it held. Returns false if it had already
     /// ended: the first ending wins. (A node ending a run it claimed uses

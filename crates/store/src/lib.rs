@@ -22,7 +22,7 @@ pub mod tx;
 pub use access::{AccessReads, AccessWrites};
 pub use audit::{AuditReads, AuditWrites};
 pub use jobs::{JobReads, JobWrites, LastEndings};
-pub use model::{Job, NewRun, Run, RunFilter, RunUpdate};
+pub use model::{Job, JobCursor, JobQuery, JobSort, NewRun, Run, RunFilter, RunUpdate};
 pub use postgres::PgStore;
 pub use queue::{DueRun, LockHolder, QueueReads, QueueWake, QueueWrites, Rescued};
 pub use secrets::{SecretReads, SecretWrites};

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 pub use steward_domain::entity::{Job, Run};
-use steward_domain::{JobId, JobName, RunId, RunOutcome, RunStatus, Trigger};
+use steward_domain::{JobId, JobName, RunId, RunOutcome, RunStatus, Tag, Trigger};
 
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -51,5 +51,34 @@ pub struct RunFilter {
     pub until: Option<DateTime<Utc>>,
     /// Cursor: only runs with a smaller id.
     pub before: Option<RunId>,
+    pub limit: u32,
+}
+
+/// The order of a job list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobSort {
+    #[default]
+    Name,
+    /// Soonest next occurrence first; jobs with none (unscheduled, disabled) last.
+    NextRun,
+}
+
+/// Where the previous page of a job list ended: its last job's sort key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobCursor {
+    Name(JobName),
+    NextRun(Option<DateTime<Utc>>, JobName),
+}
+
+/// A page of jobs: filters (all must hold), order, cursor, size.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub tag: Option<Tag>,
+    /// Case-insensitive substring of the name.
+    pub name_contains: Option<String>,
+    pub enabled: Option<bool>,
+    pub last_status: Option<RunStatus>,
+    pub sort: JobSort,
+    pub after: Option<JobCursor>,
     pub limit: u32,
 }

@@ -371,6 +371,154 @@ mod cases {
         assert_eq!(s.read().await.unwrap().queued_count().await.unwrap(), 1);
     }
 
+    /// Job lists page by cursor in name or next-run order, and filter by
+    /// tag, name part (wildcards literal), enabled and last status (kept by
+    /// the database on every ending).
+    pub async fn job_lists_page_and_filter(s: &dyn Store) {
+        use steward_store::{JobCursor, JobQuery, JobSort};
+        let mut tx = s.write().await.unwrap();
+        let mut ids = std::collections::HashMap::new();
+        for (name, tags, enabled, next) in [
+            ("a_b", vec!["db"], true, Some(30)),
+            ("axb", vec!["db", "nightly"], true, Some(10)),
+            ("c", vec![], false, None),
+            ("d", vec!["nightly"], true, Some(10)),
+            ("e", vec![], true, None),
+        ] {
+            let mut d = def(name);
+            d.tags = tags
+                .into_iter()
+                .map(|t| steward_domain::Tag::parse(t).unwrap())
+                .collect();
+            d.enabled = enabled;
+            let job = tx.create_job(&d, t(0)).await.unwrap();
+            tx.set_next_run(job.id, next.map(t)).await.unwrap();
+            ids.insert(name, job.id);
+        }
+        tx.commit().await.unwrap();
+        let names = |jobs: Vec<steward_store::Job>| -> Vec<String> {
+            jobs.iter().map(|j| j.name().to_string()).collect()
+        };
+        let page = |q: JobQuery| async move {
+            let mut rx = s.read().await.unwrap();
+            rx.list_jobs_page(&q).await.unwrap()
+        };
+        // By name, two at a time, following the cursor.
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let got = page(JobQuery {
+                after: after.clone(),
+                limit: 2,
+                ..Default::default()
+            })
+            .await;
+            if got.is_empty() {
+                break;
+            }
+            after = Some(JobCursor::Name(got.last().unwrap().name().clone()));
+            all.extend(names(got));
+        }
+        assert_eq!(all, ["a_b", "axb", "c", "d", "e"]);
+        // By next run: soonest first, ties by name, none last.
+        let got = page(JobQuery {
+            sort: JobSort::NextRun,
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(got[0].next_run_at, Some(t(10)));
+        assert_eq!(names(got), ["axb", "d", "a_b", "c", "e"]);
+        let got = page(JobQuery {
+            sort: JobSort::NextRun,
+            after: Some(JobCursor::NextRun(
+                Some(t(10)),
+                JobName::parse("d").unwrap(),
+            )),
+            limit: 2,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(names(got), ["a_b", "c"]);
+        let got = page(JobQuery {
+            sort: JobSort::NextRun,
+            after: Some(JobCursor::NextRun(None, JobName::parse("c").unwrap())),
+            limit: 2,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(names(got), ["e"]);
+        // Filters.
+        let tag = |t: &str| Some(steward_domain::Tag::parse(t).unwrap());
+        let got = page(JobQuery {
+            tag: tag("nightly"),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(names(got), ["axb", "d"]);
+        let got = page(JobQuery {
+            name_contains: Some("A_B".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(names(got), ["a_b"], "'_' is not a wildcard");
+        let got = page(JobQuery {
+            name_contains: Some("%".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert!(got.is_empty(), "'%' is not a wildcard");
+        let got = page(JobQuery {
+            enabled: Some(false),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(names(got), ["c"]);
+        // Tags follow the definition.
+        let mut tx = s.write().await.unwrap();
+        let mut d = def("d");
+        d.tags = vec![];
+        tx.update_job(ids["d"], &d, t(1)).await.unwrap();
+        tx.commit().await.unwrap();
+        let got = page(JobQuery {
+            tag: tag("nightly"),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(names(got), ["axb"]);
+        // The last status is whatever ended last, however it was written.
+        let run = insert(s, &scheduled(ids["e"], t(5))).await.unwrap();
+        assert!(finish(s, run.id, &ending(RunStatus::Cancelled, t(6)))
+            .await
+            .unwrap());
+        let mut skipped = scheduled(ids["d"], t(7));
+        skipped.status = RunStatus::Skipped;
+        skipped.error = Some("skipped".into());
+        let mut tx = s.write().await.unwrap();
+        tx.enqueue_runs(&[skipped]).await.unwrap();
+        tx.commit().await.unwrap();
+        let got = page(JobQuery {
+            last_status: Some(RunStatus::Cancelled),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(names(got), ["e"]);
+        let got = page(JobQuery {
+            last_status: Some(RunStatus::Skipped),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(names(got.clone()), ["d"]);
+        assert_eq!(got[0].last_status, Some(RunStatus::Skipped));
+    }
+
     /// A lock holding lives exactly as long as its run runs: every ending
     /// (recorded by its node, cancelled through the store) releases it.
     pub async fn lock_holdings_end_with_their_run(s: &dyn Store) {
@@ -850,6 +998,7 @@ macro_rules! backends {
             rescue_takes_expired_leases_and_a_restarted_nodes_claims,
             the_queue_is_served_in_order_and_claimed_once,
             lock_holdings_end_with_their_run,
+            job_lists_page_and_filter,
             a_transaction_not_committed_leaves_nothing,
             a_read_transaction_is_one_snapshot,
             jobs_naming_a_secret_are_found_and_go_with_their_job,

@@ -32,7 +32,6 @@ pub struct AppState {
     pub auth: Arc<auth::AuthSettings>,
     pub limiter: Arc<auth::ApiLimiter>,
     pub metrics_token: Option<Arc<SecretString>>,
-    pub job_list: Arc<api::job_list::JobListCache>,
     pub followers: Arc<api::follow::Followers>,
 }
 
@@ -137,7 +136,6 @@ pub fn router(services: Services, settings: WebSettings) -> Router {
         limiter: Arc::new(auth::ApiLimiter::new(settings.auth.api_rate)),
         auth: Arc::new(settings.auth),
         metrics_token: settings.metrics_token.map(Arc::new),
-        job_list: Arc::default(),
         followers: Arc::new(api::follow::Followers::new(
             settings.max_followers,
             settings.max_followers_per_user,

@@ -324,6 +324,8 @@ mod tests {
             created_at: DateTime::<Utc>::UNIX_EPOCH,
             updated_at: DateTime::<Utc>::UNIX_EPOCH,
             schedule_cursor: None,
+            next_run_at: None,
+            last_status: None,
         }
     }
 

@@ -286,6 +286,17 @@ impl RunQueue {
         }
     }
 
+    /// The job's next occurrence after `after` (None if it is disabled or
+    /// has no schedule): what job lists sort by.
+    pub fn next_occurrence(&self, job: &Job, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let d = &job.definition;
+        let tz = d.timezone.unwrap_or(self.settings.default_timezone);
+        d.schedule
+            .as_ref()
+            .filter(|_| d.enabled)
+            .and_then(|s| s.next_after(after, &tz))
+    }
+
     /// Asks a run executing here to stop. False if it is not executing here.
     pub fn cancel(&self, run: RunId) -> bool {
         match self.active().get(&run) {

@@ -88,15 +88,17 @@ pub(super) async fn write(queue: &RunQueue, occurrences: &[Occurrence]) -> Resul
     }
     let now = queue.clock.now();
     let runs: Vec<NewRun> = occurrences.iter().map(|o| new_run(queue, o, now)).collect();
-    let mut cursors: HashMap<JobId, DateTime<Utc>> = HashMap::new();
+    let mut cursors: HashMap<JobId, (&Job, DateTime<Utc>)> = HashMap::new();
     for o in occurrences {
-        let c = cursors.entry(o.job.id).or_insert(o.at);
-        *c = (*c).max(o.at);
+        let c = cursors.entry(o.job.id).or_insert((&o.job, o.at));
+        c.1 = c.1.max(o.at);
     }
     let mut tx = queue.store.write().await?;
     let recorded = tx.enqueue_runs(&runs).await?;
-    for (job, at) in &cursors {
-        tx.advance_cursor(*job, *at).await?;
+    for (id, (job, at)) in &cursors {
+        tx.advance_cursor(*id, *at).await?;
+        tx.set_next_run(*id, queue.next_occurrence(job, *at))
+            .await?;
     }
     tx.commit().await?;
     let skipped = runs

@@ -538,3 +538,85 @@ async fn one_steward_per_data_directory() {
     assert_eq!(v["error"]["code"], "method_not_allowed");
     t.stop().await;
 }
+
+/// `GET /api/v1/jobs` pages by cursor and filters; the CLI follows.
+#[tokio::test]
+async fn the_job_list_pages_filters_and_sorts() {
+    let t = TestApp::start().await;
+    for (name, tags, schedule) in [
+        ("backup-db", json!(["backup"]), json!("0 3 * * *")),
+        ("backup-files", json!(["backup"]), json!("0 1 * * *")),
+        ("report", json!([]), json!(null)),
+        ("fails", json!([]), json!(null)),
+    ] {
+        let argv = if name == "fails" {
+            json!(["false"])
+        } else {
+            json!(["true"])
+        };
+        t.create_job(json!({"name": name, "tags": tags, "schedule": schedule,
+                            "spec": {"kind": "command", "argv": argv}}))
+            .await;
+    }
+    // Pages of two by name, following next_cursor.
+    let (s, p1) = t.get("/api/v1/jobs?limit=2").await;
+    assert_eq!(s, 200, "{p1}");
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&p1), ["backup-db", "backup-files"]);
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = t
+        .get(&format!("/api/v1/jobs?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(names(&p2), ["fails", "report"]);
+    assert!(p2["next_cursor"].is_null(), "{p2}");
+    // Soonest next run first; unscheduled last.
+    let (_, by_next) = t.get("/api/v1/jobs?sort=next_run&limit=1").await;
+    assert_eq!(names(&by_next), ["backup-files"]);
+    let cursor = by_next["next_cursor"].as_str().unwrap().to_owned();
+    let (_, next) = t
+        .get(&format!(
+            "/api/v1/jobs?sort=next_run&limit=10&cursor={}",
+            urlencode(&cursor)
+        ))
+        .await;
+    assert_eq!(names(&next), ["backup-db", "fails", "report"]);
+    // Filters.
+    let (_, backups) = t.get("/api/v1/jobs?tag=backup&name=DB").await;
+    assert_eq!(names(&backups), ["backup-db"]);
+    let (_, run) = t.post("/api/v1/jobs/fails/run", json!({})).await;
+    t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
+    let (_, failed) = t.get("/api/v1/jobs?last_status=failed").await;
+    assert_eq!(names(&failed), ["fails"]);
+    assert_eq!(failed["items"][0]["last_status"], "failed");
+    // Bad input names the parameter.
+    for (q, field) in [
+        ("limit=0", "limit"),
+        ("cursor=x:y&sort=next_run", "cursor"),
+        ("tag=a%20b", "tag"),
+    ] {
+        let (s, e) = t.get(&format!("/api/v1/jobs?{q}")).await;
+        assert_eq!(
+            (s, e["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{q}: {e}"
+        );
+    }
+    t.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -2,7 +2,7 @@
 
 use super::{backend, classify, from_ms, ms, not_found_if_zero, opt_ms, Db, DbRow, Tx};
 use crate::jobs::{JobReads, JobWrites, LastEndings};
-use crate::model::{Job, NewRun, Run, RunFilter, RunUpdate};
+use crate::model::{Job, JobCursor, JobQuery, JobSort, NewRun, Run, RunFilter, RunUpdate};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -34,6 +34,11 @@ pub(super) fn job_from_columns(row: &DbRow, prefix: &str) -> Result<Job> {
             row.try_get(col("schedule_cursor").as_str())
                 .map_err(backend)?,
         ),
+        next_run_at: opt_ms(row.try_get(col("next_run_at").as_str()).map_err(backend)?),
+        last_status: row
+            .try_get::<Option<String>, _>(col("last_status").as_str())
+            .map_err(backend)?
+            .and_then(|s| RunStatus::parse(&s)),
     })
 }
 
@@ -107,6 +112,63 @@ impl JobReads for Tx {
             .fetch_all(self.conn())
             .await
             .map_err(backend)?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn list_jobs_page(&mut self, query: &JobQuery) -> Result<Vec<Job>> {
+        /// Sorts unscheduled jobs after every scheduled one (the index's expression).
+        const NEXT: &str = "COALESCE(next_run_at, 9223372036854775807)";
+        let mut q: QueryBuilder<Db> = QueryBuilder::new("SELECT * FROM jobs WHERE 1 = 1");
+        if let Some(tag) = &query.tag {
+            q.push(" AND id IN (SELECT job_id FROM job_tags WHERE tag = ")
+                .push_bind(tag.as_str().to_owned())
+                .push(")");
+        }
+        if let Some(part) = &query.name_contains {
+            // LIKE with its wildcards escaped: the text is matched literally.
+            let escaped = part
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            q.push(" AND lower(name) LIKE ")
+                .push_bind(format!("%{escaped}%"))
+                .push(" ESCAPE '\\'");
+        }
+        if let Some(enabled) = query.enabled {
+            q.push(" AND enabled = ").push_bind(enabled);
+        }
+        if let Some(status) = query.last_status {
+            q.push(" AND last_status = ").push_bind(status.as_str());
+        }
+        match (&query.sort, &query.after) {
+            (JobSort::Name, Some(JobCursor::Name(name))) => {
+                q.push(" AND name > ").push_bind(name.as_str().to_owned());
+            }
+            (JobSort::NextRun, Some(JobCursor::NextRun(at, name))) => {
+                let key = at.map_or(i64::MAX, ms);
+                q.push(format!(" AND ({NEXT} > "))
+                    .push_bind(key)
+                    .push(format!(" OR ({NEXT} = "))
+                    .push_bind(key)
+                    .push(" AND name > ")
+                    .push_bind(name.as_str().to_owned())
+                    .push("))");
+            }
+            (_, None) => {}
+            (_, Some(_)) => {
+                return Err(StoreError::Conflict(
+                    "the cursor belongs to another sort order".into(),
+                ))
+            }
+        }
+        q.push(match query.sort {
+            JobSort::Name => " ORDER BY name".to_owned(),
+            JobSort::NextRun => format!(" ORDER BY {NEXT}, name"),
+        });
+        q.push(" LIMIT ")
+            .push_bind(i64::from(query.limit.clamp(1, 1001)));
+        let rows = q.build().fetch_all(self.conn()).await.map_err(backend)?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -203,7 +265,9 @@ impl JobWrites for Tx {
         .fetch_one(self.conn())
         .await
         .map_err(|e| classify(e, || format!("a job named {:?} already exists", def.name.as_str())))?;
-        job_from_row(&row)
+        let job = job_from_row(&row)?;
+        set_tags(self, job.id, def).await?;
+        Ok(job)
     }
 
     async fn update_job(
@@ -223,6 +287,7 @@ impl JobWrites for Tx {
             .await
             .map_err(|e| classify(e, || format!("a job named {:?} already exists", def.name.as_str())))?
             .ok_or(StoreError::NotFound("job"))?;
+        set_tags(self, id, def).await?;
         job_from_row(&row)
     }
 
@@ -297,6 +362,16 @@ impl JobWrites for Tx {
             claimed_by: None,
             start_deadline: run.start_deadline.map(|t| from_ms(ms(t))),
         })
+    }
+
+    async fn set_next_run(&mut self, job: JobId, at: Option<DateTime<Utc>>) -> Result<()> {
+        sqlx::query("UPDATE jobs SET next_run_at = $1 WHERE id = $2")
+            .bind(at.map(ms))
+            .bind(job.0)
+            .execute(self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     async fn advance_cursor(&mut self, job: JobId, to: DateTime<Utc>) -> Result<()> {
@@ -387,6 +462,24 @@ impl JobWrites for Tx {
         .map_err(backend)?;
         Ok(done.rows_affected())
     }
+}
+
+/// Replaces the job's rows in `job_tags` with the definition's tags.
+async fn set_tags(tx: &mut Tx, job: JobId, def: &JobDefinition) -> Result<()> {
+    sqlx::query("DELETE FROM job_tags WHERE job_id = $1")
+        .bind(job.0)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+    for tag in &def.tags {
+        sqlx::query("INSERT INTO job_tags (job_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(job.0)
+            .bind(tag.as_str())
+            .execute(tx.conn())
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// Deletes the lock holdings of a run that ended.

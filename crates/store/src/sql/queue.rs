@@ -49,7 +49,8 @@ impl QueueReads for Tx {
         let mut q: QueryBuilder<Db> = QueryBuilder::new(format!(
             "SELECT {RUN_COLUMNS}, r.due_at, j.id AS jid, j.name AS jname, j.enabled AS jenabled, \
              j.definition AS jdefinition, j.created_at AS jcreated_at, j.updated_at AS jupdated_at, \
-             j.schedule_cursor AS jschedule_cursor \
+             j.schedule_cursor AS jschedule_cursor, j.next_run_at AS jnext_run_at, \
+             j.last_status AS jlast_status \
              FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.status = 'queued' AND r.due_at <= "
         ));
         q.push_bind(ms(now));

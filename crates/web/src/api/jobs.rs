@@ -5,12 +5,14 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::extract::ApiPath;
+use crate::extract::ApiQuery;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use steward_domain::{JobDefinition, JobId, JobName};
-use steward_store::Job;
+use serde::Deserialize;
+use steward_domain::{JobDefinition, JobId, JobName, RunStatus, Tag};
+use steward_store::{Job, JobCursor, JobQuery, JobSort};
 
 /// A job is addressed by its numeric id or by its name.
 pub(crate) async fn resolve(state: &AppState, key: &str) -> ApiResult<Job> {
@@ -33,20 +35,114 @@ fn view(state: &AppState, job: Job) -> JobView<'static> {
     )
 }
 
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", responses((status = 200, body = super::views::JobList)))]
-pub async fn list(State(state): State<AppState>) -> ApiResult<axum::response::Response> {
-    let body = state
-        .job_list
-        .body(
-            state.engine.jobs(),
-            state.engine.default_timezone(),
-            state.engine.clock().now(),
-        )
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    Ok(axum::response::IntoResponse::into_response((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )))
+/// The order of a job list.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobListSort {
+    #[default]
+    Name,
+    /// Soonest next occurrence first; unscheduled and disabled jobs last.
+    NextRun,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JobListQuery {
+    /// Only jobs with this tag.
+    pub tag: Option<String>,
+    /// Only jobs whose name contains this text (case-insensitive).
+    #[param(max_length = 64)]
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    /// Only jobs whose most recently ended run ended so.
+    pub last_status: Option<RunStatus>,
+    pub sort: Option<JobListSort>,
+    /// `next_cursor` of the previous page (same sort).
+    #[param(max_length = 100)]
+    pub cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+/// A page cursor: the last job's sort key. `name` sorts by the name itself;
+/// `next_run` by `<unix ms or ->:<name>` (names never hold ':').
+fn encode_cursor(c: &JobCursor) -> String {
+    match c {
+        JobCursor::Name(n) => n.to_string(),
+        JobCursor::NextRun(at, n) => format!(
+            "{}:{n}",
+            at.map_or_else(|| "-".to_owned(), |t| t.timestamp_millis().to_string())
+        ),
+    }
+}
+
+fn decode_cursor(sort: JobListSort, raw: &str) -> Result<JobCursor, ApiError> {
+    let bad = || ApiError::invalid("cursor", "is not a next_cursor of a job list in this order");
+    match sort {
+        JobListSort::Name => Ok(JobCursor::Name(JobName::parse(raw).map_err(|_| bad())?)),
+        JobListSort::NextRun => {
+            let (at, name) = raw.split_once(':').ok_or_else(bad)?;
+            let at = match at {
+                "-" => None,
+                ms => Some(
+                    ms.parse::<i64>()
+                        .ok()
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .ok_or_else(bad)?,
+                ),
+            };
+            Ok(JobCursor::NextRun(
+                at,
+                JobName::parse(name).map_err(|_| bad())?,
+            ))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobListQuery),
+    responses((status = 200, body = super::views::JobList), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<JobListQuery>,
+) -> ApiResult<Json<super::views::JobList<'static>>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let sort = q.sort.unwrap_or_default();
+    let tag = q
+        .tag
+        .as_deref()
+        .map(Tag::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid("tag", e.message))?;
+    if q.name.as_ref().is_some_and(|n| n.len() > 64) {
+        return Err(ApiError::invalid("name", "longer than 64 characters"));
+    }
+    let query = JobQuery {
+        tag,
+        name_contains: q.name.filter(|n| !n.is_empty()),
+        enabled: q.enabled,
+        last_status: q.last_status,
+        sort: match sort {
+            JobListSort::Name => JobSort::Name,
+            JobListSort::NextRun => JobSort::NextRun,
+        },
+        after: q
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(sort, c))
+            .transpose()?,
+        limit,
+    };
+    let (jobs, next) = state.engine.list_jobs(&query).await?;
+    let (tz, now) = (state.engine.default_timezone(), state.engine.clock().now());
+    Ok(Json(super::views::JobList {
+        items: jobs.into_iter().map(|j| JobView::new(j, tz, now)).collect(),
+        next_cursor: next.as_ref().map(encode_cursor),
+    }))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobDefinition,

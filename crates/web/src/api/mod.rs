@@ -4,7 +4,6 @@ pub mod audit;
 pub mod auth;
 pub mod document;
 pub mod follow;
-pub mod job_list;
 pub mod jobs;
 pub mod runs;
 pub mod schedules;
@@ -36,7 +35,7 @@ use utoipa::OpenApi;
         audit::list, audit::export, audit::verify,
         settings::smtp, settings::put_smtp, settings::test_smtp, settings::rotate_key,
     ),
-    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail, jobs::JobListSort)),
     tags((name = "jobs"), (name = "runs"), (name = "schedules"), (name = "auth"), (name = "tokens"),
         (name = "users"), (name = "secrets"), (name = "audit"), (name = "settings")),
     modifiers(&Security),

@@ -18,6 +18,8 @@ pub struct JobView<'a> {
     pub effective_timezone: TimeZone,
     /// Next scheduled occurrence, if enabled and scheduled.
     pub next_run_at: Option<DateTime<Utc>>,
+    /// How the job's most recently ended run ended.
+    pub last_status: Option<RunStatus>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -47,6 +49,7 @@ impl JobView<'static> {
             id: job.id,
             effective_timezone,
             next_run_at,
+            last_status: job.last_status,
             created_at: job.created_at,
             updated_at: job.updated_at,
             definition: std::borrow::Cow::Owned(job.definition),
@@ -63,6 +66,7 @@ impl<'a> JobView<'a> {
             definition: std::borrow::Cow::Borrowed(&job.definition),
             effective_timezone,
             next_run_at,
+            last_status: job.last_status,
             created_at: job.created_at,
             updated_at: job.updated_at,
         }
@@ -72,6 +76,8 @@ impl<'a> JobView<'a> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct JobList<'a> {
     pub items: Vec<JobView<'a>>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -1,0 +1,33 @@
+-- Listing jobs at scale (GET /api/v1/jobs pages and filters in SQL).
+-- next_run_at: the job's next occurrence, written by the engine when a job is
+-- saved and when its occurrences are recorded (NULL: none, or disabled).
+ALTER TABLE jobs ADD COLUMN next_run_at INTEGER;
+-- last_status: how the job's most recently ended run ended, kept by the
+-- database itself on every ending, whichever statement writes it.
+ALTER TABLE jobs ADD COLUMN last_status TEXT;
+UPDATE jobs SET last_status = (
+    SELECT r.status FROM runs r WHERE r.job_id = jobs.id AND r.status NOT IN ('queued', 'running')
+    ORDER BY r.finished_at DESC, r.id DESC LIMIT 1);
+CREATE TRIGGER runs_last_status_update AFTER UPDATE OF status ON runs
+WHEN NEW.status NOT IN ('queued', 'running')
+BEGIN
+    UPDATE jobs SET last_status = NEW.status WHERE id = NEW.job_id;
+END;
+CREATE TRIGGER runs_last_status_insert AFTER INSERT ON runs
+WHEN NEW.status NOT IN ('queued', 'running')
+BEGIN
+    UPDATE jobs SET last_status = NEW.status WHERE id = NEW.job_id;
+END;
+
+-- Each job's tags, for the tag filter (written with the definition).
+CREATE TABLE job_tags (
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    tag    TEXT    NOT NULL,
+    PRIMARY KEY (job_id, tag)
+) STRICT;
+CREATE INDEX job_tags_tag ON job_tags(tag, job_id);
+INSERT INTO job_tags (job_id, tag)
+    SELECT jobs.id, t.value FROM jobs, json_each(jobs.definition, '$.tags') t;
+
+-- Unscheduled jobs sort after every scheduled one.
+CREATE INDEX jobs_next_run ON jobs(COALESCE(next_run_at, 9223372036854775807), name);
