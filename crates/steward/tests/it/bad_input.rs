@@ -344,7 +344,7 @@ async fn transport_level_refusals() {
     );
     // Unknown query parameters are refused on every route, not ignored.
     for path in [
-        "/api/v1/jobs?tag=x",
+        "/api/v1/jobs?colour=x",
         "/api/v1/tokens?everyone=true&x=1",
         "/api/v1/audit?actr=admin",
         "/api/v1/auth/me?debug=1",

@@ -141,3 +141,66 @@ async fn a_second_steward_on_the_same_database_is_refused() {
     assert_eq!(second.get("/readyz").await.0, 200);
     second.stop().await;
 }
+
+/// Work that falls due or ends while the database is down is not lost:
+/// occurrences fired during the outage are recorded when it ends (and run),
+/// and a run that ended during it gets its record instead of staying
+/// `running` until the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occurrences_and_endings_during_an_outage_are_recorded_when_it_ends() {
+    let mut cluster = Cluster::private();
+    let url = cluster.create_database().await;
+    let t = TestApp::start_with(
+        |c| c.database.url = Some(url.clone().into()),
+        Arc::new(SystemClock),
+    )
+    .await;
+    t.command_job("long", &["sleep", "2"], json!({})).await;
+    t.command_job(
+        "tick",
+        &["true"],
+        json!({"schedule": "@every 1s", "policies": {"overlap": "allow"}}),
+    )
+    .await;
+    let (_, long) = t.post("/api/v1/jobs/long/run", json!({})).await;
+    let long = long["id"].as_i64().unwrap();
+    t.wait_status(long, "running", Duration::from_secs(10))
+        .await;
+
+    let down = chrono::Utc::now();
+    cluster.stop();
+    tokio::time::sleep(Duration::from_secs(4)).await; // the long run ends meanwhile
+    let up = chrono::Utc::now();
+    cluster.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while t.get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "Steward did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The ending written once the database was back.
+    let run = t.wait_run(long, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // The occurrences of the outage: recorded, and run.
+    let in_outage = |r: &serde_json::Value| {
+        r["scheduled_for"].as_str().is_some_and(|s| {
+            let at = chrono::DateTime::parse_from_rfc3339(s).unwrap();
+            at > down + chrono::Duration::seconds(1) && at < up
+        })
+    };
+    let runs = t
+        .wait_runs("tick", Duration::from_secs(20), |r| {
+            let during: Vec<_> = r.iter().filter(|r| in_outage(r)).collect();
+            during.len() >= 2 && during.iter().all(|r| r["status"] == "succeeded")
+        })
+        .await;
+    let mut instants: Vec<_> = runs
+        .iter()
+        .filter(|r| in_outage(r))
+        .map(|r| r["scheduled_for"].clone())
+        .collect();
+    let n = instants.len();
+    instants.sort_by_key(|v| v.as_str().unwrap().to_owned());
+    instants.dedup();
+    assert_eq!(instants.len(), n, "an occurrence recorded twice");
+    t.stop().await;
+}

@@ -665,7 +665,7 @@ async fn kill_9_during_multi_row_changes_leaves_each_whole_or_absent() {
                 .collect::<BTreeSet<_>>()
         }
     };
-    let jobs: BTreeSet<String> = get(&s, "/api/v1/jobs").await["items"]
+    let jobs: BTreeSet<String> = get(&s, "/api/v1/jobs?limit=1000").await["items"]
         .as_array()
         .unwrap()
         .iter()
