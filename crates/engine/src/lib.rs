@@ -192,12 +192,10 @@ impl Engine {
         );
         let now = clock.now();
         for r in queue::lease::rescue(&queue, true).await? {
-            // Process groups are this machine's: only our own runs' are ours to kill.
-            let ours = r.claimed_by.as_deref().is_none_or(|n| n == settings.node);
-            let killed = match (ours, r.process_group) {
-                (true, Some(pg)) => executor::command::kill_leftovers(pg, r.run),
-                _ => 0,
-            };
+            // kill_leftovers only kills processes that carry the run's id.
+            let killed = r
+                .process_group
+                .map_or(0, |pg| executor::command::kill_leftovers(pg, r.run));
             tracing::warn!(run = %r.run, killed, "run left running by the previous process is now abandoned");
         }
         // What a previous process left in its runs' cgroups (also processes
@@ -513,7 +511,7 @@ impl Engine {
         Self::check_secrets_exist(&mut *tx, &names).await?;
         let mut job = tx.create_job(&def, now).await?;
         job.next_run_at = self.queue.next_occurrence(&job, now);
-        tx.set_next_run(job.id, job.next_run_at).await?;
+        tx.set_next_run(job.id, job.next_run_at, None).await?;
         tx.set_job_secrets(job.id, &names).await?;
         tx.append_audit(&audit).await?;
         tx.commit().await?;
@@ -561,7 +559,7 @@ impl Engine {
         );
         let mut job = tx.update_job(id, &def, now).await?;
         job.next_run_at = self.queue.next_occurrence(&job, now);
-        tx.set_next_run(id, job.next_run_at).await?;
+        tx.set_next_run(id, job.next_run_at, None).await?;
         tx.set_job_secrets(id, &names).await?;
         if !before.definition.enabled && job.definition.enabled {
             // Enabling does not replay what fell while disabled.
@@ -767,7 +765,7 @@ async fn heal_next_runs(
     }
     let mut tx = store.write().await?;
     for (id, _, next) in stale {
-        tx.set_next_run(id, next).await?;
+        tx.set_next_run(id, next, None).await?;
     }
     tx.commit().await
 }

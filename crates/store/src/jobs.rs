@@ -58,8 +58,14 @@ pub trait JobWrites: Send {
     /// Moves the job's schedule cursor forward to `to` (never back).
     async fn advance_cursor(&mut self, job: JobId, to: DateTime<Utc>) -> Result<()>;
     /// Records the job's next occurrence (None: it has none, or is disabled),
-    /// by which job lists sort.
-    async fn set_next_run(&mut self, job: JobId, at: Option<DateTime<Utc>>) -> Result<()>;
+    /// by which job lists sort. With `if_updated_at`, only if the job was not
+    /// changed since (a value computed from an older copy of the job loses).
+    async fn set_next_run(
+        &mut self,
+        job: JobId,
+        at: Option<DateTime<Utc>>,
+        if_updated_at: Option<DateTime<Utc>>,
+    ) -> Result<()>;
     /// Records the end of a run that may still end that way (the domain's state
     /// machine), releasing any lock it held. Returns false if it had already
     /// ended: the first ending wins. (A node ending a run it claimed uses

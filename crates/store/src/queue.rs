@@ -43,6 +43,8 @@ pub struct Rescued {
     pub attempt: u32,
     pub claimed_by: Option<String>,
     pub process_group: Option<i32>,
+    /// An operator had asked to cancel it: no retry follows.
+    pub cancel_requested: bool,
 }
 
 /// What the dispatcher needs to know to sleep well.
@@ -58,11 +60,13 @@ pub struct QueueWake {
 pub trait QueueReads: Send {
     async fn queue_wake(&mut self, now: DateTime<Utc>) -> Result<QueueWake>;
     /// Queued runs due at `now`, in queue order (due instant, then id),
-    /// after the `(due_at, id)` cursor, each with its job as stored now.
+    /// after the `(due_at, id)` cursor, leaving out those of `skip_jobs`
+    /// (found blocked earlier in the pass), each with its job as stored now.
     async fn due_runs(
         &mut self,
         now: DateTime<Utc>,
         after: Option<(DateTime<Utc>, RunId)>,
+        skip_jobs: &[JobId],
         limit: u32,
     ) -> Result<Vec<DueRun>>;
     /// The `running` runs of these jobs.
@@ -110,14 +114,18 @@ pub trait QueueWrites: Send {
         claimant: &str,
         update: &RunUpdate,
     ) -> Result<bool>;
-    /// Extends the lease of every run `claimant` runs. Returns how many.
-    async fn renew_leases(&mut self, claimant: &str, until: DateTime<Utc>) -> Result<u64>;
-    /// Marks `abandoned` (releasing their locks) the running runs whose lease
-    /// ended before `now`, and, when `own` names this node, every run it had
-    /// claimed (a restarted node knows its previous process is gone).
-    async fn rescue_expired(
+    /// Extends the lease of these runs, those of them `claimant` still has
+    /// claimed: only runs it is executing, so a run that lost its execution
+    /// (a claim whose commit was lost, an ending that could not be written)
+    /// expires and is rescued. Returns how many.
+    async fn renew_leases(
         &mut self,
-        now: DateTime<Utc>,
-        own: Option<&str>,
-    ) -> Result<Vec<Rescued>>;
+        claimant: &str,
+        runs: &[RunId],
+        until: DateTime<Utc>,
+    ) -> Result<u64>;
+    /// Marks `abandoned` (releasing their locks) the running runs whose lease
+    /// ended before `now`, or, with `all`, every running run (a Steward
+    /// starting on a database only it may serve: nothing else runs them).
+    async fn rescue_expired(&mut self, now: DateTime<Utc>, all: bool) -> Result<Vec<Rescued>>;
 }

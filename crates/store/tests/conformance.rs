@@ -223,8 +223,13 @@ mod cases {
             !tx.request_cancel(b.id, t(2)).await.unwrap(),
             "only a running run"
         );
-        // Renewal extends only the claimant's own runs.
-        assert_eq!(tx.renew_leases("node-b", t(120)).await.unwrap(), 1);
+        // Renewal extends only the claimant's own runs among those it names.
+        assert_eq!(
+            tx.renew_leases("node-b", &[a.id, c.id], t(120))
+                .await
+                .unwrap(),
+            1
+        );
         tx.commit().await.unwrap();
         assert_eq!(
             s.read()
@@ -237,12 +242,13 @@ mod cases {
         );
 
         let mut tx = s.write().await.unwrap();
-        let rescued = tx.rescue_expired(t(40), None).await.unwrap();
+        let rescued = tx.rescue_expired(t(40), false).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(rescued.len(), 1, "{rescued:?}");
         assert_eq!(rescued[0].run, a.id);
         assert_eq!(rescued[0].process_group, Some(4242));
         assert_eq!(rescued[0].claimed_by.as_deref(), Some("node-a"));
+        assert!(rescued[0].cancel_requested);
         let mut rx = s.read().await.unwrap();
         let got = rx.get_run(a.id).await.unwrap();
         assert_eq!(got.status, RunStatus::Abandoned);
@@ -260,8 +266,9 @@ mod cases {
             .finish_claimed(a.id, "node-a", &ending(RunStatus::Succeeded, t(41)))
             .await
             .unwrap());
-        // node-b restarts: what it had claimed is abandoned at once.
-        let rescued = tx.rescue_expired(t(41), Some("node-b")).await.unwrap();
+        // A Steward starting (the only one on its database): every running
+        // run is abandoned at once, whoever had claimed it.
+        let rescued = tx.rescue_expired(t(41), true).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(
             rescued.iter().map(|r| r.run).collect::<Vec<_>>(),
@@ -303,15 +310,22 @@ mod cases {
         assert_eq!(wake.next, Some(t(8) + chrono::Duration::milliseconds(1)));
         let mut tx = s.write().await.unwrap();
         assert_eq!(tx.skip_expired(t(9)).await.unwrap(), 1);
-        let page = tx.due_runs(t(25), None, 1).await.unwrap();
+        let page = tx.due_runs(t(25), None, &[], 1).await.unwrap();
         assert_eq!(page[0].run.scheduled_for, Some(t(10)));
         assert_eq!(page[0].job.id, job.id);
         let next = tx
-            .due_runs(t(25), Some((page[0].due_at, page[0].run.id)), 10)
+            .due_runs(t(25), Some((page[0].due_at, page[0].run.id)), &[], 10)
             .await
             .unwrap();
         assert_eq!(next.len(), 1, "t(30) is not due at t(25)");
         assert_eq!(next[0].run.scheduled_for, Some(t(20)));
+        assert!(
+            tx.due_runs(t(25), None, &[job.id], 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a job left out of the pass"
+        );
         tx.set_waiting(next[0].run.id, "waiting for lock x")
             .await
             .unwrap();
@@ -392,7 +406,7 @@ mod cases {
                 .collect();
             d.enabled = enabled;
             let job = tx.create_job(&d, t(0)).await.unwrap();
-            tx.set_next_run(job.id, next.map(t)).await.unwrap();
+            tx.set_next_run(job.id, next.map(t), None).await.unwrap();
             ids.insert(name, job.id);
         }
         tx.commit().await.unwrap();
@@ -448,6 +462,19 @@ mod cases {
         })
         .await;
         assert_eq!(names(got), ["e"]);
+        // A next run computed from an older copy of the job does not win.
+        let mut tx = s.write().await.unwrap();
+        tx.set_next_run(ids["e"], Some(t(1)), Some(t(99)))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let got = page(JobQuery {
+            sort: JobSort::NextRun,
+            limit: 1,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(names(got), ["axb"], "a stale write moved e");
         // Filters.
         let tag = |t: &str| Some(steward_domain::Tag::parse(t).unwrap());
         let got = page(JobQuery {
@@ -916,7 +943,7 @@ mod claims {
         let mut mine = Vec::new();
         loop {
             let mut tx = s.write().await.unwrap();
-            let due = tx.due_runs(t(1000), None, 1).await.unwrap();
+            let due = tx.due_runs(t(1000), None, &[], 1).await.unwrap();
             let Some(d) = due.first() else { return mine };
             if tx
                 .claim_run(d.run.id, node, t(1000), t(1030))

@@ -43,12 +43,21 @@ pub(super) async fn run(queue: Arc<RunQueue>, mut rx: mpsc::UnboundedReceiver<En
             }
         }
         let mut backoff = Duration::from_millis(250);
+        let failing_since = std::time::Instant::now();
         let held = loop {
             match write(&queue, &batch, &mut since_prune).await {
                 Ok(held) => break held,
                 Err(StoreError::Unavailable(e)) => {
                     // The runs keep their slots and leases (renewed when the
-                    // database is back) until their ends are written.
+                    // database is back) until their ends are written; while
+                    // stopping, only for a while: unrecorded, they are
+                    // abandoned (and retried) at the next start.
+                    if queue.stopping.is_cancelled()
+                        && failing_since.elapsed() > GIVE_UP_WHEN_STOPPING
+                    {
+                        tracing::error!(runs = batch.len(), "stopping with run endings not recorded (the database is unavailable); the next start records them abandoned");
+                        break vec![false; batch.len()];
+                    }
                     tracing::error!(error = %e, runs = batch.len(), "could not record run endings; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -61,10 +70,7 @@ pub(super) async fn run(queue: Arc<RunQueue>, mut rx: mpsc::UnboundedReceiver<En
                     for one in batch.chunks(1) {
                         held.push(match write(&queue, one, &mut since_prune).await {
                             Ok(h) => h[0],
-                            Err(e) => {
-                                tracing::error!(run = %one[0].run.id, error = %e, "could not record the end of a run");
-                                false
-                            }
+                            Err(e) => record_without_output(&queue, &one[0], &e).await,
                         });
                     }
                     break held;
@@ -75,6 +81,43 @@ pub(super) async fn run(queue: Arc<RunQueue>, mut rx: mpsc::UnboundedReceiver<En
             let _ = ending.done.send(held);
         }
         queue.wake.notify_one();
+    }
+}
+
+/// While stopping with the database down, endings are retried this long.
+const GIVE_UP_WHEN_STOPPING: Duration = Duration::from_secs(10);
+
+/// An ending the database refused as it was: recorded again with its status
+/// and the reason, without the output, so the run does not stay `running`.
+async fn record_without_output(queue: &RunQueue, e: &Ending, why: &StoreError) -> bool {
+    tracing::error!(run = %e.run.id, error = %why, "could not record the end of a run; recording it without its output");
+    let mut update = e.update.clone();
+    update.output = None;
+    update.output_truncated = false;
+    update.outcome.error = Some(format!(
+        "{}(the output could not be stored: {why})",
+        update
+            .outcome
+            .error
+            .as_deref()
+            .map(|m| format!("{m}; "))
+            .unwrap_or_default()
+    ));
+    let node = queue.settings.node.as_str();
+    let attempt = async {
+        let mut tx = queue.store.write().await?;
+        let held = tx.finish_claimed(e.run.id, node, &update).await?;
+        tx.commit().await?;
+        Ok::<_, StoreError>(held)
+    };
+    match attempt.await {
+        Ok(held) => held,
+        Err(e2) => {
+            // Not renewed any more, its lease runs out and the rescuer
+            // records it abandoned, releasing its locks.
+            tracing::error!(run = %e.run.id, error = %e2, "the end of this run could not be recorded at all");
+            false
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use steward_domain::{JobId, LockName, MissedRunPolicy, OverlapPolicy, RunId, RunStatus, Trigger};
+use steward_domain::{JobId, LockName, OverlapPolicy, RunId, RunStatus, Trigger};
 use steward_store::{DueRun, Job, LockHolder, Run, StoreError, WriteTx};
 
 /// At most this many queued runs are examined per pass: runs blocked by a
@@ -102,8 +102,21 @@ struct Pass {
 #[derive(Debug, PartialEq, Eq)]
 enum Decision {
     Claim,
-    Wait(String),
+    /// Stays queued for `reason`. With `rest_too`, every later run of the
+    /// job waits as well (same lock, same limit), so the pass leaves them
+    /// out: runs blocked at the head of the queue cost one row, not all.
+    Wait {
+        reason: String,
+        rest_too: bool,
+    },
     Skip(String),
+}
+
+fn wait(reason: String) -> Decision {
+    Decision::Wait {
+        reason,
+        rest_too: true,
+    }
 }
 
 async fn claim(
@@ -120,12 +133,19 @@ async fn claim(
     let mut pass = Pass::default();
     let mut after = None;
     let mut scanned = 0;
+    // Jobs whose later runs would wait too: left out of the next pages.
+    let mut blocked: Vec<JobId> = Vec::new();
     'scan: while claimed.len() < free && scanned < MAX_SCAN {
         // A few more than the places left, so a blocked run or two is stepped
         // over without another query; more pages follow if needed.
         let page = (free - claimed.len() + 8).min(MAX_SCAN - scanned);
         let due = tx
-            .due_runs(now, after, u32::try_from(page).unwrap_or(u32::MAX))
+            .due_runs(
+                now,
+                after,
+                &blocked,
+                u32::try_from(page).unwrap_or(u32::MAX),
+            )
             .await?;
         let Some(last) = due.last() else { break };
         after = Some((last.due_at, last.run.id));
@@ -170,9 +190,12 @@ async fn claim(
                         break 'scan;
                     }
                 }
-                Decision::Wait(reason) => {
+                Decision::Wait { reason, rest_too } => {
                     if run.waiting_for.as_deref() != Some(reason.as_str()) {
                         tx.set_waiting(run.id, &reason).await?;
+                    }
+                    if rest_too {
+                        blocked.push(job.id);
                     }
                 }
                 Decision::Skip(reason) => {
@@ -240,8 +263,10 @@ fn decide(run: &Run, job: &Job, pass: &mut Pass) -> Decision {
         {
             // run_all means every missed occurrence runs: catching up, they
             // wait for each other whatever the overlap policy.
-            if catching_up(run, job) {
-                return Decision::Wait(format!(
+            if run.trigger == Trigger::Schedule
+                && super::is_catch_up(job, run.scheduled_for, run.created_at)
+            {
+                return wait(format!(
                     "catching up: waiting for run {first} of this job to end (missed-run policy run_all)"
                 ));
             }
@@ -259,16 +284,20 @@ fn decide(run: &Run, job: &Job, pass: &mut Pass) -> Decision {
                             "skipped: a run of this job is still active and another is already waiting (overlap policy queue)".into(),
                         );
                     }
-                    return Decision::Wait(format!(
-                        "waiting for run {first} of this job to end (overlap policy queue)"
-                    ));
+                    // Later runs of the job are looked at (and skipped).
+                    return Decision::Wait {
+                        reason: format!(
+                            "waiting for run {first} of this job to end (overlap policy queue)"
+                        ),
+                        rest_too: false,
+                    };
                 }
                 OverlapPolicy::Allow => {}
             }
         }
         if let Some(max) = d.policies.max_concurrent {
             if running.len() >= max as usize {
-                return Decision::Wait(format!(
+                return wait(format!(
                     "waiting: {} runs of this job are running (policies.max_concurrent = {max})",
                     running.len()
                 ));
@@ -289,23 +318,13 @@ fn decide(run: &Run, job: &Job, pass: &mut Pass) -> Decision {
                 0 => String::new(),
                 n => format!(" and {n} more"),
             };
-            return Decision::Wait(format!(
+            return wait(format!(
                 "waiting for lock {}, held by run {} of job {}{more}",
                 lock.name, first.run, first.job_name
             ));
         }
     }
     Decision::Claim
-}
-
-/// An occurrence recorded well after its instant by a `run_all` job: one
-/// of the missed occurrences it catches up.
-fn catching_up(run: &Run, job: &Job) -> bool {
-    run.trigger == Trigger::Schedule
-        && job.definition.policies.missed == MissedRunPolicy::RunAll
-        && run
-            .scheduled_for
-            .is_some_and(|at| run.created_at - at > chrono::Duration::seconds(5))
 }
 
 #[cfg(test)]
@@ -383,7 +402,7 @@ mod tests {
         let queue = job(2, serde_json::json!({"policies": {"overlap": "queue"}}));
         pass.running.insert(queue.id, vec![RunId(10)]);
         assert!(
-            matches!(decide(&run(11, &queue, Trigger::Schedule), &queue, &mut pass), Decision::Wait(r) if r.contains("run 10"))
+            matches!(decide(&run(11, &queue, Trigger::Schedule), &queue, &mut pass), Decision::Wait { reason: r, .. } if r.contains("run 10"))
         );
         assert!(
             matches!(decide(&run(12, &queue, Trigger::Schedule), &queue, &mut pass), Decision::Skip(r) if r.contains("already waiting"))
@@ -400,7 +419,7 @@ mod tests {
         );
         pass.running.get_mut(&allow.id).unwrap().push(RunId(21));
         assert!(
-            matches!(decide(&run(22, &allow, Trigger::Manual), &allow, &mut pass), Decision::Wait(r) if r.contains("max_concurrent = 2"))
+            matches!(decide(&run(22, &allow, Trigger::Manual), &allow, &mut pass), Decision::Wait { reason: r, .. } if r.contains("max_concurrent = 2"))
         );
 
         let disabled = job(4, serde_json::json!({"enabled": false}));
@@ -428,9 +447,7 @@ mod tests {
         hold(&mut pass, "restic:offsite", 4711, "weekly-offsite", 1);
         assert_eq!(
             decide(&run(2, &offsite, Trigger::Schedule), &offsite, &mut pass),
-            Decision::Wait(
-                "waiting for lock restic:offsite, held by run 4711 of job weekly-offsite".into()
-            )
+            wait("waiting for lock restic:offsite, held by run 4711 of job weekly-offsite".into())
         );
 
         let pg = job(
@@ -445,7 +462,7 @@ mod tests {
         );
         hold(&mut pass, "pg:main", 2, "b", 2);
         assert!(
-            matches!(decide(&run(4, &pg, Trigger::Schedule), &pg, &mut pass), Decision::Wait(r) if r.contains("and 1 more"))
+            matches!(decide(&run(4, &pg, Trigger::Schedule), &pg, &mut pass), Decision::Wait { reason: r, .. } if r.contains("and 1 more"))
         );
 
         // An exclusive holder keeps counted claimants out, and the reverse.
@@ -453,7 +470,7 @@ mod tests {
         hold(&mut pass, "pg:main", 5, "dump", 1);
         assert!(matches!(
             decide(&run(6, &pg, Trigger::Schedule), &pg, &mut pass),
-            Decision::Wait(_)
+            Decision::Wait { .. }
         ));
         let exclusive = Job {
             definition: steward_domain::JobDefinition {
@@ -469,7 +486,7 @@ mod tests {
         hold(&mut pass, "pg:main", 7, "a", 2);
         assert!(matches!(
             decide(&run(8, &exclusive, Trigger::Retry), &exclusive, &mut pass),
-            Decision::Wait(_)
+            Decision::Wait { .. }
         ));
     }
 }

@@ -30,9 +30,29 @@ pub(super) fn spawn(queue: &Arc<RunQueue>, slot: Slot, run: Run, job: Arc<Job>) 
     );
     let q = queue.clone();
     queue.executions.spawn(async move {
+        // Leaves the registry however the execution ends (a panic too): a
+        // run not in it is no longer renewed, so its lease runs out and the
+        // rescuer records it, releasing its locks.
+        let _registered = Registered {
+            queue: q.clone(),
+            run: run.id,
+        };
         execute(&q, run, job, cancel, output).await;
         drop(slot);
     });
+}
+
+struct Registered {
+    queue: Arc<RunQueue>,
+    run: steward_domain::RunId,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(a) = self.queue.active().remove(&self.run) {
+            a.output.close();
+        }
+    }
 }
 
 async fn execute(
@@ -83,7 +103,7 @@ async fn execute(
             status: result.status,
             finished_at,
             outcome: result.outcome,
-            output: Some(captured.text),
+            output: Some(storable(captured.text)),
             output_truncated: captured.truncated,
         },
         done,
@@ -99,9 +119,6 @@ async fn execute(
     queue.metrics.runs_running.dec();
     observe_end(queue, &job, result.status, started_at, finished_at);
     tracing::info!(run = %run.id, job = %job.name(), status = result.status.as_str(), "run finished");
-    if let Some(a) = queue.active().remove(&run.id) {
-        a.output.close();
-    }
 }
 
 fn observe_end(
@@ -228,11 +245,22 @@ async fn flush_output(
         }
         written = pushed;
         let kept = output.snapshot();
+        let text = storable(kept.text);
         let saved = write_one!(store.as_ref(), |tx| {
-            tx.save_run_output(run, &kept.text, kept.truncated)
+            tx.save_run_output(run, &text, kept.truncated)
         });
         if let Err(e) = saved.await {
             tracing::warn!(run = %run, error = %e, "could not save the output so far");
         }
+    }
+}
+
+/// Output as every backend can store it: PostgreSQL text holds no NUL, so a
+/// NUL a process printed becomes U+FFFD instead of failing the record.
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
     }
 }

@@ -29,9 +29,12 @@ pub async fn tick(queue: &RunQueue) -> Result<(), StoreError> {
     let now = queue.clock.now();
     let until = now + chrono::Duration::from_std(queue.settings.lease).unwrap_or_default();
     let node = queue.settings.node.as_str();
-    let mut tx = queue.store.write().await?;
-    tx.renew_leases(node, until).await?;
-    tx.commit().await?;
+    let executing: Vec<_> = queue.active().keys().copied().collect();
+    if !executing.is_empty() {
+        let mut tx = queue.store.write().await?;
+        tx.renew_leases(node, &executing, until).await?;
+        tx.commit().await?;
+    }
     let mut rx = queue.store.read().await?;
     let cancels = rx.cancel_requests(node).await?;
     let queued = rx.queued_count().await?;
@@ -47,16 +50,17 @@ pub async fn tick(queue: &RunQueue) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Marks abandoned the runs whose lease expired (and, at start, every run
-/// this node had claimed: its previous process is gone) and queues their
-/// retries. Returns what it rescued, for the caller to clean up after.
+/// Marks abandoned the runs whose lease expired (and, at start, every
+/// running run: one Steward serves a database, enforced by the store's
+/// claim, so nothing else runs them) and queues their retries. Returns what
+/// it rescued, for the caller to clean up after.
 pub async fn rescue(queue: &RunQueue, at_start: bool) -> Result<Vec<Rescued>, StoreError> {
     let now = queue.clock.now();
-    let own = at_start.then_some(queue.settings.node.as_str());
     let mut tx = queue.store.write().await?;
-    let rescued = tx.rescue_expired(now, own).await?;
+    let rescued = tx.rescue_expired(now, at_start).await?;
     let mut retries = Vec::new();
-    for r in &rescued {
+    // A run an operator asked to cancel is not retried.
+    for r in rescued.iter().filter(|r| !r.cancel_requested) {
         let ended = Ended {
             run: r.run,
             job: r.job,

@@ -57,6 +57,9 @@ pub fn random_jitter() -> JitterFn {
     })
 }
 
+/// The dispatcher's place among the queue's tasks.
+const DISPATCHER: usize = 1;
+
 /// How long a claim holds without renewal. A node renews its runs' leases
 /// every third of it; a run whose node stopped renewing is rescued after it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -71,6 +74,18 @@ pub enum SubmitError {
     Overlap { active: RunId, policy: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// An occurrence recorded well after its instant by a `run_all` job: one of
+/// the missed occurrences it catches up. These wait for each other, however
+/// the job's overlap policy treats new work, and carry no default deadline.
+pub(crate) fn is_catch_up(
+    job: &Job,
+    scheduled_for: Option<DateTime<Utc>>,
+    recorded_at: DateTime<Utc>,
+) -> bool {
+    job.definition.policies.missed == steward_domain::MissedRunPolicy::RunAll
+        && scheduled_for.is_some_and(|at| recorded_at - at > chrono::Duration::seconds(5))
 }
 
 /// Builds an audit record from the run it records.
@@ -186,6 +201,7 @@ impl RunQueue {
         let Some((occurrences, endings)) = taken else {
             return; // already started
         };
+        // In this order: DISPATCHER is the index of the dispatcher.
         let tasks = vec![
             tokio::spawn(record::run(self.clone(), occurrences)),
             tokio::spawn(dispatch::run(self.clone())),
@@ -337,6 +353,17 @@ impl RunQueue {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.stopping.cancel();
         self.wake.notify_one();
+        // A claim pass under way finishes (and spawns what it claimed) before
+        // the executions are counted: none starts after the wait below.
+        let dispatcher = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(DISPATCHER)
+            .map(|t| std::mem::replace(t, tokio::spawn(async {})));
+        if let Some(d) = dispatcher {
+            let _ = d.await;
+        }
         self.executions.close();
         let mut cancelled = vec![];
         if tokio::time::timeout(grace, self.executions.wait())

@@ -62,6 +62,18 @@ pub(super) async fn run(queue: Arc<RunQueue>, mut rx: mpsc::UnboundedReceiver<Ve
                 backoff = Duration::from_millis(250);
                 queue.wake.notify_one();
             }
+            Err(e) if !matches!(e, StoreError::Unavailable(_)) => {
+                // Not an outage: one occurrence the database refuses (its job
+                // was deleted meanwhile) must not hold up the rest. Alone, each
+                // is recorded or dropped with the reason.
+                tracing::warn!(error = %e, "could not record a batch of occurrences; recording them one by one");
+                for one in pending.drain(..take).collect::<Vec<_>>().chunks(1) {
+                    if let Err(e) = write(&queue, one).await {
+                        tracing::warn!(job = %one[0].job.name(), at = %one[0].at, error = %e, "occurrence not recorded (its job is gone?)");
+                    }
+                }
+                queue.wake.notify_one();
+            }
             Err(e) => {
                 if backoff == Duration::from_millis(250) {
                     tracing::error!(error = %e, waiting = pending.len(), "could not record scheduled occurrences; keeping them and retrying");
@@ -97,7 +109,9 @@ pub(super) async fn write(queue: &RunQueue, occurrences: &[Occurrence]) -> Resul
     let recorded = tx.enqueue_runs(&runs).await?;
     for (id, (job, at)) in &cursors {
         tx.advance_cursor(*id, *at).await?;
-        tx.set_next_run(*id, queue.next_occurrence(job, *at))
+        // Computed from the copy the occurrence carries: written only if
+        // the job was not changed since (a save writes its own).
+        tx.set_next_run(*id, queue.next_occurrence(job, *at), Some(job.updated_at))
             .await?;
     }
     tx.commit().await?;
@@ -121,10 +135,14 @@ fn new_run(queue: &RunQueue, o: &Occurrence, now: DateTime<Utc>) -> NewRun {
     // A missed occurrence recorded late (catch-up) is offered now: its
     // deadline counts from now, not from its instant long past.
     let due = not_before.unwrap_or(o.at).max(now);
-    let deadline = policies
-        .start_deadline
-        .map(|d| d.get())
-        .unwrap_or_else(|| default_start_deadline(queue, &o.job, o.at));
+    // run_all's catch-up runs wait for each other, one after another: a
+    // default deadline would skip most of what the policy promises to run.
+    let catch_up = super::is_catch_up(&o.job, Some(o.at), now);
+    let deadline = match policies.start_deadline {
+        Some(d) => Some(d.get()),
+        None if catch_up => None,
+        None => Some(default_start_deadline(queue, &o.job, o.at)),
+    };
     NewRun {
         job_id: o.job.id,
         job_name: o.job.name().clone(),
@@ -139,7 +157,7 @@ fn new_run(queue: &RunQueue, o: &Occurrence, now: DateTime<Utc>) -> NewRun {
         attempt: 1,
         parent_run_id: None,
         created_at: now,
-        start_deadline: Some(due + chrono::Duration::from_std(deadline).unwrap_or_default()),
+        start_deadline: deadline.map(|d| due + chrono::Duration::from_std(d).unwrap_or_default()),
         error: o.skipped.clone(),
     }
 }

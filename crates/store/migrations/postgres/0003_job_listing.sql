@@ -24,8 +24,9 @@ CREATE TABLE job_tags (
     PRIMARY KEY (job_id, tag)
 );
 CREATE INDEX job_tags_tag ON job_tags(tag, job_id);
+-- DISTINCT: a definition may repeat a tag.
 INSERT INTO job_tags (job_id, tag)
-    SELECT jobs.id, t.tag FROM jobs, jsonb_array_elements_text(COALESCE(jobs.definition::jsonb -> 'tags', '[]'::jsonb)) AS t(tag);
+    SELECT DISTINCT jobs.id, t.tag FROM jobs, jsonb_array_elements_text(COALESCE(jobs.definition::jsonb -> 'tags', '[]'::jsonb)) AS t(tag);
 
 -- Unscheduled jobs sort after every scheduled one.
 CREATE INDEX jobs_next_run ON jobs(COALESCE(next_run_at, 9223372036854775807), name);

@@ -26,8 +26,9 @@ CREATE TABLE job_tags (
     PRIMARY KEY (job_id, tag)
 ) STRICT;
 CREATE INDEX job_tags_tag ON job_tags(tag, job_id);
+-- DISTINCT: a definition may repeat a tag.
 INSERT INTO job_tags (job_id, tag)
-    SELECT jobs.id, t.value FROM jobs, json_each(jobs.definition, '$.tags') t;
+    SELECT DISTINCT jobs.id, t.value FROM jobs, json_each(jobs.definition, '$.tags') t;
 
 -- Unscheduled jobs sort after every scheduled one.
 CREATE INDEX jobs_next_run ON jobs(COALESCE(next_run_at, 9223372036854775807), name);

@@ -364,13 +364,21 @@ impl JobWrites for Tx {
         })
     }
 
-    async fn set_next_run(&mut self, job: JobId, at: Option<DateTime<Utc>>) -> Result<()> {
-        sqlx::query("UPDATE jobs SET next_run_at = $1 WHERE id = $2")
-            .bind(at.map(ms))
-            .bind(job.0)
-            .execute(self.conn())
-            .await
-            .map_err(backend)?;
+    async fn set_next_run(
+        &mut self,
+        job: JobId,
+        at: Option<DateTime<Utc>>,
+        if_updated_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET next_run_at = $1 WHERE id = $2 AND ($3 IS NULL OR updated_at = $3)",
+        )
+        .bind(at.map(ms))
+        .bind(job.0)
+        .bind(if_updated_at.map(ms))
+        .execute(self.conn())
+        .await
+        .map_err(backend)?;
         Ok(())
     }
 

@@ -44,6 +44,7 @@ impl QueueReads for Tx {
         &mut self,
         now: DateTime<Utc>,
         after: Option<(DateTime<Utc>, RunId)>,
+        skip_jobs: &[JobId],
         limit: u32,
     ) -> Result<Vec<DueRun>> {
         let mut q: QueryBuilder<Db> = QueryBuilder::new(format!(
@@ -62,6 +63,14 @@ impl QueueReads for Tx {
                 .push(" AND r.id > ")
                 .push_bind(id.0)
                 .push("))");
+        }
+        if !skip_jobs.is_empty() {
+            q.push(" AND r.job_id NOT IN (");
+            let mut list = q.separated(", ");
+            for j in skip_jobs {
+                list.push_bind(j.0);
+            }
+            q.push(")");
         }
         q.push(" ORDER BY r.due_at, r.id LIMIT ")
             .push_bind(i64::from(limit));
@@ -298,33 +307,46 @@ impl QueueWrites for Tx {
         }
     }
 
-    async fn renew_leases(&mut self, claimant: &str, until: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE runs SET lease_until = $1 WHERE status = 'running' AND claimed_by = $2",
-        )
-        .bind(ms(until))
-        .bind(claimant)
-        .execute(self.conn())
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected())
+    async fn renew_leases(
+        &mut self,
+        claimant: &str,
+        runs: &[RunId],
+        until: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut renewed = 0;
+        for chunk in runs.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<Db> = QueryBuilder::new("UPDATE runs SET lease_until = ");
+            q.push_bind(ms(until))
+                .push(" WHERE status = 'running' AND claimed_by = ")
+                .push_bind(claimant.to_owned())
+                .push(" AND id IN (");
+            let mut list = q.separated(", ");
+            for r in chunk {
+                list.push_bind(r.0);
+            }
+            q.push(")");
+            renewed += q
+                .build()
+                .execute(self.conn())
+                .await
+                .map_err(backend)?
+                .rows_affected();
+        }
+        Ok(renewed)
     }
 
-    async fn rescue_expired(
-        &mut self,
-        now: DateTime<Utc>,
-        own: Option<&str>,
-    ) -> Result<Vec<Rescued>> {
+    async fn rescue_expired(&mut self, now: DateTime<Utc>, all: bool) -> Result<Vec<Rescued>> {
         // Runs from before the queue existed have no lease: expired.
         let rows = sqlx::query(
             "UPDATE runs SET status = 'abandoned', finished_at = $1, lease_until = NULL, error = CASE \
-               WHEN claimed_by IS NULL OR claimed_by = $2 THEN 'Steward stopped while this run was in progress' \
-               ELSE 'abandoned: the lease of ' || claimed_by || ' expired (the node stopped renewing it)' END \
-             WHERE status = 'running' AND (lease_until IS NULL OR lease_until < $1 OR claimed_by = $2) \
-             RETURNING id, job_id, trigger_kind, scheduled_for, attempt, claimed_by, process_group",
+               WHEN $2 THEN 'Steward stopped while this run was in progress' \
+               ELSE 'abandoned: the lease of ' || COALESCE(claimed_by, 'its node') || ' expired (the node stopped renewing it)' END \
+             WHERE status = 'running' AND ($2 OR lease_until IS NULL OR lease_until < $1) \
+             RETURNING id, job_id, trigger_kind, scheduled_for, attempt, claimed_by, process_group, \
+               cancel_requested_at",
         )
         .bind(ms(now))
-        .bind(own)
+        .bind(all)
         .fetch_all(self.conn())
         .await
         .map_err(backend)?;
@@ -346,6 +368,10 @@ impl QueueWrites for Tx {
                     .try_get::<Option<i64>, _>("process_group")
                     .map_err(backend)?
                     .and_then(|p| i32::try_from(p).ok()),
+                cancel_requested: row
+                    .try_get::<Option<i64>, _>("cancel_requested_at")
+                    .map_err(backend)?
+                    .is_some(),
             };
             release_locks(self, r.run).await?;
             rescued.push(r);

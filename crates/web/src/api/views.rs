@@ -76,7 +76,7 @@ impl<'a> JobView<'a> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct JobList<'a> {
     pub items: Vec<JobView<'a>>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
