@@ -203,8 +203,8 @@ def expected_runs(jobs, t_start, t_end):
     return n
 
 
-class Sampler(threading.Thread):
-    """Samples RSS of one process every 0.25 s."""
+class RssSeries(threading.Thread):
+    """Samples RSS of one process every 0.25 s (the series)."""
 
     def __init__(self, pid):
         super().__init__(daemon=True)
@@ -246,7 +246,8 @@ def lags_from(stamp_file, t_start, t_end, steward_times):
 
 def bench_precision_steward(binary, stamp, window, per_second, results):
     data = tempfile.mkdtemp(prefix="stw-prec-")
-    out = os.path.join(data, "stamps")
+    # Not beside the data directory: the sandbox hides what sits there from jobs.
+    out = os.path.join(tempfile.mkdtemp(prefix="stw-stamps-"), "stamps")
     proc, api, _ = start_steward(binary, os.path.join(data, "d"), free_port())
     # Create the 9,000 slower jobs first, then the every-second ones.
     jobs = schedule_set(per_second)
@@ -257,7 +258,7 @@ def bench_precision_steward(binary, stamp, window, per_second, results):
             "policies": {"overlap": "allow"}})
         assert st == 201, body
     time.sleep(3)  # settle
-    sampler = Sampler(proc.pid)
+    sampler = RssSeries(proc.pid)
     sampler.start()
     p = psutil.Process(proc.pid)
     c0 = p.cpu_times()
@@ -274,8 +275,10 @@ def bench_precision_steward(binary, stamp, window, per_second, results):
     results[key] = summarize(lags, expected_runs(jobs, t_start, t_end), cpu, sampler.rss)
     skipped = [l for l in metrics.decode().splitlines() if l.startswith('steward_runs_finished_total{status="skipped"}')]
     results[key]["skipped_runs_total"] = int(float(skipped[0].split()[-1])) if skipped else 0
-    results[key]["dispatch_lag_histogram"] = [
+    results[key]["record_lag_histogram"] = [
         l for l in metrics.decode().splitlines() if l.startswith("steward_scheduler_lag_seconds")]
+    results[key]["start_lag_histogram"] = [
+        l for l in metrics.decode().splitlines() if l.startswith("steward_start_lag_seconds")]
     shutil.rmtree(data, ignore_errors=True)
 
 
@@ -315,7 +318,7 @@ def bench_precision_apscheduler(stamp, window, per_second, results):
     CHILDREN.append(proc)
     proc.stdout.readline()
     time.sleep(3)
-    sampler = Sampler(proc.pid)
+    sampler = RssSeries(proc.pid)
     sampler.start()
     p = psutil.Process(proc.pid)
     c0 = p.cpu_times()
@@ -455,15 +458,15 @@ def create_jobs(api, defs, threads=16):
 
 
 def all_runs(api):
-    runs, before = [], None
+    runs, cursor = [], None
     while True:
-        q = "/api/v1/runs?limit=1000" + (f"&before={before}" if before else "")
+        q = "/api/v1/runs?limit=500" + (f"&cursor={cursor}" if cursor else "")
         st, body = api.call("GET", q)
-        items = body["items"]
-        runs += items
-        if len(items) < 1000:
+        assert st == 200, body
+        runs += body["items"]
+        cursor = body.get("next_cursor")
+        if cursor is None:
             return runs
-        before = items[-1]["id"]
 
 
 def bench_burst(binary, results, jobs=10000, argv=("true",), key="burst", env=None):
