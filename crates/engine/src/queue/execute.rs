@@ -180,19 +180,46 @@ fn context(
         }))
         .collect(),
         on_spawn: {
-            let store = queue.store.clone();
+            // Recorded in batches (see `process_groups`): one transaction per
+            // started command would queue before every other writer.
+            let groups = queue.process_groups.clone();
             let id = run.id;
             Box::new(move |pgid| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    if let Err(e) =
-                        write_one!(store.as_ref(), |tx| tx.set_run_process_group(id, pgid)).await
-                    {
-                        tracing::warn!(run = %id, error = %e, "could not record the process group");
-                    }
-                });
+                let _ = groups.send((id, pgid));
             })
         },
+    }
+}
+
+/// Records the process groups of started commands, all those waiting in
+/// one transaction (what a restart after a crash kills what is left of).
+pub(super) async fn process_groups(
+    queue: Arc<RunQueue>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(steward_domain::RunId, i32)>,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            got = rx.recv() => match got {
+                Some(g) => g,
+                None => return,
+            },
+            () = queue.finished.cancelled() => return,
+        };
+        let mut batch = vec![first];
+        while let Ok(g) = rx.try_recv() {
+            batch.push(g);
+        }
+        let written = async {
+            let mut tx = queue.store.write().await?;
+            for (run, pgid) in &batch {
+                tx.set_run_process_group(*run, *pgid).await?;
+            }
+            tx.commit().await
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(runs = batch.len(), error = %e, "could not record process groups");
+        }
     }
 }
 

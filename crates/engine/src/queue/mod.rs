@@ -57,6 +57,13 @@ pub fn random_jitter() -> JitterFn {
     })
 }
 
+/// What the queue's tasks read, held until [`RunQueue::start`].
+type Receivers = (
+    mpsc::UnboundedReceiver<Vec<Occurrence>>,
+    mpsc::UnboundedReceiver<complete::Ending>,
+    mpsc::UnboundedReceiver<(RunId, i32)>,
+);
+
 /// The dispatcher's place among the queue's tasks.
 const DISPATCHER: usize = 1;
 
@@ -141,19 +148,16 @@ pub struct RunQueue {
     shutting_down: AtomicBool,
     recorder: mpsc::UnboundedSender<Vec<Occurrence>>,
     completer: mpsc::UnboundedSender<complete::Ending>,
-    /// The background tasks (recorder, dispatcher, completer, lease keeper).
+    /// Process groups of started commands, recorded in batches.
+    process_groups: mpsc::UnboundedSender<(RunId, i32)>,
+    /// The background tasks (recorder, dispatcher, completer, lease keeper,
+    /// process-group recorder).
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Stops the recorder, the completer and the lease keeper once the last
     /// execution has ended.
     finished: CancellationToken,
     /// The tasks' inputs until [`RunQueue::start`] hands them over.
-    #[allow(clippy::type_complexity)]
-    receivers: Mutex<
-        Option<(
-            mpsc::UnboundedReceiver<Vec<Occurrence>>,
-            mpsc::UnboundedReceiver<complete::Ending>,
-        )>,
-    >,
+    receivers: Mutex<Option<Receivers>>,
 }
 
 impl RunQueue {
@@ -168,6 +172,7 @@ impl RunQueue {
     ) -> Arc<Self> {
         let (recorder, occurrences) = mpsc::unbounded_channel();
         let (completer, endings) = mpsc::unbounded_channel();
+        let (process_groups, groups) = mpsc::unbounded_channel();
         Arc::new(Self {
             store,
             clock,
@@ -183,9 +188,10 @@ impl RunQueue {
             shutting_down: AtomicBool::new(false),
             recorder,
             completer,
+            process_groups,
             tasks: Mutex::default(),
             finished: CancellationToken::new(),
-            receivers: Mutex::new(Some((occurrences, endings))),
+            receivers: Mutex::new(Some((occurrences, endings, groups))),
         })
     }
 
@@ -198,7 +204,7 @@ impl RunQueue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        let Some((occurrences, endings)) = taken else {
+        let Some((occurrences, endings, groups)) = taken else {
             return; // already started
         };
         // In this order: DISPATCHER is the index of the dispatcher.
@@ -207,6 +213,7 @@ impl RunQueue {
             tokio::spawn(dispatch::run(self.clone())),
             tokio::spawn(complete::run(self.clone(), endings)),
             tokio::spawn(lease::run(self.clone())),
+            tokio::spawn(execute::process_groups(self.clone(), groups)),
         ];
         *self
             .tasks
