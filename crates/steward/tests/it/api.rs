@@ -184,8 +184,7 @@ async fn health_readiness_metrics_and_headers() {
     let finished = chrono::DateTime::parse_from_rfc3339(run["finished_at"].as_str().unwrap())
         .unwrap()
         .timestamp();
-    let m = t.text("/metrics").await;
-    for needle in [
+    let needles = [
         "steward_jobs 1",
         "steward_runs_finished_total{status=\"succeeded\"} 1",
         "steward_run_duration_seconds_count{kind=\"command\"} 1",
@@ -193,7 +192,17 @@ async fn health_readiness_metrics_and_headers() {
         "steward_runs_running 0",
         "steward_runs_stored{status=\"succeeded\"} 1",
         "steward_job_last_success_timestamp_seconds{job=\"m\"}",
-    ] {
+    ];
+    // The run's counters move just after its record is written.
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = t.text("/metrics").await;
+        if needles.iter().all(|n| m.contains(n)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for needle in needles {
         assert!(m.contains(needle), "{needle} missing from:\n{m}");
     }
     // The per-job gauges survive a restart: they start from the store (an
