@@ -86,8 +86,6 @@ pub enum ServiceError {
     /// The caller may do the operation in general but not this change.
     #[error("{0}")]
     Forbidden(String),
-    #[error("{0}")]
-    Busy(String),
     /// Something the change depends on (the vault, the database) cannot be
     /// reached now; the same request may succeed later.
     #[error("{0}")]

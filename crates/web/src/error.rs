@@ -92,9 +92,6 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(what) => Self::not_found(what),
             ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             ServiceError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
-            ServiceError::Busy(m) => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_active_runs", m)
-            }
             ServiceError::Unavailable(m) => Self::unavailable(m),
             ServiceError::ShuttingDown => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
