@@ -395,32 +395,7 @@ impl JobWrites for Tx {
     }
 
     async fn finish_run(&mut self, id: RunId, u: &RunUpdate) -> Result<bool> {
-        if !u.status.is_terminal() {
-            return Err(StoreError::Conflict(format!(
-                "a run's end cannot be {}",
-                u.status
-            )));
-        }
-        let sql = format!(
-            "UPDATE runs SET status = $1, finished_at = $2, exit_code = $3, signal = $4, http_status = $5, error = $6, \
-             output_truncated = $7, output = COALESCE($8, output) WHERE id = $9 AND status IN ({})",
-            status_list(u.status)
-        );
-        let done = sqlx::query(&sql)
-            .bind(u.status.as_str())
-            .bind(ms(u.finished_at))
-            .bind(u.outcome.exit_code)
-            .bind(u.outcome.signal)
-            .bind(u.outcome.http_status.map(i64::from))
-            .bind(u.outcome.error.as_deref())
-            .bind(u.output_truncated)
-            .bind(u.output.as_deref())
-            .bind(id.0)
-            .execute(self.conn())
-            .await
-            .map_err(backend)?;
-        release_locks(self, id).await?;
-        Ok(done.rows_affected() == 1)
+        record_ending(self, id, None, u).await
     }
 
     async fn save_run_output(&mut self, id: RunId, output: &str, truncated: bool) -> Result<()> {
@@ -488,6 +463,49 @@ async fn set_tags(tx: &mut Tx, job: JobId, def: &JobDefinition) -> Result<()> {
             .map_err(backend)?;
     }
     Ok(())
+}
+
+/// Records a run's end if its state allows it (the domain's state machine)
+/// and, with `claimant`, only while that node's claim holds; releases the
+/// run's locks. One statement for every way a run ends.
+pub(super) async fn record_ending(
+    tx: &mut Tx,
+    id: RunId,
+    claimant: Option<&str>,
+    u: &RunUpdate,
+) -> Result<bool> {
+    if !u.status.is_terminal() {
+        return Err(StoreError::Conflict(format!(
+            "a run's end cannot be {}",
+            u.status
+        )));
+    }
+    let sql = format!(
+        "UPDATE runs SET status = $1, finished_at = $2, exit_code = $3, signal = $4, http_status = $5, error = $6, \
+         output_truncated = $7, output = COALESCE($8, output), lease_until = NULL \
+         WHERE id = $9 AND ($10 IS NULL OR claimed_by = $10) AND status IN ({})",
+        status_list(u.status)
+    );
+    let done = sqlx::query(&sql)
+        .bind(u.status.as_str())
+        .bind(ms(u.finished_at))
+        .bind(u.outcome.exit_code)
+        .bind(u.outcome.signal)
+        .bind(u.outcome.http_status.map(i64::from))
+        .bind(u.outcome.error.as_deref())
+        .bind(u.output_truncated)
+        .bind(u.output.as_deref())
+        .bind(id.0)
+        .bind(claimant)
+        .execute(tx.conn())
+        .await
+        .map_err(backend)?;
+    if done.rows_affected() == 1 {
+        release_locks(tx, id).await?;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
 }
 
 /// Deletes the lock holdings of a run that ended.

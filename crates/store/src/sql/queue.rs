@@ -1,10 +1,10 @@
 //! The run queue (see `crate::queue`).
 
-use super::jobs::{job_from_columns, release_locks, run_from_row, status_list, RUN_COLUMNS};
+use super::jobs::{job_from_columns, record_ending, release_locks, run_from_row, RUN_COLUMNS};
 use super::{backend, from_ms, ms, Db, Tx};
 use crate::model::{NewRun, Run, RunUpdate};
 use crate::queue::{DueRun, LockHolder, QueueReads, QueueWake, QueueWrites, Rescued};
-use crate::{Result, StoreError};
+use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
@@ -273,38 +273,7 @@ impl QueueWrites for Tx {
     }
 
     async fn finish_claimed(&mut self, id: RunId, claimant: &str, u: &RunUpdate) -> Result<bool> {
-        if !u.status.is_terminal() {
-            return Err(StoreError::Conflict(format!(
-                "a run's end cannot be {}",
-                u.status
-            )));
-        }
-        let sql = format!(
-            "UPDATE runs SET status = $1, finished_at = $2, exit_code = $3, signal = $4, http_status = $5, error = $6, \
-             output_truncated = $7, output = COALESCE($8, output), lease_until = NULL \
-             WHERE id = $9 AND claimed_by = $10 AND status IN ({})",
-            status_list(u.status)
-        );
-        let done = sqlx::query(&sql)
-            .bind(u.status.as_str())
-            .bind(ms(u.finished_at))
-            .bind(u.outcome.exit_code)
-            .bind(u.outcome.signal)
-            .bind(u.outcome.http_status.map(i64::from))
-            .bind(u.outcome.error.as_deref())
-            .bind(u.output_truncated)
-            .bind(u.output.as_deref())
-            .bind(id.0)
-            .bind(claimant)
-            .execute(self.conn())
-            .await
-            .map_err(backend)?;
-        if done.rows_affected() == 1 {
-            release_locks(self, id).await?;
-            Ok(true)
-        } else {
-            Ok(false)
-        }
+        record_ending(self, id, Some(claimant), u).await
     }
 
     async fn renew_leases(
