@@ -4,8 +4,8 @@
 //! it turns them into these.
 
 use crate::{
-    AuditRecord, GroupId, JobDefinition, JobId, JobName, PermissionSet, RoleId, RunId, RunStatus,
-    SecretName, SessionId, TokenId, Trigger, UserId, Username,
+    AuditRecord, GroupId, JobDefinition, JobId, JobName, PermissionSet, RoleId, RunHandle, RunId,
+    RunStatus, SecretName, SessionId, TokenId, Trigger, UserId, Username,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -44,9 +44,12 @@ pub struct Run {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub http_status: Option<u16>,
+    /// The kind's account of how the run ended (see [`crate::RunOutcome`]).
+    pub outcome: Option<serde_json::Value>,
+    /// What the run holds outside Steward while it executes (its kind's
+    /// handle, for reconciling after a crash); internal, not shown.
+    #[serde(skip)]
+    pub handle: Option<RunHandle>,
     pub error: Option<String>,
     pub output_truncated: bool,
     /// Why a queued run has not started yet, as the dispatcher last saw it

@@ -6,12 +6,10 @@
 
 use crate::duration::DurationSpec;
 use crate::error::ValidationError;
-use crate::name::{EnvName, JobName, LockName, Tag};
-use crate::outbound::HttpUrl;
+use crate::name::{JobName, LockName, Tag};
 use crate::retry::RetryPolicy;
 use crate::schedule::{Schedule, TimeZone};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -74,209 +72,106 @@ fn yes() -> bool {
     true
 }
 
-/// What a job runs. Later kinds (docker, postgres, ...) are added as variants.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum JobSpec {
-    Command(CommandSpec),
-    Http(HttpSpec),
+/// What a job runs: the name of its kind and that kind's fields.
+///
+/// To the domain, the API and the store a spec is data: the engine's kind
+/// registry gives the fields their meaning (their shape and rules, where
+/// `${secret:...}` may appear, how a run executes), so a new kind changes
+/// none of them. Serialized as one object, `{"kind": "command", "argv": [...]}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    kind: String,
+    fields: serde_json::Map<String, serde_json::Value>,
 }
 
-/// The same shape, for reading: serde reads an internally tagged enum from
-/// whatever the input offers, a JSON array by position included. A spec is
-/// read as an object first, so `["command", ["true"]]` is refused.
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum TaggedSpec {
-    Command(CommandSpec),
-    Http(HttpSpec),
+/// Longest kind name.
+const MAX_KIND: usize = 32;
+
+impl JobSpec {
+    /// A spec of `kind` with `fields` (any `kind` among them is ignored).
+    pub fn new(
+        kind: &str,
+        mut fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, ValidationError> {
+        let valid = !kind.is_empty()
+            && kind.len() <= MAX_KIND
+            && kind.starts_with(|c: char| c.is_ascii_lowercase())
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(ValidationError::new(
+                "kind",
+                format!("{kind:?} is not a kind name (lowercase letters, digits and _, at most {MAX_KIND})"),
+            ));
+        }
+        fields.remove("kind");
+        Ok(Self {
+            kind: kind.to_owned(),
+            fields,
+        })
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The kind's fields, without `kind`.
+    pub fn fields(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.fields
+    }
+
+    pub fn fields_mut(&mut self) -> &mut serde_json::Map<String, serde_json::Value> {
+        &mut self.fields
+    }
+
+    /// The spec as one JSON object, `kind` included.
+    pub fn to_value(&self) -> serde_json::Value {
+        let mut all = serde_json::Map::with_capacity(self.fields.len() + 1);
+        all.insert("kind".into(), self.kind.clone().into());
+        all.extend(self.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        serde_json::Value::Object(all)
+    }
+}
+
+impl Serialize for JobSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(self.fields.len() + 1))?;
+        map.serialize_entry("kind", &self.kind)?;
+        for (k, v) in &self.fields {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 impl<'de> Deserialize<'de> for JobSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectOnly;
-        impl<'de> serde::de::Visitor<'de> for ObjectOnly {
-            type Value = TaggedSpec;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object with a \"kind\"")
-            }
-            // Only a map: the same map access, so errors keep their field path.
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<TaggedSpec, A::Error> {
-                TaggedSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        Ok(match d.deserialize_map(ObjectOnly)? {
-            TaggedSpec::Command(c) => Self::Command(c),
-            TaggedSpec::Http(h) => Self::Http(h),
-        })
-    }
-}
-
-impl JobSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Command(_) => "command",
-            Self::Http(_) => "http",
-        }
-    }
-}
-
-/// A local command, run as argv without a shell unless `shell` is true.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CommandSpec {
-    /// Program and arguments. With `shell: true`, exactly one element: the script
-    /// given to `/bin/sh -c`. At most 4096 elements, no NUL bytes.
-    #[schema(min_items = 1, max_items = 4096, example = json!(["/usr/local/bin/report", "--daily"]))]
-    pub argv: Vec<String>,
-    /// Run through `/bin/sh -c`. Explicit, and recorded in every run's output header.
-    #[serde(default)]
-    pub shell: bool,
-    /// Absolute working directory; default `executor.workdir` of the server (`/`).
-    #[serde(default)]
-    pub workdir: Option<String>,
-    /// Variables added to the process's environment, which is otherwise empty
-    /// but for a minimal `PATH`, `STEWARD_RUN_ID`, `STEWARD_JOB_NAME`,
-    /// `STEWARD_ATTEMPT`, `STEWARD_SCHEDULED_FOR` and, when it runs as another
-    /// account, `HOME` and `USER`. A `PATH` here replaces the default.
-    #[serde(default)]
-    pub env: BTreeMap<EnvName, String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, Default)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum HttpMethod {
-    #[default]
-    #[serde(alias = "get")]
-    Get,
-    #[serde(alias = "head")]
-    Head,
-    #[serde(alias = "post")]
-    Post,
-    #[serde(alias = "put")]
-    Put,
-    #[serde(alias = "patch")]
-    Patch,
-    #[serde(alias = "delete")]
-    Delete,
-}
-
-impl HttpMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Get => "GET",
-            Self::Head => "HEAD",
-            Self::Post => "POST",
-            Self::Put => "PUT",
-            Self::Patch => "PATCH",
-            Self::Delete => "DELETE",
-        }
-    }
-}
-
-/// An outbound HTTP call, subject to the outbound policy on every hop.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSpec {
-    #[serde(default)]
-    pub method: HttpMethod,
-    pub url: HttpUrl,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub body: Option<String>,
-    /// Status codes that count as success, e.g. `["200-299", "304"]`.
-    #[serde(default = "default_accepted")]
-    pub accepted_status: Vec<StatusRange>,
-    /// Timeout of the request itself (the job's timeout still bounds the run).
-    #[serde(default = "default_http_timeout")]
-    pub timeout: DurationSpec,
-    /// Follow redirects (each hop re-checked against the outbound policy).
-    #[serde(default = "yes")]
-    pub follow_redirects: bool,
-}
-
-fn default_accepted() -> Vec<StatusRange> {
-    vec![StatusRange { from: 200, to: 299 }]
-}
-fn default_http_timeout() -> DurationSpec {
-    DurationSpec::from_secs(30)
-}
-
-/// An inclusive range of HTTP status codes, written `"204"` or `"200-299"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusRange {
-    pub from: u16,
-    pub to: u16,
-}
-
-impl StatusRange {
-    pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        let bad = || {
-            ValidationError::new(
-                "",
-                format!("{s:?} is not a status code or range like \"200-299\""),
-            )
+        use serde::de::Error as _;
+        // Only an object: `["command", ["true"]]` is refused.
+        let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let kind = match fields.remove("kind") {
+            Some(serde_json::Value::String(k)) => k,
+            Some(_) => return Err(D::Error::custom("kind must be a string")),
+            None => return Err(D::Error::missing_field("kind")),
         };
-        let code = |t: &str| {
-            t.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|c| (100..=599).contains(c))
-        };
-        let (from, to) = match s.split_once('-') {
-            Some((a, b)) => (code(a).ok_or_else(bad)?, code(b).ok_or_else(bad)?),
-            None => {
-                let c = code(s).ok_or_else(bad)?;
-                (c, c)
-            }
-        };
-        if from > to {
-            return Err(bad());
-        }
-        Ok(Self { from, to })
-    }
-    pub fn contains(&self, status: u16) -> bool {
-        (self.from..=self.to).contains(&status)
+        Self::new(&kind, fields).map_err(|e| D::Error::custom(e.message))
     }
 }
 
-impl Serialize for StatusRange {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.from == self.to {
-            s.collect_str(&self.from)
-        } else {
-            s.collect_str(&format_args!("{}-{}", self.from, self.to))
-        }
-    }
-}
-impl<'de> Deserialize<'de> for StatusRange {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u16),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(i) => Self::parse(&i.to_string()),
-            Raw::Str(s) => Self::parse(&s),
-        }
-        .map_err(|e| serde::de::Error::custom(e.message))
-    }
-}
-impl utoipa::PartialSchema for StatusRange {
+/// In the served API document this open shape is replaced by one schema per
+/// registered kind (`steward_web::api::document`).
+impl utoipa::PartialSchema for JobSpec {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .examples(["200-299"])
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .property("kind", ObjectBuilder::new().schema_type(Type::String))
+            .required("kind")
             .into()
     }
 }
-impl utoipa::ToSchema for StatusRange {}
+impl utoipa::ToSchema for JobSpec {}
 
 /// What to do when an occurrence is due while a run of the same job is active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, Default)]
@@ -346,7 +241,6 @@ impl Default for Policies {
 
 const MAX_DESCRIPTION: usize = 4096;
 const MAX_TAGS: usize = 32;
-const MAX_ARGV: usize = 4096;
 const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 
 impl JobDefinition {
@@ -363,10 +257,6 @@ impl JobDefinition {
                 "tags",
                 format!("more than {MAX_TAGS} tags"),
             ));
-        }
-        match &self.spec {
-            JobSpec::Command(c) => c.validate().map_err(|e| e.within("spec"))?,
-            JobSpec::Http(h) => h.validate().map_err(|e| e.within("spec"))?,
         }
         let p = &self.policies;
         if p.timeout.get().is_zero() {
@@ -453,86 +343,6 @@ impl JobDefinition {
     }
 }
 
-impl CommandSpec {
-    pub fn validate(&self) -> Result<(), ValidationError> {
-        let Some(program) = self.argv.first() else {
-            return Err(ValidationError::new("argv", "must name a program"));
-        };
-        if program.is_empty() {
-            return Err(ValidationError::new(
-                "argv",
-                "the program must not be empty",
-            ));
-        }
-        if self.argv.len() > MAX_ARGV {
-            return Err(ValidationError::new(
-                "argv",
-                format!("more than {MAX_ARGV} arguments"),
-            ));
-        }
-        if let Some(i) = self.argv.iter().position(|a| a.contains('\0')) {
-            return Err(ValidationError::new(
-                format!("argv[{i}]"),
-                "must not contain NUL bytes",
-            ));
-        }
-        if let Some((name, _)) = self.env.iter().find(|(_, v)| v.contains('\0')) {
-            return Err(ValidationError::new(
-                format!("env.{}", name.as_str()),
-                "must not contain NUL bytes",
-            ));
-        }
-        if self.shell && self.argv.len() != 1 {
-            return Err(ValidationError::new(
-                "argv",
-                "with shell: true, argv holds exactly one script",
-            ));
-        }
-        if let Some(dir) = &self.workdir {
-            if !dir.starts_with('/') {
-                return Err(ValidationError::new("workdir", "must be an absolute path"));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl HttpSpec {
-    pub fn validate(&self) -> Result<(), ValidationError> {
-        for (name, value) in &self.headers {
-            let token = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !token {
-                return Err(ValidationError::new(
-                    "headers",
-                    format!("{name:?} is not a valid header name"),
-                ));
-            }
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(ValidationError::new(
-                    "headers",
-                    format!("value of {name} contains a line break"),
-                ));
-            }
-        }
-        if self.accepted_status.is_empty() {
-            return Err(ValidationError::new(
-                "accepted_status",
-                "must list at least one status",
-            ));
-        }
-        if self.timeout.get().is_zero() {
-            return Err(ValidationError::new("timeout", "must be greater than zero"));
-        }
-        if self.body.as_ref().is_some_and(|b| b.len() > 1024 * 1024) {
-            return Err(ValidationError::new("body", "larger than 1 MiB"));
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,26 +369,24 @@ mod tests {
                 .unwrap_err()
                 .contains("colour")
         );
-        assert!(
-            parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"],"sh":1}}"#)
-                .unwrap_err()
-                .contains("sh")
-        );
         assert!(parse(
             r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"policies":{"timout":"1s"}}"#
         )
         .unwrap_err()
         .contains("timout"));
-        assert!(parse(r#"{"name":"a","spec":{"kind":"ftp"}}"#)
+        // A spec is an object with a kind name; its fields are the kind's
+        // to check (the engine's registry).
+        assert!(parse(r#"{"name":"a","spec":{"kind":"Ftp!"}}"#)
             .unwrap_err()
-            .contains("ftp"));
+            .contains("kind name"));
+        assert!(parse(r#"{"name":"a","spec":["command",["true"]]}"#).is_err());
+        assert!(parse(r#"{"name":"a","spec":{"argv":["true"]}}"#)
+            .unwrap_err()
+            .contains("kind"));
     }
 
     #[test]
     fn cross_field_rules() {
-        let e = parse(r#"{"name":"a","spec":{"kind":"command","argv":["a","b"],"shell":true}}"#)
-            .unwrap_err();
-        assert!(e.contains("spec.argv"), "{e}");
         let e = parse(
             r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"policies":{"timeout":"0s"}}"#,
         )
@@ -588,9 +396,6 @@ mod tests {
             parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"]},"on_success":["a"]}"#)
                 .unwrap_err();
         assert!(e.contains("itself"), "{e}");
-        let e = parse(r#"{"name":"a","spec":{"kind":"http","url":"https://x.test/","headers":{"X":"a\r\nb"}}}"#)
-            .unwrap_err();
-        assert!(e.contains("line break"), "{e}");
     }
 
     #[test]
@@ -610,14 +415,16 @@ mod tests {
     }
 
     #[test]
-    fn status_ranges() {
-        let r = StatusRange::parse("200-299").unwrap();
-        assert!(r.contains(204) && !r.contains(300));
-        assert!(StatusRange::parse("299-200").is_err());
-        assert!(StatusRange::parse("42").is_err());
-        let h: HttpSpec =
-            serde_json::from_str(r#"{"url":"https://x.test/","accepted_status":[204,"300-301"]}"#)
-                .unwrap();
-        assert_eq!(h.accepted_status.len(), 2);
+    fn a_spec_round_trips_as_one_object() {
+        let d = parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"],"env":{"A":"b"}}}"#)
+            .unwrap();
+        assert_eq!(d.spec.kind(), "command");
+        assert!(d.spec.fields().get("kind").is_none());
+        let v = serde_json::to_value(&d.spec).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"kind":"command","argv":["true"],"env":{"A":"b"}})
+        );
+        assert_eq!(v, d.spec.to_value());
     }
 }

@@ -18,6 +18,7 @@ pub mod retry;
 pub mod run;
 pub mod schedule;
 pub mod secret;
+pub mod strict;
 
 pub use access::{Access, BuiltinRole, Module, Permission, PermissionSet, Username};
 pub use audit::{Actor, ActorKind, AuditContext, AuditRecord};
@@ -25,12 +26,11 @@ pub use duration::DurationSpec;
 pub use error::ValidationError;
 pub use ids::{GroupId, JobId, RoleId, RunId, SessionId, TokenId, UserId};
 pub use job::{
-    CommandSpec, HttpMethod, HttpSpec, JobDefinition, JobSpec, MissedRunPolicy, OverlapPolicy,
-    Policies, ResourceLock, StatusRange, MAX_CATCH_UP,
+    JobDefinition, JobSpec, MissedRunPolicy, OverlapPolicy, Policies, ResourceLock, MAX_CATCH_UP,
 };
 pub use name::{EnvName, JobName, LockName, Tag};
 pub use outbound::{HttpUrl, OutboundRule};
 pub use retry::RetryPolicy;
-pub use run::{RunOutcome, RunStatus, Trigger};
+pub use run::{RunHandle, RunOutcome, RunStatus, Trigger};
 pub use schedule::{Schedule, ScheduleError, TimeZone};
 pub use secret::SecretName;

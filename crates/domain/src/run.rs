@@ -117,14 +117,24 @@ impl Trigger {
     }
 }
 
-/// How an attempt ended, as reported by an executor.
+/// How an attempt ended, as its kind reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RunOutcome {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub http_status: Option<u16>,
+    /// The kind's own account of the ending, stored as data of that kind:
+    /// a command's `{"exit_code": 0}` or `{"signal": 9}`, an HTTP call's
+    /// `{"status": 204}`. Absent when the attempt never got that far.
+    pub detail: Option<serde_json::Value>,
     /// A short, secret-free explanation when the run did not succeed.
     pub error: Option<String>,
+}
+
+/// What a running attempt holds outside Steward (a process group, a
+/// container, an upload), as its kind describes it. Kept with the run so
+/// that after a crash the same kind can find and end what was left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunHandle {
+    pub kind: String,
+    pub data: serde_json::Value,
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
-//! The engine: scheduler, the run queue and executors, and the job service that the web
-//! layer and the CLI call. Rules about what a job may be live in `steward-domain`;
-//! this crate decides when and how things run.
+//! The engine: scheduler, the run queue, the job kinds, and the job service
+//! that the web layer and the CLI call. Rules about what a job may be live in
+//! `steward-domain` (and, for a spec's fields, in its kind); this crate
+//! decides when and how things run.
 #![forbid(unsafe_code)]
 
 pub mod executor;
+pub mod kinds;
 pub mod metrics;
 pub mod outbound;
 pub mod output;
@@ -13,7 +15,7 @@ pub mod secrets;
 
 use chrono::{DateTime, Utc};
 use executor::command::{CommandSettings, RunAs};
-use executor::http::HttpExecutor;
+use kinds::{fields, KindRegistry};
 use metrics::Metrics;
 use outbound::OutboundPolicy;
 use queue::{JitterFn, QueueSettings, RunQueue, SubmitError};
@@ -52,6 +54,8 @@ pub struct EngineSettings {
     pub outbound: OutboundPolicy,
     /// Opens `${secret:NAME}` references at run time.
     pub secrets: Arc<dyn secrets::SecretSource>,
+    /// Kinds of job beyond the built-in ones (`kinds::builtin`).
+    pub extra_kinds: Vec<Arc<dyn kinds::JobKind>>,
 }
 
 impl Default for EngineSettings {
@@ -68,6 +72,7 @@ impl Default for EngineSettings {
             sandbox: None,
             outbound: OutboundPolicy::default(),
             secrets: Arc::new(secrets::NoSecrets),
+            extra_kinds: Vec::new(),
         }
     }
 }
@@ -99,8 +104,12 @@ pub enum ServiceError {
 /// definition needs `secrets:read` (the right to use secrets), not only
 /// `jobs:write`. Checked on every save, so editing a job that already uses a
 /// secret needs it too.
-fn may_use_secrets(permissions: &PermissionSet, def: &JobDefinition) -> Result<(), ServiceError> {
-    let uses = secrets::spec_references(&def.spec).map_or(true, |r| !r.is_empty());
+fn may_use_secrets(
+    kinds: &KindRegistry,
+    permissions: &PermissionSet,
+    def: &JobDefinition,
+) -> Result<(), ServiceError> {
+    let uses = spec_references(kinds, &def.spec).map_or(true, |r| !r.is_empty());
     if uses && !permissions.allows(Permission::read(Module::Secrets)) {
         return Err(ServiceError::Forbidden(
             "referring to secrets in a job needs the permission secrets:read".into(),
@@ -151,6 +160,7 @@ pub struct Engine {
     stop_scheduler: CancellationToken,
     scheduler_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     catalog: std::sync::RwLock<Arc<Vec<Arc<Job>>>>,
+    kinds: KindRegistry,
 }
 
 impl Engine {
@@ -166,35 +176,46 @@ impl Engine {
         metrics: Metrics,
         jitter: JitterFn,
     ) -> Result<Arc<Self>, StartError> {
-        let http = HttpExecutor::new(settings.outbound.clone())?;
+        let mut kinds = kinds::builtin(&kinds::BuiltinSettings {
+            command: CommandSettings {
+                kill_grace: settings.kill_grace,
+                default_workdir: settings.default_workdir.clone(),
+                run_as: settings.run_as.clone(),
+                sandbox: settings.sandbox.clone(),
+            },
+            outbound: settings.outbound.clone(),
+        })?;
+        kinds.extend(settings.extra_kinds.iter().cloned());
+        let kinds = KindRegistry::new(kinds);
         let queue = RunQueue::new(
             store.clone(),
             clock.clone(),
             metrics.clone(),
-            http,
             QueueSettings {
                 node: settings.node.clone(),
                 output_limit: settings.output_limit,
                 max_active_runs: settings.max_active_runs,
                 lease: settings.lease,
                 default_timezone: settings.default_timezone,
-                command: CommandSettings {
-                    kill_grace: settings.kill_grace,
-                    default_workdir: settings.default_workdir.clone(),
-                    run_as: settings.run_as.clone(),
-                    sandbox: settings.sandbox.clone(),
-                },
+                kinds: kinds.clone(),
                 secrets: settings.secrets.clone(),
             },
             jitter,
         );
         let now = clock.now();
         for r in queue::lease::rescue(&queue, true).await? {
-            // kill_leftovers only kills processes that carry the run's id.
-            let killed = r
-                .process_group
-                .map_or(0, |pg| executor::command::kill_leftovers(pg, r.run));
-            tracing::warn!(run = %r.run, killed, "run left running by the previous process is now abandoned");
+            // What the run held outside Steward is its kind's to end.
+            let reconciled = match &r.handle {
+                Some(h) => match kinds.get(&h.kind) {
+                    Ok(kind) => kind.reconcile(r.run, &h.data).await,
+                    Err(_) => format!(
+                        "its kind {:?} is not known here; nothing reconciled",
+                        h.kind
+                    ),
+                },
+                None => "it held nothing outside Steward".into(),
+            };
+            tracing::warn!(run = %r.run, reconciled, "run left running by the previous process is now abandoned");
         }
         // What a previous process left in its runs' cgroups (also processes
         // that outlived their supervisor, in any session) ends here.
@@ -211,7 +232,7 @@ impl Engine {
         let jobs = rx.list_jobs().await?;
         let endings = rx.last_endings().await?;
         drop(rx);
-        index_secret_references(store.as_ref(), &jobs).await?;
+        index_secret_references(store.as_ref(), &kinds, &jobs).await?;
         heal_next_runs(store.as_ref(), &queue, &jobs, now).await?;
         // The per-job "last finished / last succeeded" gauges start from the
         // store, not from this process's start (an alert on a stale backup
@@ -248,6 +269,7 @@ impl Engine {
             queue,
             scheduler,
             settings,
+            kinds,
             metrics,
             stop_scheduler: stop,
             scheduler_task: std::sync::Mutex::new(Some(task)),
@@ -286,6 +308,11 @@ impl Engine {
         };
         tracing::info!(job = %job.name(), since = %first, policy = ?job.definition.policies.missed, "occurrences missed while Steward was not running");
         scheduler::missed(job, schedule, &tz, first, now, "Steward was not running")
+    }
+
+    /// The kinds of job this Steward runs (for the API document).
+    pub fn kinds(&self) -> &KindRegistry {
+        &self.kinds
     }
 
     /// For `/readyz`: the database answers.
@@ -402,6 +429,7 @@ impl Engine {
         id: Option<JobId>,
     ) -> Result<(), ServiceError> {
         def.validate()?;
+        self.kinds.validate(&def.spec)?;
         if let Some(schedule) = &def.schedule {
             let tz = def.timezone.unwrap_or(self.settings.default_timezone);
             if schedule.next_after(self.clock.now(), &tz).is_none() {
@@ -458,13 +486,11 @@ impl Engine {
                 }
             }
         }
-        if let JobSpec::Http(h) = &def.spec {
-            self.settings
-                .outbound
-                .precheck(&h.url)
-                .await
-                .map_err(|e| ValidationError::new("spec.url", e.to_string()))?;
-        }
+        self.kinds
+            .get(def.spec.kind())?
+            .check(&def.spec)
+            .await
+            .map_err(|e| e.within("spec"))?;
         Ok(())
     }
 
@@ -495,15 +521,17 @@ impl Engine {
         permissions: &PermissionSet,
         ctx: &AuditContext,
     ) -> Result<Job, ServiceError> {
-        may_use_secrets(permissions, &def)?;
+        may_use_secrets(&self.kinds, permissions, &def)?;
         self.check_definition(&def, None).await?;
-        let names: Vec<SecretName> = secrets::spec_references(&def.spec)?.into_iter().collect();
+        let names: Vec<SecretName> = spec_references(&self.kinds, &def.spec)?
+            .into_iter()
+            .collect();
         let now = self.clock.now();
         let audit = ctx.record(
             now,
             "job.create",
             format!("job:{}", def.name),
-            audit_diff(None, Some(&def)),
+            audit_diff(&self.kinds, None, Some(&def)),
         );
         let mut tx = self.store.write().await?;
         Self::check_secrets_exist(&mut *tx, &names).await?;
@@ -526,7 +554,7 @@ impl Engine {
         permissions: &PermissionSet,
         ctx: &AuditContext,
     ) -> Result<Job, ServiceError> {
-        may_use_secrets(permissions, &def)?;
+        may_use_secrets(&self.kinds, permissions, &def)?;
         self.check_definition(&def, Some(id)).await?;
         self.save(id, def, ctx, "job.update").await
     }
@@ -539,7 +567,9 @@ impl Engine {
         ctx: &AuditContext,
         event: &str,
     ) -> Result<Job, ServiceError> {
-        let names: Vec<SecretName> = secrets::spec_references(&def.spec)?.into_iter().collect();
+        let names: Vec<SecretName> = spec_references(&self.kinds, &def.spec)?
+            .into_iter()
+            .collect();
         let mut tx = self.store.write().await?;
         let before = tx.get_job(id).await?;
         if before.definition == def {
@@ -553,7 +583,7 @@ impl Engine {
             now,
             event,
             format!("job:{}", before.name()),
-            audit_diff(Some(&before.definition), Some(&def)),
+            audit_diff(&self.kinds, Some(&before.definition), Some(&def)),
         );
         let mut job = tx.update_job(id, &def, now).await?;
         job.next_run_at = self.queue.next_occurrence(&job, now);
@@ -607,7 +637,7 @@ impl Engine {
             self.clock.now(),
             "job.delete",
             format!("job:{}", job.name()),
-            audit_diff(Some(&job.definition), None),
+            audit_diff(&self.kinds, Some(&job.definition), None),
         );
         self.scheduler.remove(id);
         if let Err(e) = self.delete_stored_job(id, &audit).await {
@@ -770,11 +800,15 @@ async fn heal_next_runs(
 
 /// Writes which secrets each job names, for jobs saved before that index
 /// existed (and to heal it): only jobs that name any, in one transaction.
-async fn index_secret_references(store: &dyn Store, jobs: &[Job]) -> Result<(), StoreError> {
+async fn index_secret_references(
+    store: &dyn Store,
+    kinds: &KindRegistry,
+    jobs: &[Job],
+) -> Result<(), StoreError> {
     let named: Vec<(JobId, Vec<SecretName>)> = jobs
         .iter()
         .filter_map(|j| {
-            let names = secrets::spec_references(&j.definition.spec).ok()?;
+            let names = spec_references(kinds, &j.definition.spec).ok()?;
             (!names.is_empty()).then(|| (j.id, names.into_iter().collect()))
         })
         .collect();
@@ -788,18 +822,25 @@ async fn index_secret_references(store: &dyn Store, jobs: &[Job]) -> Result<(), 
     tx.commit().await
 }
 
-/// Field-level diff of two definitions. HTTP header values are redacted: before
-/// `${secret:NAME}` existed they were the place credentials went.
-fn audit_diff(before: Option<&JobDefinition>, after: Option<&JobDefinition>) -> serde_json::Value {
+/// The `${secret:NAME}` references a spec makes, through its kind.
+fn spec_references(
+    kinds: &KindRegistry,
+    spec: &JobSpec,
+) -> Result<std::collections::BTreeSet<SecretName>, ValidationError> {
+    fields::references(kinds.get(spec.kind())?, spec)
+}
+
+/// Field-level diff of two definitions, each spec as its kind has it shown
+/// in the audit log (credential fields redacted: `kinds::fields::for_audit`).
+fn audit_diff(
+    kinds: &KindRegistry,
+    before: Option<&JobDefinition>,
+    after: Option<&JobDefinition>,
+) -> serde_json::Value {
     let to_json = |d: &JobDefinition| {
         let mut v = serde_json::to_value(d).unwrap_or_default();
-        if let Some(headers) = v
-            .pointer_mut("/spec/headers")
-            .and_then(|h| h.as_object_mut())
-        {
-            for val in headers.values_mut() {
-                *val = serde_json::Value::String(steward_domain::audit::REDACTED.into());
-            }
+        if let Some(spec) = v.get_mut("spec") {
+            *spec = fields::for_audit(kinds.get(d.spec.kind()).ok(), &d.spec);
         }
         v
     };

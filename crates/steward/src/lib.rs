@@ -52,6 +52,9 @@ pub struct Overrides {
     pub sandbox_helper: Option<std::path::PathBuf>,
     /// Sees every routed response (the tests check them against the document).
     pub response_observer: Option<steward_web::ResponseObserver>,
+    /// Kinds of job added to the built-in ones: one value each, nothing else
+    /// to change (the integration suite registers one of its own).
+    pub kinds: Vec<Arc<dyn steward_engine::kinds::JobKind>>,
 }
 
 impl Default for Overrides {
@@ -61,6 +64,7 @@ impl Default for Overrides {
             jitter: random_jitter(),
             sandbox_helper: None,
             response_observer: None,
+            kinds: Vec::new(),
         }
     }
 }
@@ -141,6 +145,7 @@ impl Application {
             sandbox: Some(sandbox),
             outbound: OutboundPolicy::new(config.outbound.allow.clone()),
             secrets: vault.clone(),
+            extra_kinds: overrides.kinds.clone(),
         };
         let engine = Engine::start(
             store.clone(),

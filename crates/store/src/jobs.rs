@@ -7,7 +7,7 @@ use crate::model::{Job, JobQuery, NewRun, Run, RunFilter, RunUpdate};
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use steward_domain::{JobDefinition, JobId, JobName, RunId, RunStatus, SecretName};
+use steward_domain::{JobDefinition, JobId, JobName, RunHandle, RunId, RunStatus, SecretName};
 
 /// When a job's runs last ended, read at start for the per-job metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +75,9 @@ pub trait JobWrites: Send {
     async fn save_run_output(&mut self, id: RunId, output: &str, truncated: bool) -> Result<()>;
     /// Records when an operator asked to cancel a running run.
     async fn request_cancel(&mut self, id: RunId, at: DateTime<Utc>) -> Result<bool>;
-    /// Records the process group of a running command run.
-    async fn set_run_process_group(&mut self, id: RunId, pgid: i32) -> Result<()>;
+    /// Records what a running run holds outside Steward (its kind's handle),
+    /// for the rescue after a crash. An ended run is left alone.
+    async fn set_run_handle(&mut self, id: RunId, handle: &RunHandle) -> Result<()>;
     /// Deletes the oldest finished runs of a job beyond `keep`.
     async fn prune_runs(&mut self, job: JobId, keep: u32) -> Result<u64>;
 }

@@ -304,4 +304,52 @@ mod tests {
         assert_eq!(text, "auth for [redacted] and [redacted] failed");
         assert_eq!(server_of(url), "server db:5432, database steward");
     }
+
+    /// Runs recorded before job kinds kept their own data: their exit code,
+    /// signal, HTTP status and process group move into `outcome` and `handle`.
+    #[tokio::test]
+    async fn the_kind_data_migration_keeps_what_runs_recorded() {
+        let url = steward_testkit::Cluster::shared().create_database().await;
+        let before = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version < 4)
+                    .cloned()
+                    .collect(),
+            ),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        before.run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO jobs (id, name, definition, enabled, created_at, updated_at) \
+             OVERRIDING SYSTEM VALUE VALUES (1, 'a', '{\"name\":\"a\",\"spec\":{\"kind\":\"command\",\"argv\":[\"true\"]}}', true, 0, 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        for (id, status, cols) in crate::sql::kind_data_migration::SEEDED {
+            sqlx::query(&format!(
+                "INSERT INTO runs (id, job_id, status, trigger_kind, created_at) \
+                 OVERRIDING SYSTEM VALUE VALUES ({id}, 1, '{status}', 'manual', 0)"
+            ))
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(&format!("UPDATE runs SET {cols} WHERE id = {id}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+
+        let s = PgStore::connect(&url, None).await.unwrap();
+        crate::sql::kind_data_migration::check(&s).await;
+    }
 }

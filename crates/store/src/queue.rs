@@ -12,7 +12,7 @@ use crate::model::{Job, NewRun, Run, RunUpdate};
 use crate::Result;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use steward_domain::{JobId, JobName, LockName, RunId, Trigger};
+use steward_domain::{JobId, JobName, LockName, RunHandle, RunId, Trigger};
 
 /// A queued run that is due, with its job as stored now.
 #[derive(Debug, Clone)]
@@ -42,7 +42,8 @@ pub struct Rescued {
     pub scheduled_for: Option<DateTime<Utc>>,
     pub attempt: u32,
     pub claimed_by: Option<String>,
-    pub process_group: Option<i32>,
+    /// What it held outside Steward, for its kind to reconcile.
+    pub handle: Option<RunHandle>,
     /// An operator had asked to cancel it: no retry follows.
     pub cancel_requested: bool,
 }

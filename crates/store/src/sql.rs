@@ -80,3 +80,39 @@ pub(crate) fn not_found_if_zero(rows: u64, what: &'static str) -> Result<()> {
         Ok(())
     }
 }
+
+/// The kind-data migration (SQLite 0007, PostgreSQL 0004), checked on each
+/// backend: runs seeded with the old columns, then read as the new ones.
+#[cfg(test)]
+pub(crate) mod kind_data_migration {
+    use crate::Store;
+    use steward_domain::{RunHandle, RunId};
+
+    /// (id, status, the old column it set).
+    pub const SEEDED: [(i64, &str, &str); 4] = [
+        (1, "succeeded", "exit_code = 0"),
+        (2, "failed", "signal = 9"),
+        (3, "succeeded", "http_status = 204"),
+        (4, "abandoned", "process_group = 4242"),
+    ];
+
+    pub async fn check(store: &dyn Store) {
+        let mut rx = store.read().await.unwrap();
+        for (id, want) in [
+            (1, serde_json::json!({"exit_code": 0})),
+            (2, serde_json::json!({"signal": 9})),
+            (3, serde_json::json!({"status": 204})),
+        ] {
+            assert_eq!(rx.get_run(RunId(id)).await.unwrap().outcome, Some(want));
+        }
+        let r = rx.get_run(RunId(4)).await.unwrap();
+        assert_eq!(r.outcome, None);
+        assert_eq!(
+            r.handle,
+            Some(RunHandle {
+                kind: "command".into(),
+                data: serde_json::json!({"process_group": 4242}),
+            })
+        );
+    }
+}

@@ -188,6 +188,58 @@ mod tests {
         assert_eq!(s.read().await.unwrap().list_jobs().await.unwrap().len(), 1);
     }
 
+    /// Runs recorded before job kinds kept their own data: their exit code,
+    /// signal, HTTP status and process group move into `outcome` and `handle`.
+    #[tokio::test]
+    async fn the_kind_data_migration_keeps_what_runs_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let before = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version < 7)
+                    .cloned()
+                    .collect(),
+            ),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        before.run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO jobs (id, name, definition, enabled, created_at, updated_at) \
+             VALUES (1, 'a', '{\"name\":\"a\",\"spec\":{\"kind\":\"command\",\"argv\":[\"true\"]}}', 1, 0, 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        for (id, status, cols) in crate::sql::kind_data_migration::SEEDED {
+            sqlx::query(&format!(
+                "INSERT INTO runs (id, job_id, status, trigger_kind, created_at) VALUES ({id}, 1, '{status}', 'manual', 0)"
+            ))
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(&format!("UPDATE runs SET {cols} WHERE id = {id}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+
+        let s = SqliteStore::open(&path).await.unwrap();
+        crate::sql::kind_data_migration::check(&s).await;
+    }
+
     #[tokio::test]
     async fn hot_lookups_use_indexes() {
         // Pruning deletes runs; the ON DELETE SET NULL of parent_run_id then looks

@@ -138,6 +138,7 @@ mod cases {
             assert!(!start(s, r.id, t(i)).await);
             let mut end = ending(RunStatus::Succeeded, t(i + 1));
             end.output = Some(format!("out {i}"));
+            end.outcome.detail = Some(serde_json::json!({"exit_code": i, "kind_owned": [i]}));
             assert!(finish(s, r.id, &end).await.unwrap());
             end.status = RunStatus::Failed;
             assert!(!finish(s, r.id, &end).await.unwrap());
@@ -147,6 +148,11 @@ mod cases {
         assert_eq!(
             rx.get_run(ids[0]).await.unwrap().status,
             RunStatus::Succeeded
+        );
+        // The kind's outcome is kept as the data it gave, not a column of it.
+        assert_eq!(
+            rx.get_run(ids[1]).await.unwrap().outcome,
+            Some(serde_json::json!({"exit_code": 1, "kind_owned": [1]}))
         );
         assert_eq!(
             rx.run_output(ids[4]).await.unwrap().as_deref(),
@@ -217,7 +223,13 @@ mod cases {
         let mut tx = s.write().await.unwrap();
         assert!(tx.claim_run(c.id, "node-b", t(3), t(100)).await.unwrap());
         tx.take_lock(&lock, a.id, 1).await.unwrap();
-        tx.set_run_process_group(a.id, 4242).await.unwrap();
+        let handle = steward_domain::RunHandle {
+            kind: "command".into(),
+            data: serde_json::json!({"process_group": 4242}),
+        };
+        tx.set_run_handle(a.id, &handle).await.unwrap();
+        // Only a running run holds anything: a queued one is left alone.
+        tx.set_run_handle(b.id, &handle).await.unwrap();
         assert!(tx.request_cancel(a.id, t(2)).await.unwrap());
         assert!(
             !tx.request_cancel(b.id, t(2)).await.unwrap(),
@@ -246,7 +258,7 @@ mod cases {
         tx.commit().await.unwrap();
         assert_eq!(rescued.len(), 1, "{rescued:?}");
         assert_eq!(rescued[0].run, a.id);
-        assert_eq!(rescued[0].process_group, Some(4242));
+        assert_eq!(rescued[0].handle.as_ref(), Some(&handle));
         assert_eq!(rescued[0].claimed_by.as_deref(), Some("node-a"));
         assert!(rescued[0].cancel_requested);
         let mut rx = s.read().await.unwrap();

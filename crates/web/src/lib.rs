@@ -33,6 +33,8 @@ pub struct AppState {
     pub limiter: Arc<auth::ApiLimiter>,
     pub metrics_token: Option<Arc<SecretString>>,
     pub followers: Arc<api::follow::Followers>,
+    /// The OpenAPI document as served, with this Steward's job kinds.
+    pub document: bytes::Bytes,
 }
 
 pub struct WebSettings {
@@ -128,7 +130,9 @@ pub fn router(services: Services, settings: WebSettings) -> Router {
         vault,
         mailer,
     } = services;
+    let document = api::document::document_for(engine.kinds());
     let state = AppState {
+        document: serde_json::to_vec(&document).unwrap_or_default().into(),
         engine,
         access,
         vault,

@@ -8,13 +8,14 @@
 //! outlives its run.
 
 use super::{ExecContext, ExecResult};
+use crate::kinds::command::CommandSpec;
 use crate::output::Stream;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{Gid, Pid, Uid};
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::Stdio;
 use std::time::Duration;
-use steward_domain::{CommandSpec, RunOutcome, RunStatus};
+use steward_domain::{RunOutcome, RunStatus};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::Command;
 
@@ -53,6 +54,19 @@ pub struct CommandSettings {
     pub run_as: Option<RunAs>,
     /// Runs each command through the sandbox helper (Landlock, subreaper).
     pub sandbox: Option<super::sandbox::Sandbox>,
+}
+
+impl Default for CommandSettings {
+    /// Unsandboxed, as Steward's own user, in `/`: for describing the kind
+    /// and for engine unit tests (the binary always sets a sandbox).
+    fn default() -> Self {
+        Self {
+            kill_grace: Duration::from_secs(10),
+            default_workdir: "/".into(),
+            run_as: None,
+            sandbox: None,
+        }
+    }
 }
 
 pub async fn execute(
@@ -184,7 +198,7 @@ pub async fn execute(
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
     if let Some(pg) = pgid {
-        (ctx.on_spawn)(pg.as_raw());
+        ctx.hold(serde_json::json!({ "process_group": pg.as_raw() }));
     }
     let readers = [
         child.stdout.take().map(|s| {
@@ -247,8 +261,11 @@ pub async fn execute(
     let mut outcome = RunOutcome::default();
     match status {
         Ok(st) => {
-            outcome.exit_code = st.code();
-            outcome.signal = st.signal();
+            outcome.detail = Some(match (st.code(), st.signal()) {
+                (Some(code), _) => serde_json::json!({ "exit_code": code }),
+                (None, Some(signal)) => serde_json::json!({ "signal": signal }),
+                (None, None) => serde_json::json!({}),
+            });
             if verdict.is_none() {
                 verdict = Some(if st.success() {
                     RunStatus::Succeeded

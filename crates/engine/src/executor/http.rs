@@ -2,9 +2,10 @@
 //! the body (bounded) are recorded in the run's output.
 
 use super::{ExecContext, ExecResult};
+use crate::kinds::http::{HttpMethod, HttpSpec};
 use crate::outbound::{outbound_cause, OutboundPolicy};
 use futures_util::StreamExt as _;
-use steward_domain::{HttpMethod, HttpSpec, RunOutcome, RunStatus};
+use steward_domain::{RunOutcome, RunStatus};
 
 /// Response bytes recorded in the output; the rest is read and discarded.
 const BODY_RECORDED: usize = 64 * 1024;
@@ -102,9 +103,8 @@ impl HttpExecutor {
                         RunStatus::Failed
                     },
                     outcome: RunOutcome {
-                        http_status: Some(status),
+                        detail: Some(serde_json::json!({ "status": status })),
                         error: (!ok).then(|| format!("status {status} is not in accepted_status")),
-                        ..Default::default()
                     },
                 }
             }

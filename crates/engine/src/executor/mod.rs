@@ -1,6 +1,7 @@
-//! Executors: turn a job spec into a finished attempt. They know nothing about
-//! the store, retries or schedules; the runner gives them a context and records
-//! what they return.
+//! What runs an attempt: the context every job kind's execution gets
+//! ([`ExecContext`]) and what it returns, and the process and HTTP machinery
+//! of the built-in kinds (`kinds::command`, `kinds::http`). Nothing here knows
+//! the store, retries or schedules.
 
 pub mod cgroup;
 pub mod command;
@@ -26,8 +27,9 @@ pub struct ExecContext {
     pub clock: Arc<dyn Clock>,
     /// Extra environment every command gets (STEWARD_RUN_ID, ...).
     pub env: Vec<(String, String)>,
-    /// Told the process group of a started command, so it can be recorded.
-    pub on_spawn: Box<dyn Fn(i32) + Send + Sync>,
+    /// Records what the attempt holds outside Steward (the kind's handle),
+    /// for the kind to reconcile after a crash. See [`ExecContext::hold`].
+    pub on_hold: Box<dyn Fn(serde_json::Value) + Send + Sync>,
 }
 
 /// How an attempt ended.
@@ -50,6 +52,13 @@ impl ExecResult {
 }
 
 impl ExecContext {
+    /// Records the kind's handle of this attempt (a process group, a
+    /// container id): kept with the run, given to `JobKind::reconcile` if
+    /// Steward stops without recording the run's end. A later call replaces it.
+    pub fn hold(&self, handle: serde_json::Value) {
+        (self.on_hold)(handle);
+    }
+
     pub fn note(&self, msg: &str) {
         self.output.push(
             self.clock.now(),

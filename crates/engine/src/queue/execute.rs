@@ -1,19 +1,19 @@
-//! One claimed run, executed on this node: its secrets opened, its kind's
-//! executor run with a timeout and a cancel token, its output flushed to the
+//! One claimed run, executed on this node: its secrets opened, its kind
+//! (`kinds::JobKind`) run with a timeout and a cancel token, its output flushed to the
 //! store meanwhile, its ending handed to the completer. The [`Slot`] it
 //! holds is dropped when the ending is recorded, whatever happened.
 
 use super::complete::Ending;
 use super::{Active, RunQueue, Slot};
-use crate::executor::command;
 use crate::executor::{ExecContext, ExecResult};
+use crate::kinds::{fields, JobKind};
 use crate::metrics::{JobLabel, KindLabel};
 use crate::output::OutputBuffer;
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use steward_domain::{JobSpec, RunStatus};
+use steward_domain::{JobSpec, RunHandle, RunStatus};
 use steward_store::{write_one, Job, Run, RunUpdate, Store};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -75,11 +75,16 @@ async fn execute(
         output.clone(),
         stop_flushing.clone(),
     ));
-    let mut result = match open_secrets(queue, &job.definition.spec, &output).await {
-        Ok(spec) => match spec.as_ref() {
-            JobSpec::Command(spec) => command::execute(spec, &queue.settings.command, &ctx).await,
-            JobSpec::Http(spec) => queue.http.execute(spec, &ctx).await,
-        },
+    let spec = &job.definition.spec;
+    let prepared = match queue.settings.kinds.get(spec.kind()) {
+        Ok(kind) => open_secrets(queue, kind, spec, &output)
+            .await
+            .map(|spec| (kind, spec)),
+        // A job saved when this Steward had a kind it no longer has.
+        Err(e) => Err(e.message),
+    };
+    let mut result = match prepared {
+        Ok((kind, spec)) => kind.execute(&spec, &ctx).await,
         Err(e) => {
             ctx.note(&e);
             ExecResult::failed(e)
@@ -179,23 +184,31 @@ fn context(
             )
         }))
         .collect(),
-        on_spawn: {
-            // Recorded in batches (see `process_groups`): one transaction per
-            // started command would queue before every other writer.
-            let groups = queue.process_groups.clone();
+        on_hold: {
+            // Recorded in batches (see `record_handles`): one transaction
+            // per started command would queue before every other writer.
+            let handles = queue.handles.clone();
             let id = run.id;
-            Box::new(move |pgid| {
-                let _ = groups.send((id, pgid));
+            let kind = job.definition.spec.kind().to_owned();
+            Box::new(move |data| {
+                let _ = handles.send((
+                    id,
+                    RunHandle {
+                        kind: kind.clone(),
+                        data,
+                    },
+                ));
             })
         },
     }
 }
 
-/// Records the process groups of started commands, all those waiting in
-/// one transaction (what a restart after a crash kills what is left of).
-pub(super) async fn process_groups(
+/// Records the handles executing runs hold (a command's process group),
+/// all those waiting in one transaction: what a restart after a crash gives
+/// each kind to reconcile.
+pub(super) async fn record_handles(
     queue: Arc<RunQueue>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(steward_domain::RunId, i32)>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(steward_domain::RunId, RunHandle)>,
 ) {
     loop {
         let first = tokio::select! {
@@ -212,13 +225,13 @@ pub(super) async fn process_groups(
         }
         let written = async {
             let mut tx = queue.store.write().await?;
-            for (run, pgid) in &batch {
-                tx.set_run_process_group(*run, *pgid).await?;
+            for (run, handle) in &batch {
+                tx.set_run_handle(*run, handle).await?;
             }
             tx.commit().await
         };
         if let Err(e) = written.await {
-            tracing::warn!(runs = batch.len(), error = %e, "could not record process groups");
+            tracing::warn!(runs = batch.len(), error = %e, "could not record the handles of runs");
         }
     }
 }
@@ -227,10 +240,11 @@ pub(super) async fn process_groups(
 /// as masks on its output. Borrowed unchanged when it references nothing.
 async fn open_secrets<'a>(
     queue: &RunQueue,
+    kind: &dyn JobKind,
     spec: &'a JobSpec,
     output: &OutputBuffer,
 ) -> Result<Cow<'a, JobSpec>, String> {
-    let names = crate::secrets::spec_references(spec).map_err(|e| e.to_string())?;
+    let names = fields::references(kind, spec).map_err(|e| e.to_string())?;
     if names.is_empty() {
         return Ok(Cow::Borrowed(spec));
     }
@@ -243,7 +257,7 @@ async fn open_secrets<'a>(
         .map_err(|e| format!("could not open the job's secrets: {e}"))?;
     output.set_masks(opened.iter().map(|(_, v)| v.clone()).collect());
     let values = opened.into_iter().collect();
-    crate::secrets::substitute_spec(spec, &values).map(Cow::Owned)
+    fields::fill_in(kind, spec, &values).map(Cow::Owned)
 }
 
 /// How often a running run's output is written to the store.

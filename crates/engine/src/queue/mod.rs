@@ -24,8 +24,7 @@ mod execute;
 pub mod lease;
 mod record;
 
-use crate::executor::command::CommandSettings;
-use crate::executor::http::HttpExecutor;
+use crate::kinds::KindRegistry;
 use crate::metrics::{Metrics, StatusLabel};
 use crate::output::OutputBuffer;
 use chrono::{DateTime, Utc};
@@ -34,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use steward_clock::Clock;
-use steward_domain::{AuditRecord, JobId, OverlapPolicy, RunId, RunStatus, Trigger};
+use steward_domain::{AuditRecord, JobId, OverlapPolicy, RunHandle, RunId, RunStatus, Trigger};
 use steward_store::{Job, NewRun, Run, Store, StoreError};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -61,7 +60,7 @@ pub fn random_jitter() -> JitterFn {
 type Receivers = (
     mpsc::UnboundedReceiver<Vec<Occurrence>>,
     mpsc::UnboundedReceiver<complete::Ending>,
-    mpsc::UnboundedReceiver<(RunId, i32)>,
+    mpsc::UnboundedReceiver<(RunId, RunHandle)>,
 );
 
 /// The dispatcher's place among the queue's tasks.
@@ -107,7 +106,8 @@ pub struct QueueSettings {
     pub max_active_runs: usize,
     pub lease: Duration,
     pub default_timezone: steward_domain::TimeZone,
-    pub command: CommandSettings,
+    /// What each kind of job runs as (the built-in kinds and any added).
+    pub kinds: KindRegistry,
     pub secrets: Arc<dyn crate::secrets::SecretSource>,
 }
 
@@ -135,7 +135,6 @@ pub struct RunQueue {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
-    http: HttpExecutor,
     settings: QueueSettings,
     jitter: JitterFn,
     permits: Arc<Semaphore>,
@@ -148,10 +147,10 @@ pub struct RunQueue {
     shutting_down: AtomicBool,
     recorder: mpsc::UnboundedSender<Vec<Occurrence>>,
     completer: mpsc::UnboundedSender<complete::Ending>,
-    /// Process groups of started commands, recorded in batches.
-    process_groups: mpsc::UnboundedSender<(RunId, i32)>,
+    /// Handles of executing runs (`ExecContext::hold`), recorded in batches.
+    handles: mpsc::UnboundedSender<(RunId, RunHandle)>,
     /// The background tasks (recorder, dispatcher, completer, lease keeper,
-    /// process-group recorder).
+    /// handle recorder).
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Stops the recorder, the completer and the lease keeper once the last
     /// execution has ended.
@@ -166,18 +165,16 @@ impl RunQueue {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
-        http: HttpExecutor,
         settings: QueueSettings,
         jitter: JitterFn,
     ) -> Arc<Self> {
         let (recorder, occurrences) = mpsc::unbounded_channel();
         let (completer, endings) = mpsc::unbounded_channel();
-        let (process_groups, groups) = mpsc::unbounded_channel();
+        let (handles, held) = mpsc::unbounded_channel();
         Arc::new(Self {
             store,
             clock,
             metrics,
-            http,
             permits: Arc::new(Semaphore::new(settings.max_active_runs.max(1))),
             settings,
             jitter,
@@ -188,10 +185,10 @@ impl RunQueue {
             shutting_down: AtomicBool::new(false),
             recorder,
             completer,
-            process_groups,
+            handles,
             tasks: Mutex::default(),
             finished: CancellationToken::new(),
-            receivers: Mutex::new(Some((occurrences, endings, groups))),
+            receivers: Mutex::new(Some((occurrences, endings, held))),
         })
     }
 
@@ -204,7 +201,7 @@ impl RunQueue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        let Some((occurrences, endings, groups)) = taken else {
+        let Some((occurrences, endings, held)) = taken else {
             return; // already started
         };
         // In this order: DISPATCHER is the index of the dispatcher.
@@ -213,7 +210,7 @@ impl RunQueue {
             tokio::spawn(dispatch::run(self.clone())),
             tokio::spawn(complete::run(self.clone(), endings)),
             tokio::spawn(lease::run(self.clone())),
-            tokio::spawn(execute::process_groups(self.clone(), groups)),
+            tokio::spawn(execute::record_handles(self.clone(), held)),
         ];
         *self
             .tasks

@@ -48,7 +48,7 @@ async fn job_crud_enable_disable_and_run_now() {
         .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
         .await;
     assert_eq!(run["status"], "succeeded");
-    assert_eq!(run["exit_code"], 0);
+    assert_eq!(run["outcome"], json!({"exit_code": 0}));
     let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
     assert!(out.contains(" out replaced\n"), "{out}");
 
@@ -81,7 +81,7 @@ async fn runs_filter_and_paginate_with_a_cursor() {
         .wait_run(r["id"].as_i64().unwrap(), Duration::from_secs(10))
         .await;
     assert_eq!(failed["status"], "failed");
-    assert_eq!(failed["exit_code"], 1);
+    assert_eq!(failed["outcome"], json!({"exit_code": 1}));
 
     let (_, page1) = t.get("/api/v1/runs?job=a&limit=2").await;
     let items = page1["items"].as_array().unwrap();

@@ -142,7 +142,7 @@ async fn bad_job_definitions_are_refused_with_their_field() {
             json!({"name": "x", "spec": {"kind": "ftp"}}),
             422,
             "spec.kind",
-            "unknown variant `ftp`",
+            "unknown kind \"ftp\"; this Steward runs command, http",
         ),
         (
             "empty argv",
@@ -162,7 +162,7 @@ async fn bad_job_definitions_are_refused_with_their_field() {
             "bad env name",
             json!({"name": "x", "spec": {"kind": "command", "argv": ["true"], "env": {"A-B": "1"}}}),
             422,
-            "spec",
+            "spec.env.A-B",
             "\"A-B\" is not a valid environment variable name",
         ),
         (
@@ -190,14 +190,14 @@ async fn bad_job_definitions_are_refused_with_their_field() {
             "file url",
             http("file:///etc/passwd"),
             422,
-            "spec",
+            "spec.url",
             "URL scheme \"file\" is not allowed",
         ),
         (
             "credentials in url",
             http("http://u:p@example.com/"),
             422,
-            "spec",
+            "spec.url",
             "credentials in the URL",
         ),
         (

@@ -55,7 +55,11 @@ impl Contract {
     pub fn global() -> &'static Contract {
         static C: OnceLock<Contract> = OnceLock::new();
         C.get_or_init(|| {
-            let doc = steward_web::api::document::document();
+            // The built-in kinds and the one the suite defines (`kinds`).
+            static DOC: OnceLock<Value> = OnceLock::new();
+            let doc = DOC.get_or_init(|| {
+                steward_web::api::document::document_for(&crate::kinds::described())
+            });
             let mut compiler = boon::Compiler::new();
             compiler.set_default_draft(boon::Draft::V2020_12);
             compiler.add_resource(DOC_URL, doc.clone()).unwrap();

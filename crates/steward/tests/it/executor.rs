@@ -329,7 +329,7 @@ async fn http_jobs_record_status_and_recheck_redirects() {
             .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
             .await;
         assert_eq!(run["status"], status, "{run}");
-        assert_eq!(run["http_status"], code);
+        assert_eq!(run["outcome"]["status"], code);
     }
     let (_, ok_runs) = t.get("/api/v1/runs?job=ok").await;
     let out = t

@@ -196,6 +196,16 @@ impl TestApp {
         tweak: impl FnOnce(&mut Config),
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::start_with_kinds(dir, tweak, clock, Vec::new()).await
+    }
+
+    /// A Steward that also runs `kinds` (job kinds the suite defines).
+    pub async fn start_with_kinds(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut Config),
+        clock: Arc<dyn Clock>,
+        kinds: Vec<Arc<dyn steward_engine::kinds::JobKind>>,
+    ) -> Self {
         let mut c = config(dir.path());
         tweak(&mut c);
         let app = Application::build_with(
@@ -205,6 +215,7 @@ impl TestApp {
                 jitter: no_jitter(),
                 sandbox_helper: Some(env!("CARGO_BIN_EXE_steward").into()),
                 response_observer: Some(crate::contract::Contract::observer()),
+                kinds,
             },
         )
         .await
@@ -595,4 +606,34 @@ pub async fn stored_bytes(dir: &std::path::Path) -> Vec<u8> {
             all
         }
     }
+}
+
+/// Writes, on `tx`, a manual run of job `job` claimed by `node` until
+/// `until`: what a node running it elsewhere (or a process that died)
+/// leaves in the store.
+pub async fn claimed_elsewhere(
+    tx: &mut dyn steward_store::WriteTx,
+    job: &Value,
+    node: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+) -> steward_store::Run {
+    let run = tx
+        .insert_run(&steward_store::NewRun {
+            job_id: steward_domain::JobId(job["id"].as_i64().unwrap()),
+            job_name: steward_domain::JobName::parse(job["name"].as_str().unwrap()).unwrap(),
+            status: steward_domain::RunStatus::Queued,
+            trigger: steward_domain::Trigger::Manual,
+            scheduled_for: None,
+            not_before: None,
+            attempt: 1,
+            parent_run_id: None,
+            created_at: now,
+            start_deadline: None,
+            error: None,
+        })
+        .await
+        .unwrap();
+    assert!(tx.claim_run(run.id, node, now, until).await.unwrap());
+    run
 }

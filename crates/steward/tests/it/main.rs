@@ -19,6 +19,7 @@ mod database;
 mod executor;
 mod helpers;
 mod isolation;
+mod kinds;
 mod mail;
 mod openapi;
 mod process;

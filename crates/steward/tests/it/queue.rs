@@ -264,7 +264,6 @@ async fn a_run_past_its_start_deadline_is_skipped_with_the_reason() {
 /// abandoned, its lock released, and retried per its job's policy.
 #[tokio::test]
 async fn an_expired_lease_is_rescued_and_retried() {
-    use steward_store::NewRun;
     let clock = ManualClock::new(at("2026-12-03T12:00:00Z"));
     let t = TestApp::start_with(|_| {}, Arc::new(clock.clone())).await;
     let job = t
@@ -274,35 +273,17 @@ async fn an_expired_lease_is_rescued_and_retried() {
             json!({"locks": [{"name": "nas"}], "policies": {"retries": {"count": 1, "delay": "1s"}}}),
         )
         .await;
-    let job_id = steward_domain::JobId(job["id"].as_i64().unwrap());
     let store = t.app.as_ref().unwrap().store().clone();
     let now = at("2026-12-03T12:00:00Z");
     let mut tx = store.write().await.unwrap();
-    let run = tx
-        .insert_run(&NewRun {
-            job_id,
-            job_name: steward_domain::JobName::parse("remote").unwrap(),
-            status: steward_domain::RunStatus::Queued,
-            trigger: steward_domain::Trigger::Manual,
-            scheduled_for: None,
-            not_before: None,
-            attempt: 1,
-            parent_run_id: None,
-            created_at: now,
-            start_deadline: None,
-            error: None,
-        })
-        .await
-        .unwrap();
-    assert!(tx
-        .claim_run(
-            run.id,
-            "elsewhere",
-            now,
-            now + chrono::Duration::seconds(30)
-        )
-        .await
-        .unwrap());
+    let run = crate::helpers::claimed_elsewhere(
+        &mut *tx,
+        &job,
+        "elsewhere",
+        now,
+        now + chrono::Duration::seconds(30),
+    )
+    .await;
     tx.take_lock(&steward_domain::LockName::parse("nas").unwrap(), run.id, 1)
         .await
         .unwrap();

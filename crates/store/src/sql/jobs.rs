@@ -7,11 +7,13 @@ use crate::{Result, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
-use steward_domain::{JobDefinition, JobId, JobName, RunId, RunStatus, SecretName, Trigger};
+use steward_domain::{
+    JobDefinition, JobId, JobName, RunHandle, RunId, RunStatus, SecretName, Trigger,
+};
 
 pub(super) const RUN_COLUMNS: &str = "r.id, r.job_id, j.name AS job_name, r.status, r.trigger_kind, r.scheduled_for, \
-    r.not_before, r.attempt, r.parent_run_id, r.created_at, r.started_at, r.finished_at, r.exit_code, \
-    r.signal, r.http_status, r.error, r.output_truncated, r.waiting_for, r.claimed_by, r.start_deadline";
+    r.not_before, r.attempt, r.parent_run_id, r.created_at, r.started_at, r.finished_at, r.outcome, \
+    r.handle, r.error, r.output_truncated, r.waiting_for, r.claimed_by, r.start_deadline";
 
 pub(super) fn job_from_row(row: &DbRow) -> Result<Job> {
     job_from_columns(row, "")
@@ -64,18 +66,17 @@ pub(super) fn run_from_row(row: &DbRow) -> Result<Run> {
         created_at: from_ms(row.try_get("created_at").map_err(backend)?),
         started_at: opt_ms(row.try_get("started_at").map_err(backend)?),
         finished_at: opt_ms(row.try_get("finished_at").map_err(backend)?),
-        exit_code: row
-            .try_get::<Option<i64>, _>("exit_code")
+        outcome: row
+            .try_get::<Option<String>, _>("outcome")
             .map_err(backend)?
-            .and_then(|v| i32::try_from(v).ok()),
-        signal: row
-            .try_get::<Option<i64>, _>("signal")
+            .map(|o| serde_json::from_str(&o))
+            .transpose()
+            .map_err(backend)?,
+        handle: row
+            .try_get::<Option<String>, _>("handle")
             .map_err(backend)?
-            .and_then(|v| i32::try_from(v).ok()),
-        http_status: row
-            .try_get::<Option<i64>, _>("http_status")
-            .map_err(backend)?
-            .and_then(|v| u16::try_from(v).ok()),
+            .as_deref()
+            .and_then(handle_from_json),
         error: row.try_get("error").map_err(backend)?,
         output_truncated: row
             .try_get::<bool, _>("output_truncated")
@@ -353,9 +354,8 @@ impl JobWrites for Tx {
             created_at: from_ms(ms(run.created_at)),
             started_at: None,
             finished_at: finished_at.map(|t| from_ms(ms(t))),
-            exit_code: None,
-            signal: None,
-            http_status: None,
+            outcome: None,
+            handle: None,
             error: run.error.clone(),
             output_truncated: false,
             waiting_for: None,
@@ -423,9 +423,9 @@ impl JobWrites for Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn set_run_process_group(&mut self, id: RunId, pgid: i32) -> Result<()> {
-        sqlx::query("UPDATE runs SET process_group = $1 WHERE id = $2")
-            .bind(pgid)
+    async fn set_run_handle(&mut self, id: RunId, handle: &RunHandle) -> Result<()> {
+        sqlx::query("UPDATE runs SET handle = $1 WHERE id = $2 AND status = 'running'")
+            .bind(handle_json(handle))
             .bind(id.0)
             .execute(self.conn())
             .await
@@ -481,17 +481,15 @@ pub(super) async fn record_ending(
         )));
     }
     let sql = format!(
-        "UPDATE runs SET status = $1, finished_at = $2, exit_code = $3, signal = $4, http_status = $5, error = $6, \
-         output_truncated = $7, output = COALESCE($8, output), lease_until = NULL \
-         WHERE id = $9 AND ($10 IS NULL OR claimed_by = $10) AND status IN ({})",
+        "UPDATE runs SET status = $1, finished_at = $2, outcome = $3, error = $4, \
+         output_truncated = $5, output = COALESCE($6, output), lease_until = NULL \
+         WHERE id = $7 AND ($8 IS NULL OR claimed_by = $8) AND status IN ({})",
         status_list(u.status)
     );
     let done = sqlx::query(&sql)
         .bind(u.status.as_str())
         .bind(ms(u.finished_at))
-        .bind(u.outcome.exit_code)
-        .bind(u.outcome.signal)
-        .bind(u.outcome.http_status.map(i64::from))
+        .bind(u.outcome.detail.as_ref().map(ToString::to_string))
         .bind(u.outcome.error.as_deref())
         .bind(u.output_truncated)
         .bind(u.output.as_deref())
@@ -531,4 +529,19 @@ pub(super) fn status_list(next: RunStatus) -> String {
     } else {
         names.join(", ")
     }
+}
+
+/// A handle as stored: `{"kind": ..., "data": ...}`.
+fn handle_json(h: &RunHandle) -> String {
+    serde_json::json!({"kind": h.kind, "data": h.data}).to_string()
+}
+
+/// A stored handle; one that does not parse is treated as absent (the
+/// run is still rescued, only nothing is reconciled).
+pub(super) fn handle_from_json(text: &str) -> Option<RunHandle> {
+    let mut v: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some(RunHandle {
+        kind: v.get("kind")?.as_str()?.to_owned(),
+        data: v.get_mut("data")?.take(),
+    })
 }

@@ -311,7 +311,7 @@ impl QueueWrites for Tx {
                WHEN $2 THEN 'Steward stopped while this run was in progress' \
                ELSE 'abandoned: the lease of ' || COALESCE(claimed_by, 'its node') || ' expired (the node stopped renewing it)' END \
              WHERE status = 'running' AND ($2 OR lease_until IS NULL OR lease_until < $1) \
-             RETURNING id, job_id, trigger_kind, scheduled_for, attempt, claimed_by, process_group, \
+             RETURNING id, job_id, trigger_kind, scheduled_for, attempt, claimed_by, handle, \
                cancel_requested_at",
         )
         .bind(ms(now))
@@ -333,10 +333,11 @@ impl QueueWrites for Tx {
                 attempt: u32::try_from(row.try_get::<i64, _>("attempt").map_err(backend)?)
                     .unwrap_or(1),
                 claimed_by: row.try_get("claimed_by").map_err(backend)?,
-                process_group: row
-                    .try_get::<Option<i64>, _>("process_group")
+                handle: row
+                    .try_get::<Option<String>, _>("handle")
                     .map_err(backend)?
-                    .and_then(|p| i32::try_from(p).ok()),
+                    .as_deref()
+                    .and_then(super::jobs::handle_from_json),
                 cancel_requested: row
                     .try_get::<Option<i64>, _>("cancel_requested_at")
                     .map_err(backend)?

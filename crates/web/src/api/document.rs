@@ -19,14 +19,37 @@ use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 use utoipa::OpenApi as _;
 
-/// The served document (built once).
+/// The document of a Steward with the built-in job kinds (built once): what
+/// the routes' parameters are read from, and what a client can rely on.
 pub fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(|| {
-        let mut doc = serde_json::to_value(super::ApiDoc::openapi()).unwrap_or(Value::Null);
-        make_truthful(&mut doc);
-        doc
-    })
+    DOC.get_or_init(|| document_for(&steward_engine::kinds::builtin_registry()))
+}
+
+/// The document of a Steward running `kinds`: a job's `spec` is one of
+/// their schemas, each an object whose `kind` names it.
+pub fn document_for(kinds: &steward_engine::kinds::KindRegistry) -> Value {
+    let mut doc = serde_json::to_value(super::ApiDoc::openapi()).unwrap_or(Value::Null);
+    // One schema per kind (an array), and what they refer to.
+    let described = kinds.schemas();
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for (name, schema) in described.components {
+            schemas.entry(name).or_insert(schema);
+        }
+        let one_of = described.schema;
+        schemas.insert(
+            "JobSpec".into(),
+            json!({
+                "description": "What the job runs: an object whose `kind` names one of the kinds this Steward runs, with that kind's fields.",
+                "oneOf": one_of,
+            }),
+        );
+    }
+    make_truthful(&mut doc);
+    doc
 }
 
 pub fn make_truthful(doc: &mut Value) {
@@ -212,9 +235,19 @@ mod tests {
                 assert!(ids.insert(id.to_owned()), "duplicate operation id {id}");
             }
         }
-        let spec = &doc["components"]["schemas"]["JobSpec"]["oneOf"][0];
-        assert_eq!(spec["unevaluatedProperties"], false, "{spec}");
-        assert!(spec["allOf"][0].get("additionalProperties").is_none());
-        assert_eq!(spec["allOf"][0]["properties"]["argv"]["type"], "array");
+        // One schema per kind, each naming its kind and strict about its fields.
+        let specs = doc["components"]["schemas"]["JobSpec"]["oneOf"]
+            .as_array()
+            .unwrap();
+        let command = specs
+            .iter()
+            .find(|s| s["properties"]["kind"]["enum"][0] == "command")
+            .unwrap();
+        assert_eq!(command["required"][0], "kind");
+        assert_eq!(command["additionalProperties"], false, "{command}");
+        assert_eq!(command["properties"]["argv"]["type"], "array");
+        assert!(specs
+            .iter()
+            .any(|s| s["properties"]["kind"]["enum"][0] == "http"));
     }
 }

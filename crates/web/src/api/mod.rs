@@ -14,8 +14,10 @@ pub mod users;
 pub mod views;
 
 use crate::AppState;
+use axum::extract::State;
+use axum::http::header;
 use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
+use axum::Router;
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -68,7 +70,9 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/openapi.json",
-            get(|| async { Json(document::document()) }),
+            get(|State(s): State<AppState>| async move {
+                ([(header::CONTENT_TYPE, "application/json")], s.document)
+            }),
         )
         .route("/api/v1/jobs", get(jobs::list).post(jobs::create))
         .route(

@@ -94,9 +94,11 @@ pub struct RunView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub http_status: Option<u16>,
+    /// How the run ended, as its job's kind tells it: a command's
+    /// `{"exit_code": 0}` or `{"signal": 9}`, an HTTP call's
+    /// `{"status": 204}`. Absent until it ended, or when it never got that far.
+    #[schema(value_type = Option<Object>)]
+    pub outcome: Option<serde_json::Value>,
     pub error: Option<String>,
     pub output_truncated: bool,
     /// Why a queued run has not started: a lock and its holder, the job's
@@ -123,10 +125,8 @@ impl From<Run> for RunView {
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
-            exit_code: r.exit_code,
-            signal: r.signal,
-            http_status: r.http_status,
             waiting_for: waiting_for(&r),
+            outcome: r.outcome,
             error: r.error,
             output_truncated: r.output_truncated,
             claimed_by: r.claimed_by,
