@@ -518,6 +518,82 @@ def bench_burst(binary, results, jobs=10000, argv=("true",), key="burst", env=No
                     "peak_rss_mib": round(sampler.peak, 1)}
 
 
+def bench_many_jobs(binary, results, jobs=100000, key="many_jobs"):
+    """`jobs` jobs (daily schedules, 100 tags): memory once created and after a
+    restart, restart to ready, idle CPU, and job-list pages (first page, deep
+    pages by cursor, a tag, a name substring, by next run) side by side with
+    the same page read straight from the SQLite file."""
+    import sqlite3
+    data = tempfile.mkdtemp(prefix="stw-many-")
+    d = os.path.join(data, "d")
+    proc, api, _ = start_steward(binary, d, free_port())
+    t0 = time.perf_counter()
+    defs = [{"name": f"job-{i:06d}", "schedule": f"{i % 60} {i % 24} * * *", "tags": [f"t{i % 100}"],
+             "spec": {"kind": "command", "argv": ["/usr/local/bin/report", "--id", str(i)]}}
+            for i in range(jobs)]
+    create_jobs(api, defs)
+    created_s = time.perf_counter() - t0
+    api.local.c = None
+    time.sleep(3)
+    rss_created = rss_mib(proc)
+
+    def pages(api):
+        lat = {"first": [], "deep": [], "tag": [], "name": [], "next_run": []}
+        for _ in range(40):
+            for kind, q in (("first", "/api/v1/jobs?limit=100"), ("tag", "/api/v1/jobs?tag=t37&limit=100"),
+                            ("name", "/api/v1/jobs?name=9999&limit=100"),
+                            ("next_run", "/api/v1/jobs?sort=next_run&limit=100")):
+                t = time.perf_counter()
+                st, body = api.call("GET", q)
+                lat[kind].append((time.perf_counter() - t) * 1000)
+                assert st == 200 and body["items"], body
+        cursor, n = None, 0
+        while n < 200:
+            q = "/api/v1/jobs?limit=100" + (f"&cursor={cursor}" if cursor else "")
+            t = time.perf_counter()
+            st, body = api.call("GET", q)
+            lat["deep"].append((time.perf_counter() - t) * 1000)
+            cursor, n = body.get("next_cursor"), n + 1
+        return {k: round(pct(v, 95), 2) for k, v in lat.items()}
+
+    list_p95 = pages(api)
+    p = psutil.Process(proc.pid)
+    c0 = p.cpu_times()
+    time.sleep(30)
+    c1 = p.cpu_times()
+    idle = (c1.user + c1.system - c0.user - c0.system) / 30 * 100
+    stop(proc)
+    proc, api, ready = start_steward(binary, d, free_port())
+    time.sleep(3)
+    rss_restarted = rss_mib(proc)
+    p = psutil.Process(proc.pid)
+    c0 = p.cpu_times()
+    time.sleep(30)
+    c1 = p.cpu_times()
+    idle_restarted = (c1.user + c1.system - c0.user - c0.system) / 30 * 100
+    list_p95_restarted = pages(api)
+    stop(proc)
+    # The same first page straight from the file: what the list costs beyond the database.
+    db = sqlite3.connect(os.path.join(d, "steward.db"))
+    raw = []
+    for _ in range(40):
+        t = time.perf_counter()
+        rows = db.execute("SELECT * FROM jobs ORDER BY name LIMIT 101").fetchall()
+        raw.append((time.perf_counter() - t) * 1000)
+        assert len(rows) == 101
+    db.close()
+    shutil.rmtree(data, ignore_errors=True)
+    results[key] = {"jobs": jobs, "create_seconds": round(created_s, 1),
+                    "rss_mib_after_creating": round(rss_created, 1),
+                    "rss_mib_after_restart": round(rss_restarted, 1),
+                    "restart_to_ready_seconds": round(ready, 3),
+                    "idle_cpu_percent_of_core": round(idle, 3),
+                    "idle_cpu_percent_of_core_after_restart": round(idle_restarted, 3),
+                    "list_page_ms_p95": list_p95, "list_page_ms_p95_after_restart": list_p95_restarted,
+                    "raw_sqlite_first_page_ms_p95": round(pct(raw, 95), 3),
+                    "ratio_first_page_to_raw_sqlite": round(list_p95["first"] / max(pct(raw, 95), 0.001), 1)}
+
+
 def bench_signin(binary, results):
     """50 people signing in at once, each from their own address behind a
     trusted proxy: latency per sign-in and the server's peak RSS, which the
@@ -828,7 +904,7 @@ def main():
     subprocess.run(["gcc", "-O2", "-o", stamp, os.path.join(HERE, "stamp.c")], check=True)
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
     todo = a.only or ["startup", "burst", "throughput", "idle", "signin", "api", "audit", "backends", "followers",
-                      "precision"]
+                      "precision", "many_jobs"]
     if "startup" in todo:
         bench_startup(a.steward, results)
     if "burst" in todo:
@@ -838,6 +914,8 @@ def main():
         bench_throughput(a.steward, results)
     if "idle" in todo:
         bench_idle(a.steward, results)
+    if "many_jobs" in todo:
+        bench_many_jobs(a.steward, results)
     if "signin" in todo:
         bench_signin(a.steward, results)
     if "api" in todo:

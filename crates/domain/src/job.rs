@@ -2,7 +2,8 @@
 //!
 //! A `JobDefinition` is what an operator writes (API body, `steward job create`
 //! file). Serde does the shape checks (unknown fields refused, typed fields parsed);
-//! [`JobDefinition::validate`] does the rules that span fields.
+//! [`JobDefinition::validate`] does the rules that span fields. The spec's own
+//! fields are its kind's to check (`steward_engine::kinds`).
 
 use crate::duration::DurationSpec;
 use crate::error::ValidationError;
@@ -81,7 +82,12 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
     kind: String,
-    fields: serde_json::Map<String, serde_json::Value>,
+    /// The fields as compact JSON text (an object, `kind` left out): every
+    /// job's definition stays in the engine's memory, where text costs a
+    /// fraction of a parsed tree, and fields are read only when a job is
+    /// saved or a run starts. Written from a map, so the keys are in order
+    /// and equal fields are equal text.
+    fields: Box<str>,
 }
 
 /// Longest kind name.
@@ -106,9 +112,11 @@ impl JobSpec {
             ));
         }
         fields.remove("kind");
+        let text =
+            serde_json::to_string(&fields).map_err(|e| ValidationError::new("", e.to_string()))?;
         Ok(Self {
             kind: kind.to_owned(),
-            fields,
+            fields: text.into_boxed_str(),
         })
     }
 
@@ -116,20 +124,17 @@ impl JobSpec {
         &self.kind
     }
 
-    /// The kind's fields, without `kind`.
-    pub fn fields(&self) -> &serde_json::Map<String, serde_json::Value> {
-        &self.fields
-    }
-
-    pub fn fields_mut(&mut self) -> &mut serde_json::Map<String, serde_json::Value> {
-        &mut self.fields
+    /// The kind's fields, without `kind` (parsed from the kept text).
+    pub fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        // Written from a map by `new`: it parses back.
+        serde_json::from_str(&self.fields).unwrap_or_default()
     }
 
     /// The spec as one JSON object, `kind` included.
     pub fn to_value(&self) -> serde_json::Value {
-        let mut all = serde_json::Map::with_capacity(self.fields.len() + 1);
+        let mut all = serde_json::Map::new();
         all.insert("kind".into(), self.kind.clone().into());
-        all.extend(self.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all.extend(self.fields());
         serde_json::Value::Object(all)
     }
 }
@@ -137,9 +142,10 @@ impl JobSpec {
 impl Serialize for JobSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
-        let mut map = s.serialize_map(Some(self.fields.len() + 1))?;
+        let fields = self.fields();
+        let mut map = s.serialize_map(Some(fields.len() + 1))?;
         map.serialize_entry("kind", &self.kind)?;
-        for (k, v) in &self.fields {
+        for (k, v) in &fields {
             map.serialize_entry(k, v)?;
         }
         map.end()
@@ -419,7 +425,7 @@ mod tests {
         let d = parse(r#"{"name":"a","spec":{"kind":"command","argv":["true"],"env":{"A":"b"}}}"#)
             .unwrap();
         assert_eq!(d.spec.kind(), "command");
-        assert!(d.spec.fields().get("kind").is_none());
+        assert!(!d.spec.fields().contains_key("kind"));
         let v = serde_json::to_value(&d.spec).unwrap();
         assert_eq!(
             v,

@@ -205,14 +205,8 @@ impl Engine {
         let now = clock.now();
         for r in queue::lease::rescue(&queue, true).await? {
             // What the run held outside Steward is its kind's to end.
-            let reconciled = match &r.handle {
-                Some(h) => match kinds.get(&h.kind) {
-                    Ok(kind) => kind.reconcile(r.run, &h.data).await,
-                    Err(_) => format!(
-                        "its kind {:?} is not known here; nothing reconciled",
-                        h.kind
-                    ),
-                },
+            let reconciled = match r.handle {
+                Some(h) => reconcile(&kinds, r.run, h).await,
                 None => "it held nothing outside Steward".into(),
             };
             tracing::warn!(run = %r.run, reconciled, "run left running by the previous process is now abandoned");
@@ -278,6 +272,9 @@ impl Engine {
         let mut catalog = Vec::with_capacity(jobs.len());
         let mut missed = Vec::new();
         for job in jobs {
+            if let Err(e) = engine.kinds.get(job.definition.spec.kind()) {
+                tracing::warn!(job = %job.name(), error = %e.message, "this job's kind is not known here: its runs fail until it is changed, deleted or disabled");
+            }
             let job = Arc::new(job);
             if job.definition.enabled {
                 missed.extend(engine.missed_since_cursor(&job, now));
@@ -429,7 +426,6 @@ impl Engine {
         id: Option<JobId>,
     ) -> Result<(), ServiceError> {
         def.validate()?;
-        self.kinds.validate(&def.spec)?;
         if let Some(schedule) = &def.schedule {
             let tz = def.timezone.unwrap_or(self.settings.default_timezone);
             if schedule.next_after(self.clock.now(), &tz).is_none() {
@@ -521,6 +517,7 @@ impl Engine {
         permissions: &PermissionSet,
         ctx: &AuditContext,
     ) -> Result<Job, ServiceError> {
+        let def = self.stored_form(def)?;
         may_use_secrets(&self.kinds, permissions, &def)?;
         self.check_definition(&def, None).await?;
         let names: Vec<SecretName> = spec_references(&self.kinds, &def.spec)?
@@ -554,9 +551,18 @@ impl Engine {
         permissions: &PermissionSet,
         ctx: &AuditContext,
     ) -> Result<Job, ServiceError> {
+        let def = self.stored_form(def)?;
         may_use_secrets(&self.kinds, permissions, &def)?;
         self.check_definition(&def, Some(id)).await?;
         self.save(id, def, ctx, "job.update").await
+    }
+
+    /// The definition with its spec checked by its kind and in the form it
+    /// is stored (defaults filled in): first, so an unknown kind or field is
+    /// named before anything else is judged.
+    fn stored_form(&self, mut def: JobDefinition) -> Result<JobDefinition, ServiceError> {
+        def.spec = self.kinds.validate(&def.spec)?;
+        Ok(def)
     }
 
     /// Stores a checked definition and reschedules the job.
@@ -567,9 +573,12 @@ impl Engine {
         ctx: &AuditContext,
         event: &str,
     ) -> Result<Job, ServiceError> {
-        let names: Vec<SecretName> = spec_references(&self.kinds, &def.spec)?
-            .into_iter()
-            .collect();
+        // A job of a kind this Steward no longer runs can still be switched
+        // off (`set_enabled`): its stored secret index is kept as it is.
+        let names: Option<Vec<SecretName>> = match self.kinds.get(def.spec.kind()) {
+            Ok(kind) => Some(fields::references(kind, &def.spec)?.into_iter().collect()),
+            Err(_) => None,
+        };
         let mut tx = self.store.write().await?;
         let before = tx.get_job(id).await?;
         if before.definition == def {
@@ -577,7 +586,9 @@ impl Engine {
             // record (so `steward jobs apply` is idempotent).
             return Ok(before);
         }
-        Self::check_secrets_exist(&mut *tx, &names).await?;
+        if let Some(names) = &names {
+            Self::check_secrets_exist(&mut *tx, names).await?;
+        }
         let now = self.clock.now();
         let audit = ctx.record(
             now,
@@ -588,7 +599,9 @@ impl Engine {
         let mut job = tx.update_job(id, &def, now).await?;
         job.next_run_at = self.queue.next_occurrence(&job, now);
         tx.set_next_run(id, job.next_run_at, None).await?;
-        tx.set_job_secrets(id, &names).await?;
+        if let Some(names) = &names {
+            tx.set_job_secrets(id, names).await?;
+        }
         if !before.definition.enabled && job.definition.enabled {
             // Enabling does not replay what fell while disabled.
             tx.advance_cursor(id, now).await?;
@@ -822,6 +835,30 @@ async fn index_secret_references(
     tx.commit().await
 }
 
+/// How long one run's reconciliation may hold up the start.
+const RECONCILE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Hands a run's handle to its kind, in a task of its own: a kind that
+/// panics or hangs (a remote API that does not answer) costs that run's
+/// cleanup, not the start.
+async fn reconcile(kinds: &KindRegistry, run: RunId, handle: steward_domain::RunHandle) -> String {
+    let Some(kind) = kinds.shared(&handle.kind) else {
+        return format!(
+            "its kind {:?} is not known here; nothing reconciled",
+            handle.kind
+        );
+    };
+    let task = tokio::spawn(async move { kind.reconcile(run, &handle.data).await });
+    match tokio::time::timeout(RECONCILE_LIMIT, task).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => format!("reconciling failed: {e}"),
+        Err(_) => format!(
+            "reconciling took longer than {}s; left to finish in the background",
+            RECONCILE_LIMIT.as_secs()
+        ),
+    }
+}
+
 /// The `${secret:NAME}` references a spec makes, through its kind.
 fn spec_references(
     kinds: &KindRegistry,
@@ -844,11 +881,26 @@ fn audit_diff(
         }
         v
     };
-    steward_domain::audit::json_diff(
+    let mut diff = steward_domain::audit::json_diff(
         before.map(to_json).as_ref(),
         after.map(to_json).as_ref(),
         &[],
-    )
+    );
+    // A change to credential values alone leaves the redacted specs equal:
+    // the entry still says the spec changed, without showing how.
+    if let (Some(b), Some(a), Some(d)) = (before, after, diff.as_object_mut()) {
+        if b.spec != a.spec && !d.contains_key("spec") {
+            d.insert(
+                "spec".into(),
+                serde_json::json!({
+                    "from": steward_domain::audit::REDACTED,
+                    "to": steward_domain::audit::REDACTED,
+                    "changed": "credential values (not shown)",
+                }),
+            );
+        }
+    }
+    diff
 }
 
 /// Names of the jobs whose chains start `target`.

@@ -3,7 +3,7 @@
 //! Its handle is the process group; after a crash, what is left of that
 //! group (if it still carries the run's id) is killed.
 
-use super::{parse_fields, JobKind, KindSchema, SecretField};
+use super::{canonical, parse_fields, Fields, JobKind, KindSchema, SecretField};
 use crate::executor::command::{self, CommandSettings};
 use crate::executor::{ExecContext, ExecResult};
 use async_trait::async_trait;
@@ -44,8 +44,10 @@ impl JobKind for CommandKind {
         FIELDS
     }
 
-    fn validate(&self, spec: &JobSpec) -> Result<(), ValidationError> {
-        parse_fields::<CommandSpec>(spec)?.validate()
+    fn validate(&self, spec: &JobSpec) -> Result<Fields, ValidationError> {
+        let spec: CommandSpec = parse_fields(spec)?;
+        spec.validate()?;
+        canonical(&spec)
     }
 
     async fn execute(&self, spec: &JobSpec, ctx: &ExecContext) -> ExecResult {
@@ -147,6 +149,7 @@ mod tests {
         let spec = JobSpec::new("command", f).unwrap();
         CommandKind::new(CommandSettings::default())
             .validate(&spec)
+            .map(drop)
             .map_err(|e| e.to_string())
     }
 

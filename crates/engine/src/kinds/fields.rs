@@ -48,23 +48,21 @@ impl SecretField {
     }
 }
 
-/// Calls `f` with the spec-relative name (`argv[0]`, `env.X`) and the text
-/// of every string at `path`.
-fn visit<'a>(value: &'a Value, path: &[&str], name: String, f: &mut dyn FnMut(String, &'a str)) {
+/// Calls `f` with the spec-relative name (`argv[0]`, `env.X`) and every
+/// value at `path` (a string, or whatever a kind put there).
+fn visit(value: &mut Value, path: &[&str], name: String, f: &mut dyn FnMut(String, &mut Value)) {
     let Some((first, rest)) = path.split_first() else {
-        if let Value::String(s) = value {
-            f(name, s);
-        }
+        f(name, value);
         return;
     };
     match value {
         Value::Object(map) => {
-            for (k, v) in map.iter().filter(|(k, _)| *first == "*" || k == first) {
+            for (k, v) in map.iter_mut().filter(|(k, _)| *first == "*" || k == first) {
                 visit(v, rest, join_key(&name, k), f);
             }
         }
         Value::Array(items) if *first == "*" => {
-            for (i, v) in items.iter().enumerate() {
+            for (i, v) in items.iter_mut().enumerate() {
                 visit(v, rest, format!("{name}[{i}]"), f);
             }
         }
@@ -72,32 +70,13 @@ fn visit<'a>(value: &'a Value, path: &[&str], name: String, f: &mut dyn FnMut(St
     }
 }
 
-/// [`visit`], with the strings given to change.
-fn visit_mut(
-    value: &mut Value,
-    path: &[&str],
-    name: String,
-    f: &mut dyn FnMut(String, &mut String),
-) {
-    let Some((first, rest)) = path.split_first() else {
-        if let Value::String(s) = value {
-            f(name, s);
+/// [`visit`] over the strings at `path` only: where references may be.
+fn visit_text(root: &mut Value, field: &SecretField, f: &mut dyn FnMut(String, &mut String)) {
+    visit(root, &segments(field), String::new(), &mut |name, value| {
+        if let Value::String(text) = value {
+            f(name, text);
         }
-        return;
-    };
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut().filter(|(k, _)| *first == "*" || k == first) {
-                visit_mut(v, rest, join_key(&name, k), f);
-            }
-        }
-        Value::Array(items) if *first == "*" => {
-            for (i, v) in items.iter_mut().enumerate() {
-                visit_mut(v, rest, format!("{name}[{i}]"), f);
-            }
-        }
-        _ => {}
-    }
+    });
 }
 
 fn join_key(name: &str, key: &str) -> String {
@@ -113,23 +92,17 @@ fn segments(field: &SecretField) -> Vec<&'static str> {
 }
 
 /// Every field that may hold a secret, read as text (URLs decoded), with its name.
-fn each_text(kind: &dyn JobKind, fields: &Map<String, Value>, f: &mut dyn FnMut(String, &str)) {
+fn each_text(kind: &dyn JobKind, fields: Map<String, Value>, f: &mut dyn FnMut(String, &str)) {
+    // The walk starts at the fields' object: a path's first segment is a field.
+    let mut root = Value::Object(fields);
     for field in kind.secret_fields() {
-        // The walk starts at the fields' object: a path's first segment is a field.
-        let path = segments(field);
-        let Some((first, rest)) = path.split_first() else {
-            continue;
-        };
-        let top = fields.iter().filter(|(k, _)| *first == "*" || k == first);
-        for (key, value) in top {
-            visit(value, rest, key.clone(), &mut |name, text| {
-                if field.url {
-                    f(name, &decode_url_references(text));
-                } else {
-                    f(name, text);
-                }
-            });
-        }
+        visit_text(&mut root, field, &mut |name, text| {
+            if field.url {
+                f(name, &decode_url_references(text));
+            } else {
+                f(name, text);
+            }
+        });
     }
 }
 
@@ -161,28 +134,23 @@ pub fn fill_in(
     values: &HashMap<SecretName, SecretString>,
 ) -> Result<JobSpec, String> {
     let lookup = |n: &SecretName| values.get(n).map(|v| v.expose_secret().to_owned());
-    let mut root = Value::Object(spec.fields().clone());
+    let mut root = Value::Object(spec.fields());
     let mut failed = None;
     for field in kind.secret_fields() {
-        visit_mut(
-            &mut root,
-            &segments(field),
-            String::new(),
-            &mut |name, text| {
-                if failed.is_some() {
-                    return;
-                }
-                let plain = if field.url {
-                    decode_url_references(text)
-                } else {
-                    std::mem::take(text)
-                };
-                match substitute(&plain, &lookup) {
-                    Ok(filled) => *text = filled,
-                    Err(e) => failed = Some(format!("spec.{name}: {e}")),
-                }
-            },
-        );
+        visit_text(&mut root, field, &mut |name, text: &mut String| {
+            if failed.is_some() {
+                return;
+            }
+            let plain = if field.url {
+                decode_url_references(text)
+            } else {
+                std::mem::take(text)
+            };
+            match substitute(&plain, &lookup) {
+                Ok(filled) => *text = filled,
+                Err(e) => failed = Some(format!("spec.{name}: {e}")),
+            }
+        });
     }
     if let Some(e) = failed {
         return Err(e);
@@ -200,22 +168,18 @@ pub fn fill_in(
     Ok(filled)
 }
 
-/// The spec as the audit log shows it: values of credential fields replaced
-/// by `[redacted]`. Of a kind this Steward does not know, every string is.
+/// The spec as the audit log shows it: every string under a credential
+/// field replaced by `[redacted]` (a kind may put an object there). Of a
+/// kind this Steward does not know, every string is.
 pub fn for_audit(kind: Option<&dyn JobKind>, spec: &JobSpec) -> Value {
-    let mut fields = Value::Object(spec.fields().clone());
+    let mut fields = Value::Object(spec.fields());
     let redacted = || Value::String(steward_domain::audit::REDACTED.into());
     match kind {
         Some(kind) => {
             for field in kind.secret_fields().iter().filter(|f| f.redact_in_audit) {
-                visit_mut(
-                    &mut fields,
-                    &segments(field),
-                    String::new(),
-                    &mut |_, text| {
-                        *text = steward_domain::audit::REDACTED.into();
-                    },
-                );
+                visit(&mut fields, &segments(field), String::new(), &mut |_, v| {
+                    redact_all(v, &redacted);
+                });
             }
         }
         None => redact_all(&mut fields, &redacted),

@@ -2,7 +2,7 @@
 //! every hop (the call itself is `executor::http`). Its outcome is the
 //! response status; it holds nothing outside Steward.
 
-use super::{parse_fields, JobKind, KindSchema, SecretField};
+use super::{canonical, parse_fields, Fields, JobKind, KindSchema, SecretField};
 use crate::executor::http::HttpExecutor;
 use crate::executor::{ExecContext, ExecResult};
 use crate::outbound::OutboundPolicy;
@@ -46,8 +46,10 @@ impl JobKind for HttpKind {
         FIELDS
     }
 
-    fn validate(&self, spec: &JobSpec) -> Result<(), ValidationError> {
-        parse_fields::<HttpSpec>(spec)?.validate()
+    fn validate(&self, spec: &JobSpec) -> Result<Fields, ValidationError> {
+        let spec: HttpSpec = parse_fields(spec)?;
+        spec.validate()?;
+        canonical(&spec)
     }
 
     async fn check(&self, spec: &JobSpec) -> Result<(), ValidationError> {

@@ -46,9 +46,12 @@ pub trait JobKind: Send + Sync + 'static {
     /// The fields that may hold `${secret:NAME}`.
     fn secret_fields(&self) -> &'static [SecretField];
 
-    /// Shape and rules of the spec's fields. Errors name the field within
-    /// the spec (`argv[0]`); the caller adds `spec.`.
-    fn validate(&self, spec: &JobSpec) -> Result<(), ValidationError>;
+    /// Shape and rules of the spec's fields, and the fields as they are
+    /// stored: read into the kind's own type and written back
+    /// ([`canonical`]), so defaults are filled in and a value has one
+    /// spelling (saving the same job twice is then no change). Errors name
+    /// the field within the spec (`argv[0]`); the caller adds `spec.`.
+    fn validate(&self, spec: &JobSpec) -> Result<Fields, ValidationError>;
 
     /// Rules that need the world outside, checked when a job is saved (the
     /// spec is valid). None by default.
@@ -115,11 +118,22 @@ impl KindSchema {
     }
 }
 
+/// A spec's fields, as a JSON object.
+pub type Fields = serde_json::Map<String, Value>;
+
+/// A kind's typed spec written back as fields (see [`JobKind::validate`]).
+pub fn canonical<T: serde::Serialize>(spec: &T) -> Result<Fields, ValidationError> {
+    match serde_json::to_value(spec) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        _ => Err(ValidationError::new("", "does not serialize as an object")),
+    }
+}
+
 /// The spec's fields read into a kind's own type, strictly (unknown fields
 /// refused if the type says so, no array in place of an object), errors
 /// naming the field.
 pub fn parse_fields<T: DeserializeOwned>(spec: &JobSpec) -> Result<T, ValidationError> {
-    steward_domain::strict::from_value(&Value::Object(spec.fields().clone()))
+    steward_domain::strict::from_value(&Value::Object(spec.fields()))
         .map_err(|e| ValidationError::new(e.field, e.message))
 }
 
@@ -161,6 +175,11 @@ impl KindRegistry {
         })
     }
 
+    /// The kind a spec names, to hand to a task of its own.
+    pub fn shared(&self, name: &str) -> Option<Arc<dyn JobKind>> {
+        self.kinds.get(name).cloned()
+    }
+
     /// Every kind's whole spec schema (with `kind`), in name order, and the
     /// named schemas they refer to.
     pub fn schemas(&self) -> KindSchema {
@@ -177,12 +196,15 @@ impl KindRegistry {
         }
     }
 
-    /// The spec's rules: its kind's [`JobKind::validate`] and the shape of
-    /// every secret reference, errors naming `spec.<field>`.
-    pub fn validate(&self, spec: &JobSpec) -> Result<(), ValidationError> {
+    /// The spec's rules (its kind's [`JobKind::validate`] and the shape of
+    /// every secret reference, errors naming `spec.<field>`), and the spec
+    /// as it is stored.
+    pub fn validate(&self, spec: &JobSpec) -> Result<JobSpec, ValidationError> {
         let kind = self.get(spec.kind())?;
-        kind.validate(spec).map_err(|e| e.within("spec"))?;
-        fields::references(kind, spec).map(drop)
+        let fields = kind.validate(spec).map_err(|e| e.within("spec"))?;
+        let stored = JobSpec::new(spec.kind(), fields).map_err(|e| e.within("spec"))?;
+        fields::references(kind, &stored)?;
+        Ok(stored)
     }
 }
 

@@ -90,8 +90,10 @@ async fn execute(
             ExecResult::failed(e)
         }
     };
-    // An error message may quote what the process or server said.
+    // An error message, or the kind's outcome, may quote what the process
+    // or server said.
     result.outcome.error = result.outcome.error.map(|e| output.mask(&e));
+    result.outcome.detail = result.outcome.detail.map(|d| stored_outcome(d, &output));
     if result.status == RunStatus::Cancelled && queue.shutting_down.load(Ordering::SeqCst) {
         result.outcome.error =
             Some("cancelled: Steward shut down and the grace period ran out".into());
@@ -255,9 +257,38 @@ async fn open_secrets<'a>(
         .open(&names)
         .await
         .map_err(|e| format!("could not open the job's secrets: {e}"))?;
-    output.set_masks(opened.iter().map(|(_, v)| v.clone()).collect());
+    output.set_masks(
+        opened
+            .iter()
+            .flat_map(|(_, v)| crate::secrets::mask_forms(v))
+            .collect(),
+    );
     let values = opened.into_iter().collect();
     fields::fill_in(kind, spec, &values).map(Cow::Owned)
+}
+
+/// A kind's outcome as it is stored and shown: every string masked like the
+/// output, and always an object (the API document says so), a bare value
+/// kept under `value`.
+fn stored_outcome(mut detail: serde_json::Value, output: &OutputBuffer) -> serde_json::Value {
+    fn mask_strings(v: &mut serde_json::Value, output: &OutputBuffer) {
+        match v {
+            serde_json::Value::String(s) => *s = output.mask(s),
+            serde_json::Value::Array(items) => {
+                items.iter_mut().for_each(|i| mask_strings(i, output))
+            }
+            serde_json::Value::Object(map) => {
+                map.values_mut().for_each(|i| mask_strings(i, output))
+            }
+            _ => {}
+        }
+    }
+    mask_strings(&mut detail, output);
+    if detail.is_object() {
+        detail
+    } else {
+        serde_json::json!({ "value": detail })
+    }
 }
 
 /// How often a running run's output is written to the store.

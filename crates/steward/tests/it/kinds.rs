@@ -13,7 +13,7 @@ use std::time::Duration;
 use steward_clock::SystemClock;
 use steward_domain::{JobSpec, RunId, RunStatus, ValidationError};
 use steward_engine::executor::{ExecContext, ExecResult};
-use steward_engine::kinds::{parse_fields, JobKind, KindSchema, SecretField};
+use steward_engine::kinds::{canonical, parse_fields, Fields, JobKind, KindSchema, SecretField};
 
 /// Prints a message and a token, holds a marker file while it runs, and
 /// reports how it ended as data of its own.
@@ -53,12 +53,12 @@ impl JobKind for ProbeKind {
         const FIELDS: &[SecretField] = &[SecretField::credential("token")];
         FIELDS
     }
-    fn validate(&self, spec: &JobSpec) -> Result<(), ValidationError> {
+    fn validate(&self, spec: &JobSpec) -> Result<Fields, ValidationError> {
         let p: ProbeSpec = parse_fields(spec)?;
         if p.message.is_empty() || p.message.len() > 64 {
             return Err(ValidationError::new("message", "must be 1 to 64 bytes"));
         }
-        Ok(())
+        canonical(&p)
     }
     async fn check(&self, spec: &JobSpec) -> Result<(), ValidationError> {
         let p: ProbeSpec = parse_fields(spec)?;
@@ -205,6 +205,8 @@ async fn a_kind_of_its_own_is_served_by_the_api_the_store_secrets_and_the_audit_
         .await;
     assert_eq!(job["spec"]["kind"], "probe");
     assert_eq!(job["spec"]["token"], "${secret:PROBE_TOKEN}");
+    // Stored as the kind reads it: its default filled in.
+    assert_eq!(job["spec"]["hold_ms"], 0);
     let (s, run) = t.post("/api/v1/jobs/p/run", json!({})).await;
     assert_eq!(s, 202, "{run}");
     let run = t
@@ -313,5 +315,31 @@ async fn start_up_recovery_hands_a_kinds_handle_back_to_it() {
     let (_, first) = t.get(&format!("/api/v1/runs/{}", id)).await;
     assert_eq!(first["status"], "cancelled", "{first}");
     assert!(!marker.exists());
+    t.stop().await;
+}
+
+/// A job whose kind this Steward no longer runs (an extra kind dropped from
+/// a build): the start names it, its runs fail saying why, and it can still
+/// be switched off.
+#[tokio::test]
+async fn a_job_of_a_kind_no_longer_registered_fails_clearly_and_can_be_disabled() {
+    let markers = tempfile::tempdir().unwrap();
+    let (kind, _) = probe(markers.path());
+    let t = start(tempfile::tempdir().unwrap(), kind).await;
+    t.create_job(json!({"name": "p", "spec": {"kind": "probe", "message": "m", "token": "t"}}))
+        .await;
+    let dir = t.stop().await;
+
+    let t = TestApp::start_in(dir, |_| {}, Arc::new(SystemClock)).await;
+    let (s, run) = t.post("/api/v1/jobs/p/run", json!({})).await;
+    assert_eq!(s, 202, "{run}");
+    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("unknown kind \"probe\""),
+        "{run}"
+    );
+    let (s, job) = t.post("/api/v1/jobs/p/disable", json!({})).await;
+    assert_eq!((s, &job["enabled"]), (200, &json!(false)), "{job}");
     t.stop().await;
 }

@@ -37,7 +37,15 @@ pub fn document_for(kinds: &steward_engine::kinds::KindRegistry) -> Value {
         .and_then(Value::as_object_mut)
     {
         for (name, schema) in described.components {
-            schemas.entry(name).or_insert(schema);
+            // Kinds may share a type (`DurationSpec`); two different types
+            // of one name would make a `$ref` point at the wrong one.
+            let kept = schemas
+                .entry(name.clone())
+                .or_insert_with(|| schema.clone());
+            assert!(
+                *kept == schema,
+                "two different schemas named {name} in the API document: a job kind's type clashes with another; rename one"
+            );
         }
         let one_of = described.schema;
         schemas.insert(

@@ -96,7 +96,8 @@ pub struct RunView {
     pub finished_at: Option<DateTime<Utc>>,
     /// How the run ended, as its job's kind tells it: a command's
     /// `{"exit_code": 0}` or `{"signal": 9}`, an HTTP call's
-    /// `{"status": 204}`. Absent until it ended, or when it never got that far.
+    /// `{"status": 204}`; an object whose shape is the kind's. Null until it
+    /// ended, or when it never got that far.
     #[schema(value_type = Option<Object>)]
     pub outcome: Option<serde_json::Value>,
     pub error: Option<String>,
