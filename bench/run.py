@@ -556,21 +556,22 @@ def bench_many_jobs(binary, results, jobs=100000, key="many_jobs"):
             cursor, n = body.get("next_cursor"), n + 1
         return {k: round(pct(v, 95), 2) for k, v in lat.items()}
 
+    def idle_cpu(proc, seconds=30):
+        p = psutil.Process(proc.pid)
+        c0 = p.cpu_times()
+        time.sleep(seconds)
+        c1 = p.cpu_times()
+        return (c1.user + c1.system - c0.user - c0.system) / seconds * 100
+
     list_p95 = pages(api)
-    p = psutil.Process(proc.pid)
-    c0 = p.cpu_times()
-    time.sleep(30)
-    c1 = p.cpu_times()
-    idle = (c1.user + c1.system - c0.user - c0.system) / 30 * 100
+    idle = idle_cpu(proc)
     stop(proc)
-    proc, api, ready = start_steward(binary, d, free_port())
+    token = api.headers
+    proc, api, ready = start_steward(binary, d, free_port(), authorized=False)
+    api.headers = token
     time.sleep(3)
     rss_restarted = rss_mib(proc)
-    p = psutil.Process(proc.pid)
-    c0 = p.cpu_times()
-    time.sleep(30)
-    c1 = p.cpu_times()
-    idle_restarted = (c1.user + c1.system - c0.user - c0.system) / 30 * 100
+    idle_restarted = idle_cpu(proc)
     list_p95_restarted = pages(api)
     stop(proc)
     # The same first page straight from the file: what the list costs beyond the database.

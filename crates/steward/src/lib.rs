@@ -155,6 +155,8 @@ impl Application {
             overrides.jitter,
         )
         .await?;
+        // Loading every job peaked above what the engine keeps of them.
+        steward_web::memory::release_freed_memory();
         let mailer = Mailer::new(vault.clone());
         let access = build_access(&config, &store, mailer.clone(), overrides.clock)?;
         let bootstrap = match config.bootstrap_password()? {

@@ -7,7 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 mod guard;
-mod memory;
+pub mod memory;
 mod ops;
 mod params;
 pub mod policy;

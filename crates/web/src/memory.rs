@@ -6,8 +6,10 @@
 //! the process resident at its peak long after the memory is free: measured
 //! at 1.30× a server that had no crowd (docs/benchmarks.md, "Following run
 //! output"). `malloc_trim(0)` walks every arena and returns their free pages.
-//! It is called when the last follower leaves, on a blocking thread (it locks
-//! each arena in turn); trims asked for while one runs are folded into it.
+//! It is called when the last follower leaves, and once the start has loaded
+//! every job (reading 100,000 jobs peaks well above what they then keep), on
+//! a blocking thread (it locks each arena in turn); trims asked for while one
+//! runs are folded into it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
