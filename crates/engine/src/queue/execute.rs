@@ -13,8 +13,9 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use steward_domain::{JobSpec, RunHandle, RunStatus};
-use steward_store::{write_one, Job, Run, RunUpdate, Store};
+use std::collections::HashMap;
+use steward_domain::{JobSpec, RunHandle, RunId, RunStatus};
+use steward_store::{Job, Run, RunUpdate};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -66,15 +67,6 @@ async fn execute(
     queue.metrics.runs_running.inc();
     tracing::info!(run = %run.id, job = %job.name(), trigger = run.trigger.as_str(), attempt = run.attempt, "run started");
     let ctx = context(queue, &run, &job, &cancel, &output);
-    // What the run prints reaches the store while it runs, so a crash of
-    // Steward keeps it (the final record replaces it).
-    let stop_flushing = CancellationToken::new();
-    let flusher = tokio::spawn(flush_output(
-        queue.store.clone(),
-        run.id,
-        output.clone(),
-        stop_flushing.clone(),
-    ));
     let spec = &job.definition.spec;
     let prepared = match queue.settings.kinds.get(spec.kind()) {
         Ok(kind) => open_secrets(queue, kind, spec, &output)
@@ -98,8 +90,6 @@ async fn execute(
         result.outcome.error =
             Some("cancelled: Steward shut down and the grace period ran out".into());
     }
-    stop_flushing.cancel();
-    let _ = flusher.await;
     let finished_at = queue.clock.now();
     let captured = output.snapshot();
     let (done, recorded) = oneshot::channel();
@@ -291,38 +281,57 @@ fn stored_outcome(mut detail: serde_json::Value, output: &OutputBuffer) -> serde
     }
 }
 
-/// How often a running run's output is written to the store.
+/// How often the output of executing runs is written to the store.
 const OUTPUT_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// Writes the output kept so far (bounded by `executor.output_limit`) every
-/// [`OUTPUT_FLUSH_EVERY`] while it grows, until `stop`.
-async fn flush_output(
-    store: Arc<dyn Store>,
-    run: steward_domain::RunId,
-    output: OutputBuffer,
-    stop: CancellationToken,
-) {
+/// Writes the output kept so far (bounded by `executor.output_limit`) of
+/// every executing run that printed since the last pass, all in one
+/// transaction, every [`OUTPUT_FLUSH_EVERY`]: what a run prints reaches the
+/// store while it runs, so a crash of Steward keeps it (the final record
+/// replaces it). One transaction per run per second would, with many runs
+/// printing, queue before every other writer.
+pub(super) async fn flush_outputs(queue: Arc<RunQueue>) {
     let mut tick = tokio::time::interval(OUTPUT_FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut written = 0;
+    // Lines pushed as of the last write, per run.
+    let mut written: HashMap<RunId, u64> = HashMap::new();
     loop {
         tokio::select! {
             biased;
-            () = stop.cancelled() => return,
+            () = queue.finished.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let pushed = output.lines_pushed();
-        if pushed == written {
+        let changed: Vec<(RunId, OutputBuffer, u64)> = {
+            let active = queue.active();
+            written.retain(|id, _| active.contains_key(id));
+            active
+                .iter()
+                .map(|(id, a)| (*id, a.output.clone(), a.output.lines_pushed()))
+                .filter(|(id, _, pushed)| *pushed != written.get(id).copied().unwrap_or(0))
+                .collect()
+        };
+        if changed.is_empty() {
             continue;
         }
-        written = pushed;
-        let kept = output.snapshot();
-        let text = storable(kept.text);
-        let saved = write_one!(store.as_ref(), |tx| {
-            tx.save_run_output(run, &text, kept.truncated)
-        });
-        if let Err(e) = saved.await {
-            tracing::warn!(run = %run, error = %e, "could not save the output so far");
+        let batch: Vec<(RunId, String, bool)> = changed
+            .iter()
+            .map(|(id, output, _)| {
+                let kept = output.snapshot();
+                (*id, storable(kept.text), kept.truncated)
+            })
+            .collect();
+        let saved = async {
+            let mut tx = queue.store.write().await?;
+            for (run, text, truncated) in &batch {
+                tx.save_run_output(*run, text, *truncated).await?;
+            }
+            tx.commit().await
+        };
+        match saved.await {
+            Ok(()) => written.extend(changed.into_iter().map(|(id, _, pushed)| (id, pushed))),
+            Err(e) => {
+                tracing::warn!(runs = batch.len(), error = %e, "could not save the output of running runs so far");
+            }
         }
     }
 }

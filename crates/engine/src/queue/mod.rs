@@ -150,7 +150,7 @@ pub struct RunQueue {
     /// Handles of executing runs (`ExecContext::hold`), recorded in batches.
     handles: mpsc::UnboundedSender<(RunId, RunHandle)>,
     /// The background tasks (recorder, dispatcher, completer, lease keeper,
-    /// handle recorder).
+    /// handle recorder, output flusher).
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Stops the recorder, the completer and the lease keeper once the last
     /// execution has ended.
@@ -211,6 +211,7 @@ impl RunQueue {
             tokio::spawn(complete::run(self.clone(), endings)),
             tokio::spawn(lease::run(self.clone())),
             tokio::spawn(execute::record_handles(self.clone(), held)),
+            tokio::spawn(execute::flush_outputs(self.clone())),
         ];
         *self
             .tasks
