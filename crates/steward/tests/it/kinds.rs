@@ -333,10 +333,15 @@ async fn a_job_of_a_kind_no_longer_registered_fails_clearly_and_can_be_disabled(
     let t = TestApp::start_in(dir, |_| {}, Arc::new(SystemClock)).await;
     let (s, run) = t.post("/api/v1/jobs/p/run", json!({})).await;
     assert_eq!(s, 202, "{run}");
-    let run = t.wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10)).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(
-        run["error"].as_str().unwrap().contains("unknown kind \"probe\""),
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown kind \"probe\""),
         "{run}"
     );
     let (s, job) = t.post("/api/v1/jobs/p/disable", json!({})).await;
