@@ -136,7 +136,7 @@ impl Scheduler {
                     self.entries.remove(&id);
                     return;
                 }
-                let from = after.unwrap_or_else(|| self.clock.now());
+                let from = after.unwrap_or_else(|| schedule_from(job.updated_at, self.clock.now()));
                 let next = job
                     .definition
                     .schedule
@@ -194,6 +194,15 @@ impl Scheduler {
         }
         self.queue.record(due_now);
     }
+}
+
+/// Where a saved job's occurrences start: at the instant it was saved, not
+/// when this task gets to the change, so an occurrence falling between the
+/// two still fires (a job created a moment before the hour runs at the
+/// hour, however busy the scheduler was). At most [`LATE_TOLERANCE`] back:
+/// an old copy re-added (a delete that failed) is not replayed.
+fn schedule_from(saved_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    saved_at.clamp(now - LATE_TOLERANCE, now)
 }
 
 /// What a job's missed-run policy makes of its occurrences in `[first, until]`
@@ -305,6 +314,24 @@ pub fn latest_at_or_before(
 mod tests {
     use super::*;
     use steward_domain::Schedule;
+
+    #[test]
+    fn a_job_saved_just_before_an_occurrence_gets_it() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let hourly = Schedule::parse("0 * * * *").unwrap();
+        // Saved at 10:59:59.9, the change reached the scheduler at 11:00:00.2.
+        let from = schedule_from(t("2026-12-03T10:59:59.9Z"), t("2026-12-03T11:00:00.2Z"));
+        assert_eq!(
+            hourly.next_after(from, &TimeZone::UTC),
+            Some(t("2026-12-03T11:00:00Z"))
+        );
+        // An old copy is not replayed past the late tolerance.
+        let from = schedule_from(t("2026-12-03T09:00:00Z"), t("2026-12-03T11:00:00.2Z"));
+        assert_eq!(from, t("2026-12-03T10:59:55.2Z"));
+        // A save stamped after now (a clock that moved back) counts from now.
+        let now = t("2026-12-03T11:00:00Z");
+        assert_eq!(schedule_from(t("2026-12-03T11:30:00Z"), now), now);
+    }
 
     #[test]
     fn latest_missed_occurrence() {
