@@ -176,12 +176,7 @@ pub async fn execute(
         // job would be orphaned): the guard below asks it to end them all.
         .kill_on_drop(!sandboxed);
 
-    // Off the runtime's threads: the spawning thread waits (vfork) until
-    // the child has exec'd the sandbox helper, and with a burst of commands
-    // the runtime's few workers would take turns at that, one start at a time.
-    let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let spawned = cmd.spawn();
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
