@@ -129,14 +129,6 @@ impl JobSpec {
         // Written from a map by `new`: it parses back.
         serde_json::from_str(&self.fields).unwrap_or_default()
     }
-
-    /// The spec as one JSON object, `kind` included.
-    pub fn to_value(&self) -> serde_json::Value {
-        let mut all = serde_json::Map::new();
-        all.insert("kind".into(), self.kind.clone().into());
-        all.extend(self.fields());
-        serde_json::Value::Object(all)
-    }
 }
 
 impl Serialize for JobSpec {
@@ -431,6 +423,5 @@ mod tests {
             v,
             serde_json::json!({"kind":"command","argv":["true"],"env":{"A":"b"}})
         );
-        assert_eq!(v, d.spec.to_value());
     }
 }

@@ -176,8 +176,7 @@ pub async fn execute(
         // job would be orphaned): the guard below asks it to end them all.
         .kill_on_drop(!sandboxed);
 
-    let spawned = cmd.spawn();
-    let mut child = match spawned {
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("could not start {program:?}: {e}");
