@@ -455,7 +455,7 @@ fn command_sandbox(
         .collect();
     let same_user = run_as.is_none_or(|r| r.uid == nix::unistd::geteuid());
     let required = same_user && !config.executor.allow_unisolated_commands;
-    if !steward_engine::executor::sandbox::landlock_available() {
+    if !steward_sandbox::landlock_available() {
         if required {
             tracing::warn!("this kernel does not enforce Landlock: command jobs would run as Steward's own user and could read its key and database, so they will be refused (executor.allow_unisolated_commands accepts the risk)");
         } else if same_user {

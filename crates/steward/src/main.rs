@@ -9,12 +9,9 @@ use steward_domain::{Schedule, TimeZone};
 
 fn main() -> ExitCode {
     // The command sandbox is this binary too; it must not start a runtime.
-    use steward_engine::executor::sandbox;
     let mut args = std::env::args_os();
-    match args.nth(1).as_deref().and_then(std::ffi::OsStr::to_str) {
-        Some(sandbox::HELPER_ARG) => return sandbox::helper_main(args),
-        Some(sandbox::GATE_ARG) => return sandbox::gate_main(args),
-        _ => {}
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(steward_sandbox::HELPER_ARG)) {
+        return steward_sandbox::helper_main(args);
     }
     let cli = Cli::parse();
     match cli.command {

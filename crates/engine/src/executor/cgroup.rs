@@ -10,14 +10,14 @@
 //! Layout: `<Steward's own cgroup>/steward-<instance>/run-<id>`. The instance
 //! name comes from the data directory, so that several Stewards on one
 //! machine never sweep each other's runs. Steward makes the run's directory
-//! before the job starts, the sandbox gate moves itself into it before it
-//! `exec`s the job (so every descendant is born inside), and Steward kills
-//! what is left and removes the directory when the job's supervisor has ended.
+//! before the job starts, the sandbox's supervisor starts the job inside it
+//! (`clone3` with `CLONE_INTO_CGROUP`, so every descendant is born inside),
+//! and Steward kills what is left and removes the directory when the job's
+//! supervisor has ended.
 //!
-//! The gate also enters a cgroup namespace rooted at the run's cgroup (when
-//! Steward runs as root), so that the kernel refuses the job any other cgroup
-//! as a destination, also through `clone3(CLONE_INTO_CGROUP)` with a file
-//! descriptor Landlock did not see; and every cgroup2 mount is hidden from jobs.
+//! The job is refused `clone3` by seccomp (so it cannot start a child in
+//! another cgroup through a directory descriptor Landlock did not see), and
+//! every cgroup2 mount is hidden from jobs (so it cannot write `cgroup.procs`).
 //!
 //! Everything here touches cgroupfs with blocking calls (the kernel's cgroup
 //! lock, waits for killed processes): async callers go through
@@ -192,12 +192,6 @@ fn finish(cgroups: &RunCgroups, dir: &Path) -> usize {
     wait_empty(dir, EMPTY_WAIT);
     cgroups.released(dir);
     killed
-}
-
-/// Moves the calling process into the cgroup at `dir` (the gate does this
-/// before it becomes the job, so that every descendant is born inside).
-pub fn enter(dir: &Path) -> io::Result<()> {
-    std::fs::write(dir.join("cgroup.procs"), b"0")
 }
 
 /// SIGKILL to every process in the cgroup: `cgroup.kill` where the kernel has

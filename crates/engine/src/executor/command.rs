@@ -119,7 +119,7 @@ pub async fn execute(
     vars.extend(ctx.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     vars.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
 
-    // The run's cgroup, made before the job starts (the gate enters it).
+    // The run's cgroup, made before the job starts (the job is born in it).
     let cgroup = match settings.sandbox.as_ref().and_then(|s| s.cgroups.clone()) {
         Some(cgroups) => {
             let run = ctx.run;
@@ -142,8 +142,8 @@ pub async fn execute(
         Some(sandbox) => {
             // The supervisor starts with no environment at all (nothing in it
             // may be loaded before the sandbox holds) and stays Steward's own
-            // user; the gate gets the job's environment on its standard input
-            // and switches to the job's account itself.
+            // user; it gets the job's environment on its standard input, and
+            // the job's process switches to the job's account itself.
             let mut c = Command::new(&sandbox.helper);
             let account = settings
                 .run_as
@@ -188,7 +188,7 @@ pub async fn execute(
     if let Some(mut stdin) = child.stdin.take() {
         use tokio::io::AsyncWriteExt as _;
         let env = super::sandbox::encode_env(vars.iter().copied());
-        // Dropped after writing: the gate reads to the end.
+        // Dropped after writing: the supervisor reads to the end.
         if let Err(e) = stdin.write_all(&env).await {
             ctx.note(&format!("could not hand the job its environment: {e}"));
         }
