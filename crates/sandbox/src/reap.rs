@@ -1,11 +1,10 @@
 //! The supervisor's part once the job has started: wait for it, relay
 //! Steward's stop requests to every descendant, and leave none behind.
 
-use nix::sys::signal::{kill, raise, SigSet, Signal};
+use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, Pid};
 use std::collections::HashMap;
-use std::process::ExitCode;
 
 /// Waits for the main process, relaying Steward's stop requests to every
 /// descendant. Returns how the main process ended.
@@ -97,17 +96,4 @@ fn parent_of(pid: i32) -> Option<i32> {
     // After the command name, which is in parentheses and may contain anything.
     let rest = stat.rsplit_once(')')?.1;
     rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-pub(crate) fn exit_like(status: WaitStatus) -> ExitCode {
-    match status {
-        WaitStatus::Exited(_, code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        WaitStatus::Signaled(_, sig, _) => {
-            // Die of the same signal, so Steward records it as the job's.
-            let _ = SigSet::all().thread_unblock();
-            let _ = raise(sig);
-            ExitCode::from(128u8.saturating_add(u8::try_from(sig as i32).unwrap_or(0)))
-        }
-        _ => ExitCode::FAILURE,
-    }
 }

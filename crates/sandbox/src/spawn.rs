@@ -103,6 +103,15 @@ pub(crate) fn start(
     clone_and_run(cgroup_dir.as_ref(), in_job).map_err(|e| format!("could not start the job: {e}"))
 }
 
+/// Forks this process and runs `in_child` in the fork, which then exits
+/// with the code it returns. Returns the fork's process id, in the parent.
+pub(crate) fn fork_and_run(in_child: impl FnOnce() -> u8) -> Result<Pid, String> {
+    if !single_threaded() {
+        return Err("the launcher has more than one thread, so it cannot fork safely".into());
+    }
+    clone_and_run(None, |_| in_child()).map_err(|e| format!("fork: {e}"))
+}
+
 fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let f = std::fs::OpenOptions::new()
@@ -160,8 +169,8 @@ fn clone_and_run(
     };
     // SAFETY: `clone3` without CLONE_VM and without a stack, like `fork`,
     // gives the child a copy of this process's memory and only the calling
-    // thread. This process has exactly one thread (checked by `start`; the
-    // supervisor is dispatched in `main` before anything can start one), so
+    // thread. This process has exactly one thread (checked by the callers;
+    // the launcher is dispatched in `main` before anything can start one), so
     // no lock in the copy is held by a thread that does not exist there, and
     // the child may allocate. `args` outlives the call and is the size the
     // kernel is told. The child never returns from this function: it runs

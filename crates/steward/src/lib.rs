@@ -483,6 +483,9 @@ fn command_sandbox(
     // The binary itself: jobs may run it, never change it.
     let readonly = std::fs::canonicalize(&helper).into_iter().collect();
     Ok(Sandbox {
+        launcher: std::sync::Arc::new(steward_engine::executor::launcher::Launcher::new(
+            helper.clone(),
+        )),
         helper,
         hidden,
         readonly,

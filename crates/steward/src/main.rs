@@ -10,8 +10,8 @@ use steward_domain::{Schedule, TimeZone};
 fn main() -> ExitCode {
     // The command sandbox is this binary too; it must not start a runtime.
     let mut args = std::env::args_os();
-    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(steward_sandbox::HELPER_ARG)) {
-        return steward_sandbox::helper_main(args);
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(steward_sandbox::LAUNCHER_ARG)) {
+        return steward_sandbox::launcher_main(args);
     }
     let cli = Cli::parse();
     match cli.command {

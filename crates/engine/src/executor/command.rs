@@ -1,11 +1,11 @@
 //! Local commands: argv without a shell (unless the spec says `shell: true`), a
 //! clean environment, stdin closed, a process group of their own, and on timeout
 //! or cancel SIGTERM to the whole group, then SIGKILL after the grace period.
-//! Each command runs under the sandbox helper (`executor::sandbox`): Landlock
-//! hides Steward's own files, and as the job's subreaper it kills every
-//! descendant, also those that left the group with `setsid`, when the main
-//! process ends; whatever is left in the group is killed too, so no orphan
-//! outlives its run.
+//! Each command runs under a supervisor forked by the launcher
+//! (`executor::launcher`, `executor::sandbox`): Landlock hides Steward's own
+//! files, and as the job's subreaper it kills every descendant, also those
+//! that left the group with `setsid`, when the main process ends; whatever is
+//! left in the group is killed too, so no orphan outlives its run.
 
 use super::{ExecContext, ExecResult};
 use crate::kinds::command::CommandSpec;
@@ -52,7 +52,7 @@ pub struct CommandSettings {
     pub default_workdir: String,
     /// Set only when Steward runs as root.
     pub run_as: Option<RunAs>,
-    /// Runs each command through the sandbox helper (Landlock, subreaper).
+    /// Runs each command under a supervisor (Landlock, subreaper, cgroup).
     pub sandbox: Option<super::sandbox::Sandbox>,
 }
 
@@ -137,71 +137,68 @@ pub async fn execute(
         }
         None => None,
     };
-    #[allow(clippy::disallowed_methods)] // the executor is where processes are started
-    let mut cmd = match &settings.sandbox {
+    let started = match &settings.sandbox {
         Some(sandbox) => {
-            // The supervisor starts with no environment at all (nothing in it
-            // may be loaded before the sandbox holds) and stays Steward's own
-            // user; it gets the job's environment on its standard input, and
-            // the job's process switches to the job's account itself.
-            let mut c = Command::new(&sandbox.helper);
+            // The supervisor is forked by the launcher (no environment, no
+            // file of the job's loaded) and stays Steward's own user; it gets
+            // the job's environment on a pipe, and the job's process switches
+            // to the job's account itself.
             let account = settings
                 .run_as
                 .as_ref()
                 .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
-            let cgroup_dir = cgroup.as_ref().map(super::cgroup::RunCgroup::path);
-            c.args(sandbox.args(&program_path, args, account, cgroup_dir))
-                .env_clear()
-                .stdin(Stdio::piped());
-            c
+            let line = sandbox.command_line(
+                &program_path,
+                args,
+                account,
+                std::path::Path::new(&workdir),
+                cgroup.as_ref().map(super::cgroup::RunCgroup::path),
+            );
+            sandbox
+                .launcher
+                .launch(&line, vars.iter().copied())
+                .await
+                .map(Process::Sandboxed)
         }
         None => {
+            #[allow(clippy::disallowed_methods)] // the executor is where processes are started
             let mut c = Command::new(&program_path);
-            c.args(args).env_clear().stdin(Stdio::null());
+            c.args(args)
+                .env_clear()
+                .stdin(Stdio::null())
+                .current_dir(&workdir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true);
             for (k, v) in &vars {
                 c.env(k, v);
             }
             if let Some(user) = &settings.run_as {
                 c.uid(user.uid.as_raw()).gid(user.gid.as_raw());
             }
-            c
+            c.spawn().map(Process::Plain)
         }
     };
-    let sandboxed = settings.sandbox.is_some();
-    cmd.current_dir(&workdir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        // Dropping the run's future must not SIGKILL the supervisor alone (its
-        // job would be orphaned): the guard below asks it to end them all.
-        .kill_on_drop(!sandboxed);
-
-    let mut child = match cmd.spawn() {
+    let mut child = match started {
         Ok(c) => c,
         Err(e) => {
+            if let Some(cg) = cgroup {
+                cg.end().await;
+            }
             let msg = format!("could not start {program:?}: {e}");
             ctx.note(&msg);
             return ExecResult::failed(msg);
         }
     };
-    let mut ending = SupervisorGuard(child.id().filter(|_| sandboxed));
-    if let Some(mut stdin) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt as _;
-        let env = super::sandbox::encode_env(vars.iter().copied());
-        // Dropped after writing: the supervisor reads to the end.
-        if let Err(e) = stdin.write_all(&env).await {
-            ctx.note(&format!("could not hand the job its environment: {e}"));
-        }
-    }
-    let pgid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw);
+    let mut ending = SupervisorGuard(child.supervisor());
+    let pgid = child.id().map(Pid::from_raw);
     if let Some(pg) = pgid {
         ctx.hold(serde_json::json!({ "process_group": pg.as_raw() }));
     }
+    let (stdout, stderr) = child.take_output();
     let readers = [
-        child.stdout.take().map(|s| {
+        stdout.map(|s| {
             tokio::spawn(pump(
                 s,
                 Stream::Stdout,
@@ -209,7 +206,7 @@ pub async fn execute(
                 ctx.clock.clone(),
             ))
         }),
-        child.stderr.take().map(|s| {
+        stderr.map(|s| {
             tokio::spawn(pump(
                 s,
                 Stream::Stderr,
@@ -224,11 +221,11 @@ pub async fn execute(
         s = child.wait() => (s, None),
         () = tokio::time::sleep(ctx.timeout) => {
             ctx.note(&format!("timeout of {} reached; sending SIGTERM", humanize(ctx.timeout)));
-            (stop(&mut child, pgid, sandboxed, settings.kill_grace, ctx).await, Some(RunStatus::TimedOut))
+            (stop(&mut child, pgid, settings.kill_grace, ctx).await, Some(RunStatus::TimedOut))
         }
         () = ctx.cancel.cancelled() => {
             ctx.note("cancelled; sending SIGTERM");
-            (stop(&mut child, pgid, sandboxed, settings.kill_grace, ctx).await, Some(RunStatus::Cancelled))
+            (stop(&mut child, pgid, settings.kill_grace, ctx).await, Some(RunStatus::Cancelled))
         }
     };
     // Reaped (or beyond reach): its pid is no longer ours to signal.
@@ -297,15 +294,76 @@ pub async fn execute(
     ExecResult { status, outcome }
 }
 
+/// The started job: a supervised one (the binary always sandboxes) or, for
+/// engine unit tests, a plain child.
+enum Process {
+    Sandboxed(super::launcher::Supervised),
+    Plain(tokio::process::Child),
+}
+
+type Output = Box<dyn AsyncRead + Send + Unpin>;
+
+impl Process {
+    /// The process id, also the run's process group.
+    fn id(&self) -> Option<i32> {
+        match self {
+            Process::Sandboxed(s) => Some(s.pid),
+            Process::Plain(c) => c.id().and_then(|id| i32::try_from(id).ok()),
+        }
+    }
+
+    fn supervisor(&self) -> Option<Pid> {
+        match self {
+            Process::Sandboxed(s) => Some(Pid::from_raw(s.pid)),
+            Process::Plain(_) => None,
+        }
+    }
+
+    fn take_output(&mut self) -> (Option<Output>, Option<Output>) {
+        match self {
+            Process::Sandboxed(s) => (
+                s.stdout.take().map(|o| Box::new(o) as Output),
+                s.stderr.take().map(|o| Box::new(o) as Output),
+            ),
+            Process::Plain(c) => (
+                c.stdout.take().map(|o| Box::new(o) as Output),
+                c.stderr.take().map(|o| Box::new(o) as Output),
+            ),
+        }
+    }
+
+    /// Cancel-safe.
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Process::Sandboxed(s) => s.wait().await,
+            Process::Plain(c) => c.wait().await,
+        }
+    }
+
+    /// The last resort: SIGKILL to the supervisor (it then reports nothing,
+    /// and its descendants get SIGUSR1's treatment from nobody: the caller
+    /// kills the group and the cgroup) or to the plain child.
+    fn start_kill(&mut self) {
+        match self {
+            Process::Sandboxed(s) => {
+                let _ = nix::sys::signal::kill(Pid::from_raw(s.pid), Signal::SIGKILL);
+            }
+            Process::Plain(c) => {
+                let _ = c.start_kill();
+            }
+        }
+    }
+}
+
 /// Asks the supervisor to kill the whole job when the run's future goes away
-/// before it was reaped (SIGUSR1). Disarmed once reaped: the pid may then be
-/// another process's.
-struct SupervisorGuard(Option<u32>);
+/// before it ended (SIGUSR1). Disarmed once it reported its end: the pid may
+/// then be another process's.
+struct SupervisorGuard(Option<Pid>);
 
 impl Drop for SupervisorGuard {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGUSR1);
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGUSR1);
         }
     }
 }
@@ -314,14 +372,13 @@ impl Drop for SupervisorGuard {
 /// and `scheduler.shutdown_grace` (5 s) comes first.
 const SHUTDOWN_KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// SIGTERM to the group (the sandbox helper, its leader, relays it to every
+/// SIGTERM to the group (the supervisor, its leader, relays it to every
 /// descendant, also those that left the group), then after the grace period
-/// SIGUSR1 to the helper (which kills them all) or SIGKILL to the group;
+/// SIGUSR1 to the supervisor (which kills them all) or SIGKILL to the group;
 /// returns the exit.
 async fn stop(
-    child: &mut tokio::process::Child,
+    child: &mut Process,
     pgid: Option<Pid>,
-    sandboxed: bool,
     grace: Duration,
     ctx: &ExecContext,
 ) -> std::io::Result<std::process::ExitStatus> {
@@ -340,8 +397,8 @@ async fn stop(
                 "still running after {}; sending SIGKILL",
                 humanize(grace)
             ));
-            if let (true, Some(helper)) = (sandboxed, pgid) {
-                let _ = nix::sys::signal::kill(helper, Signal::SIGUSR1);
+            if let Some(supervisor) = child.supervisor() {
+                let _ = nix::sys::signal::kill(supervisor, Signal::SIGUSR1);
                 if let Ok(s) = tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
                     return s;
                 }
@@ -349,7 +406,7 @@ async fn stop(
             if let Some(pg) = pgid {
                 let _ = killpg(pg, Signal::SIGKILL);
             }
-            let _ = child.start_kill();
+            child.start_kill();
             child.wait().await
         }
     }

@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod command;
 pub mod http;
+pub mod launcher;
 pub mod sandbox;
 
 use crate::output::OutputBuffer;

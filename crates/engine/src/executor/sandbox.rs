@@ -1,17 +1,19 @@
 //! Steward's side of the command sandbox: the rules every command runs
-//! under, and the supervisor's command line. The supervisor itself (the
-//! steward binary, dispatched first thing in `main`) is the
-//! `steward-sandbox` crate, which says what each rule does.
+//! under, and the supervisor's command line. The launcher and the
+//! supervisors (the steward binary, dispatched first thing in `main`) are
+//! the `steward-sandbox` crate, which says what each rule does;
+//! `executor::launcher` is Steward's end of the launcher.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-pub use steward_sandbox::{encode_env, landlock_available, HELPER_ARG};
+pub use steward_sandbox::landlock_available;
 
 /// How commands are isolated; built once at start.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
-    /// The steward binary (it runs the supervisor).
+    /// The steward binary (it runs the launcher).
     pub helper: PathBuf,
     /// Paths no job may read or write.
     pub hidden: Vec<PathBuf>,
@@ -23,19 +25,22 @@ pub struct Sandbox {
     pub required: bool,
     /// Where each run gets a cgroup of its own (None: the machine gives none).
     pub cgroups: Option<super::cgroup::RunCgroups>,
+    /// Starts each job's supervisor (one launcher process per Steward).
+    pub launcher: Arc<super::launcher::Launcher>,
 }
 
 impl Sandbox {
-    /// The supervisor's argv: the rules, the account, then the job.
-    pub fn args(
+    /// The supervisor's command line: the rules, the account, then the job.
+    pub fn command_line(
         &self,
         program: &Path,
         args: &[String],
         run_as: Option<(u32, u32)>,
+        workdir: &Path,
         cgroup: Option<&Path>,
     ) -> Vec<OsString> {
         steward_sandbox::Rules {
-            parent: i32::try_from(std::process::id()).ok(),
+            workdir: Some(workdir.to_path_buf()),
             require: self.required,
             cgroup: cgroup.map(Path::to_path_buf),
             hidden: self.hidden.clone(),

@@ -386,3 +386,51 @@ fn compile(src: &std::path::Path, out: &std::path::Path, flags: &[&str]) {
         String::from_utf8_lossy(&cc.stderr)
     );
 }
+
+/// The launcher (the one process that forks every job's supervisor) of this
+/// test process's Steward.
+fn launcher_pid() -> Option<i32> {
+    let parent = format!("--parent\0{}\0", std::process::id());
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        (cmdline.contains("__steward-launcher\0") && cmdline.contains(&parent)).then_some(pid)
+    })
+}
+
+/// A launcher that dies takes the jobs it started down with it (their
+/// supervisors' parent-death signal), those runs end recorded as failed, and
+/// the next run gets a new launcher.
+#[tokio::test]
+async fn a_killed_launcher_ends_its_jobs_and_the_next_run_gets_a_new_one() {
+    let t = TestApp::start().await;
+    let work = work_dir(t.dir.path());
+    let pidfile = work.join("long.pid");
+    let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
+    t.command_job("long", &["sh", "-c", &script], json!({}))
+        .await;
+    let (_, run) = t.post("/api/v1/jobs/long/run", json!({})).await;
+    let id = run["id"].as_i64().unwrap();
+    let job = wait_pid(&pidfile).await;
+    let launcher = launcher_pid().expect("a launcher runs while a job does");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(launcher),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let run = t.wait_run(id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(gone(job).await, "job {job} outlived its launcher");
+
+    t.command_job("after", &["echo", "still here"], json!({}))
+        .await;
+    let (_, run) = t.post("/api/v1/jobs/after/run", json!({})).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let again = launcher_pid().expect("a new launcher");
+    assert_ne!(again, launcher);
+    t.stop().await;
+}
