@@ -11,8 +11,10 @@ use crate::duration::DurationSpec;
 use crate::error::ValidationError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 /// Why a schedule expression was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,8 +34,44 @@ pub struct Schedule {
 
 #[derive(Clone)]
 enum Kind {
-    Cron(Box<croner::Cron>),
+    /// Shared by every schedule of the same text (see [`shared_cron`]).
+    Cron(Arc<croner::Cron>),
     Every(std::time::Duration),
+}
+
+/// A parsed cron expression is about 400 bytes, and with many jobs most
+/// share a handful of expressions (`0 3 * * *`): every schedule of the same
+/// text holds one parsed copy, found here while any schedule holds it. This
+/// is what keeps 100,000 jobs' schedules small (docs/benchmarks.md).
+fn shared_cron(
+    text: &str,
+    parse: impl FnOnce() -> Result<croner::Cron, ScheduleError>,
+) -> Result<Arc<croner::Cron>, ScheduleError> {
+    struct Parsed {
+        table: HashMap<Box<str>, Weak<croner::Cron>>,
+        /// Dead entries are dropped whenever the table has doubled since.
+        prune_at: usize,
+    }
+    static PARSED: LazyLock<Mutex<Parsed>> = LazyLock::new(|| {
+        Mutex::new(Parsed {
+            table: HashMap::new(),
+            prune_at: 64,
+        })
+    });
+    let mut guard = PARSED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Parsed { table, prune_at } = &mut *guard;
+    if let Some(cron) = table.get(text).and_then(Weak::upgrade) {
+        return Ok(cron);
+    }
+    let cron = Arc::new(parse()?);
+    table.insert(text.into(), Arc::downgrade(&cron));
+    if table.len() >= *prune_at {
+        table.retain(|_, w| w.strong_count() > 0);
+        *prune_at = (table.len() * 2).max(64);
+    }
+    Ok(cron)
 }
 
 impl fmt::Debug for Schedule {
@@ -99,16 +137,18 @@ impl Schedule {
         if let Some(reason) = misplaced_special(&text) {
             return Err(ScheduleError::Cron { expr: text, reason });
         }
-        let cron = croner::Cron::new(&text)
-            .with_seconds_optional()
-            .parse()
-            .map_err(|e| ScheduleError::Cron {
-                expr: text.clone(),
-                reason: out_of_range_field(&text).unwrap_or_else(|| e.to_string()),
-            })?;
+        let cron = shared_cron(&text, || {
+            croner::Cron::new(&text)
+                .with_seconds_optional()
+                .parse()
+                .map_err(|e| ScheduleError::Cron {
+                    expr: text.clone(),
+                    reason: out_of_range_field(&text).unwrap_or_else(|| e.to_string()),
+                })
+        })?;
         Ok(Self {
             text,
-            kind: Kind::Cron(Box::new(cron)),
+            kind: Kind::Cron(cron),
         })
     }
 
@@ -321,6 +361,25 @@ impl utoipa::ToSchema for TimeZone {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_of_the_same_text_share_one_parsed_expression() {
+        let parsed = |s: &Schedule| match &s.kind {
+            Kind::Cron(c) => c.clone(),
+            Kind::Every(_) => unreachable!("a cron expression"),
+        };
+        let a = Schedule::parse("17 4 * * 2").unwrap();
+        let b = Schedule::parse(" 17 4 * * 2 ").unwrap();
+        let c = Schedule::parse("18 4 * * 2").unwrap();
+        assert!(Arc::ptr_eq(&parsed(&a), &parsed(&b)));
+        assert!(!Arc::ptr_eq(&parsed(&a), &parsed(&c)));
+        // Shared, and still each its own schedule.
+        let t = utc("2026-03-02T00:00:00Z");
+        let tz = tz("UTC");
+        assert_ne!(a.next_after(t, &tz), c.next_after(t, &tz));
+        // A bad expression is still refused, also after a good one was shared.
+        assert!(Schedule::parse("17 4 * * 9").is_err());
+    }
     use chrono::TimeZone as _;
 
     fn tz(s: &str) -> TimeZone {

@@ -17,6 +17,9 @@ use steward_sandbox::wire::{self, Status};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::unix::pipe;
 
+/// How long starting a supervisor may take (it takes milliseconds).
+pub const LAUNCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Starts each job's supervisor through one launcher process.
 pub struct Launcher {
     helper: PathBuf,
@@ -53,12 +56,26 @@ impl Launcher {
     }
 
     /// Starts one job's supervisor with `command_line` (its rules and the
-    /// job) and the job's environment; returns once it runs.
+    /// job) and the job's environment; returns once it runs. A launcher that
+    /// does not answer within [`LAUNCH_LIMIT`] (stopped, say) fails the start
+    /// instead of holding the run before its own timeout applies.
     pub async fn launch<'a>(
         &self,
         command_line: &[OsString],
         env: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> io::Result<Supervised> {
+        let request = wire::encode_request(command_line, env);
+        tokio::time::timeout(LAUNCH_LIMIT, self.start_supervisor(&request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::other(format!(
+                    "the sandbox launcher did not start the job's supervisor within {} s",
+                    LAUNCH_LIMIT.as_secs()
+                )))
+            })
+    }
+
+    async fn start_supervisor(&self, request: &[u8]) -> io::Result<Supervised> {
         let (request_r, request_w) = io::pipe()?;
         let (stdout_r, stdout_w) = io::pipe()?;
         let (stderr_r, stderr_w) = io::pipe()?;
@@ -70,9 +87,8 @@ impl Launcher {
             status_w.into(),
         ])
         .await?;
-        let request = wire::encode_request(command_line, env);
         let mut w = pipe::Sender::from_owned_fd(request_w.into())?;
-        w.write_all(&request).await?;
+        w.write_all(request).await?;
         drop(w);
         let mut supervised = Supervised {
             pid: 0,
