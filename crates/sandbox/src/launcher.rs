@@ -8,7 +8,9 @@
 //! job when the launcher dies, so no job outlives Steward unnoticed. Steward
 //! starts a new launcher when it finds this one gone.
 
+use crate::confine::SharedLandlock;
 use crate::wire::{receive_job, Received};
+use crate::Rules;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, getppid};
@@ -19,12 +21,15 @@ use std::time::Duration;
 /// How often ended supervisors are reaped while no job arrives.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 
-/// The launcher's main: `parent` is Steward's process id.
-pub(crate) fn main(parent: Option<i32>) -> ExitCode {
+/// The launcher's main: `parent` is Steward's process id, `rules` the file
+/// rules every job gets (their Landlock ruleset is built here, once, and
+/// again when a directory it names changes: `confine::SharedLandlock`).
+pub(crate) fn main(parent: i32, rules: &Rules) -> ExitCode {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    if parent.is_some_and(|p| getppid().as_raw() != p) {
+    if getppid().as_raw() != parent {
         return ExitCode::FAILURE;
     }
+    let mut shared: Option<SharedLandlock> = None;
     let socket = std::io::stdin();
     let socket = socket.as_fd();
     if let Err(e) = rustix::net::sockopt::set_socket_timeout(
@@ -55,9 +60,14 @@ pub(crate) fn main(parent: Option<i32>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if !shared.as_ref().is_some_and(SharedLandlock::is_current) {
+            // On failure each supervisor builds its own, and says why not.
+            shared = SharedLandlock::build(rules).ok();
+        }
         // The supervisor's own pipe ends leave with it; the launcher keeps
         // none (dropped when this iteration ends).
-        if let Err(e) = crate::spawn::fork_and_run(|| crate::supervisor::run(pipes, me)) {
+        let landlock = shared.as_ref();
+        if let Err(e) = crate::spawn::fork_and_run(|| crate::supervisor::run(pipes, me, landlock)) {
             // The pipes are dropped here: Steward reads no status, and says
             // the job could not start.
             eprintln!("steward launcher: cannot start a supervisor: {e}");

@@ -116,16 +116,28 @@ struct Invocation {
 }
 
 fn parse(mut it: impl Iterator<Item = OsString>) -> Result<Invocation, String> {
+    let (rules, separated) = parse_rules(&mut it)?;
+    if !separated {
+        return Err("no program given".into());
+    }
+    let program = it.next().ok_or("no program given")?.into();
+    Ok(Invocation {
+        rules,
+        program,
+        args: it.collect(),
+    })
+}
+
+/// The rules' flags, up to `--` (then true) or the end (false).
+fn parse_rules(it: &mut impl Iterator<Item = OsString>) -> Result<(Rules, bool), String> {
     let mut rules = Rules::default();
     let (mut uid, mut gid) = (None, None);
     let number = |v: Option<OsString>, what: &str| -> Result<u32, String> {
         v.and_then(|v| v.to_str()?.parse().ok())
             .ok_or_else(|| format!("{what} needs a number"))
     };
-    loop {
-        let Some(arg) = it.next() else {
-            return Err("no program given".into());
-        };
+    let mut separated = false;
+    while let Some(arg) = it.next() {
         match arg.to_str() {
             Some("--workdir") => {
                 rules.workdir = Some(it.next().ok_or("--workdir needs a path")?.into());
@@ -142,7 +154,10 @@ fn parse(mut it: impl Iterator<Item = OsString>) -> Result<Invocation, String> {
                 .push(it.next().ok_or("--readonly needs a path")?.into()),
             Some("--uid") => uid = Some(number(it.next(), "--uid")?),
             Some("--gid") => gid = Some(number(it.next(), "--gid")?),
-            Some("--") => break,
+            Some("--") => {
+                separated = true;
+                break;
+            }
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
@@ -151,26 +166,46 @@ fn parse(mut it: impl Iterator<Item = OsString>) -> Result<Invocation, String> {
         (None, None) => None,
         _ => return Err("--uid and --gid go together".into()),
     };
-    let program = it.next().ok_or("no program given")?.into();
-    Ok(Invocation {
-        rules,
-        program,
-        args: it.collect(),
-    })
+    Ok((rules, separated))
+}
+
+/// The launcher's command line (after the binary): Steward's process id and
+/// the file rules every job gets (Landlock's part of `rules`), so that the
+/// launcher builds the Landlock ruleset once, not once per job.
+pub fn launcher_args(parent: u32, rules: &Rules) -> Vec<OsString> {
+    let mut out: Vec<OsString> = vec![
+        LAUNCHER_ARG.into(),
+        "--parent".into(),
+        parent.to_string().into(),
+    ];
+    if rules.require {
+        out.push("--require".into());
+    }
+    for h in &rules.hidden {
+        out.extend(["--hide".into(), h.clone().into_os_string()]);
+    }
+    for r in &rules.readonly {
+        out.extend(["--readonly".into(), r.clone().into_os_string()]);
+    }
+    out
 }
 
 /// The launcher's main: `args` are the arguments after [`LAUNCHER_ARG`]
-/// (`--parent <Steward's pid>`). It must run before any thread is started
-/// (see `spawn`), and its standard input must be Steward's connection.
+/// (see [`launcher_args`]). It must run before any thread is started (see
+/// `spawn`), and its standard input must be Steward's connection.
 pub fn launcher_main(mut args: impl Iterator<Item = OsString>) -> ExitCode {
     let parent = match (args.next(), args.next()) {
         (Some(flag), Some(pid)) if flag == "--parent" => pid.to_str().and_then(|p| p.parse().ok()),
         _ => None,
     };
-    if parent.is_none() {
+    let Some(parent) = parent else {
         return refuse("the launcher needs --parent <pid>");
+    };
+    match parse_rules(&mut args) {
+        Ok((rules, false)) => launcher::main(parent, &rules),
+        Ok((_, true)) => refuse("the launcher takes no program"),
+        Err(e) => refuse(&format!("bad launcher arguments: {e}")),
     }
-    launcher::main(parent)
 }
 
 fn refuse(msg: &str) -> ExitCode {
@@ -197,6 +232,23 @@ mod tests {
         assert_eq!(inv.rules, rules);
         assert_eq!(inv.program, PathBuf::from("/bin/echo"));
         assert_eq!(inv.args, vec![OsString::from("--"), OsString::from("x")]);
+    }
+
+    #[test]
+    fn the_launchers_rules_round_trip() {
+        let rules = Rules {
+            require: true,
+            hidden: vec!["/data".into(), "/etc/steward.toml".into()],
+            readonly: vec!["/bin/steward".into()],
+            ..Rules::default()
+        };
+        let line = launcher_args(4711, &rules);
+        assert_eq!(
+            line[..3],
+            [LAUNCHER_ARG, "--parent", "4711"].map(OsString::from)
+        );
+        let (parsed, separated) = parse_rules(&mut line.into_iter().skip(3)).unwrap();
+        assert_eq!((parsed, separated), (rules, false));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! on the status pipe, reads the request, starts the job confined (`spawn`),
 //! waits for it and every descendant (`reap`), and reports how it ended.
 
+use crate::confine::SharedLandlock;
 use crate::wire::{report, JobPipes, Status};
 use crate::{confine, parse, reap, spawn, CANNOT_START};
 use nix::sys::signal::{SigSet, Signal};
@@ -15,7 +16,7 @@ use std::os::fd::AsRawFd as _;
 const MAX_REQUEST_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The supervisor's main, in the launcher's fork; returns its exit code.
-pub(crate) fn run(pipes: JobPipes, launcher: Pid) -> u8 {
+pub(crate) fn run(pipes: JobPipes, launcher: Pid, landlock: Option<&SharedLandlock>) -> u8 {
     for (fd, to) in [(&pipes.request, 0), (&pipes.stdout, 1), (&pipes.stderr, 2)] {
         if nix::unistd::dup2(fd.as_raw_fd(), to).is_err() {
             return CANNOT_START;
@@ -27,7 +28,7 @@ pub(crate) fn run(pipes: JobPipes, launcher: Pid) -> u8 {
     // the run's handle.
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     report(&status, Status::Started(getpid().as_raw()));
-    let ended = supervise(launcher);
+    let ended = supervise(launcher, landlock);
     report(&status, Status::Ended(ended));
     0
 }
@@ -35,7 +36,7 @@ pub(crate) fn run(pipes: JobPipes, launcher: Pid) -> u8 {
 /// Everything from the request to the job's end; returns the wait status to
 /// report (exit status 126 when the job could not start, after saying why on
 /// its standard error).
-fn supervise(launcher: Pid) -> i32 {
+fn supervise(launcher: Pid, landlock: Option<&SharedLandlock>) -> i32 {
     // Orphans of the job are re-parented here, not to init.
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         return refused(&format!("cannot become the job's subreaper: {e}"));
@@ -73,7 +74,7 @@ fn supervise(launcher: Pid) -> i32 {
         Ok(j) => j,
         Err(e) => return refused(&e),
     };
-    let confinement = match confine::Confinement::prepare(&inv.rules) {
+    let confinement = match confine::Confinement::prepare(&inv.rules, landlock) {
         Ok(c) => c,
         Err(e) => return refused(&e),
     };

@@ -481,10 +481,17 @@ fn command_sandbox(
         }
     };
     // The binary itself: jobs may run it, never change it.
-    let readonly = std::fs::canonicalize(&helper).into_iter().collect();
+    let readonly: Vec<_> = std::fs::canonicalize(&helper).into_iter().collect();
+    let every_job = steward_sandbox::Rules {
+        require: required,
+        hidden: hidden.clone(),
+        readonly: readonly.clone(),
+        ..Default::default()
+    };
     Ok(Sandbox {
         launcher: std::sync::Arc::new(steward_engine::executor::launcher::Launcher::new(
             helper.clone(),
+            every_job,
         )),
         helper,
         hidden,

@@ -23,6 +23,9 @@ pub const LAUNCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(30)
 /// Starts each job's supervisor through one launcher process.
 pub struct Launcher {
     helper: PathBuf,
+    /// The file rules every job gets: the launcher builds their Landlock
+    /// ruleset once.
+    rules: steward_sandbox::Rules,
     current: tokio::sync::Mutex<Option<Connection>>,
 }
 
@@ -47,10 +50,12 @@ struct Connection {
 }
 
 impl Launcher {
-    /// `helper`: the steward binary.
-    pub fn new(helper: PathBuf) -> Self {
+    /// `helper`: the steward binary; `rules`: the file rules every job gets
+    /// (hidden and read-only paths, Landlock required or not).
+    pub fn new(helper: PathBuf, rules: steward_sandbox::Rules) -> Self {
         Self {
             helper,
+            rules,
             current: tokio::sync::Mutex::new(None),
         }
     }
@@ -150,9 +155,10 @@ impl Launcher {
         let (ours, theirs) = wire::connection()?;
         #[allow(clippy::disallowed_methods)] // the executor is where processes are started
         let process = tokio::process::Command::new(&self.helper)
-            .arg(steward_sandbox::LAUNCHER_ARG)
-            .arg("--parent")
-            .arg(std::process::id().to_string())
+            .args(steward_sandbox::launcher_args(
+                std::process::id(),
+                &self.rules,
+            ))
             .env_clear()
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())

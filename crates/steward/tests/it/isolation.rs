@@ -434,3 +434,40 @@ async fn a_killed_launcher_ends_its_jobs_and_the_next_run_gets_a_new_one() {
     assert_ne!(again, launcher);
     t.stop().await;
 }
+
+/// The launcher builds the Landlock rules once; they name every entry beside
+/// the hidden data directory as it was then. A directory made beside it
+/// later must still be open to jobs (the rules are built again), and the
+/// data directory must stay hidden after that rebuild.
+#[tokio::test]
+async fn a_directory_made_beside_the_data_directory_after_start_is_open_to_jobs() {
+    let t = TestApp::start().await;
+    let data = std::fs::canonicalize(t.dir.path().join("data")).unwrap();
+    // A first job: the launcher starts and builds its rules.
+    let out = run_thief(&t, "before", &data, std::process::id(), true).await;
+    assert!(out.contains("finished"), "{out}");
+    let later = t.dir.path().join("made-later");
+    std::fs::create_dir(&later).unwrap();
+    std::fs::write(later.join("note"), "reachable\n").unwrap();
+    std::fs::set_permissions(&later, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        later.join("note"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let note = later.join("note");
+    t.command_job("later", &["cat", note.to_str().unwrap()], json!({}))
+        .await;
+    let (_, run) = t.post("/api/v1/jobs/later/run", json!({})).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
+    let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
+    assert_eq!(run["status"], "succeeded", "{run}\n{out}");
+    assert!(out.contains("reachable"), "{out}");
+    // Still hidden with the rebuilt rules.
+    let key = std::fs::read_to_string(data.join("steward.key")).unwrap();
+    let out = run_thief(&t, "after", &data, std::process::id(), true).await;
+    assert_kept_out(&out, &key);
+    t.stop().await;
+}
