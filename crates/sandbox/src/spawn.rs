@@ -100,7 +100,8 @@ pub(crate) fn start(
         eprintln!("steward: could not start {:?}: {e}", job.program);
         CANNOT_START
     };
-    clone_and_run(cgroup_dir.as_ref(), in_job).map_err(|e| format!("could not start the job: {e}"))
+    clone_and_run(cgroup_dir.as_ref(), Sigpipe::Default, in_job)
+        .map_err(|e| format!("could not start the job: {e}"))
 }
 
 /// Forks this process and runs `in_child` in the fork, which then exits
@@ -109,7 +110,9 @@ pub(crate) fn fork_and_run(in_child: impl FnOnce() -> u8) -> Result<Pid, String>
     if !single_threaded() {
         return Err("the launcher has more than one thread, so it cannot fork safely".into());
     }
-    clone_and_run(None, |_| in_child()).map_err(|e| format!("fork: {e}"))
+    // The supervisor keeps SIGPIPE ignored: a Steward that stopped reading
+    // its status pipe must not kill it before it has ended the job's tree.
+    clone_and_run(None, Sigpipe::Ignored, |_| in_child()).map_err(|e| format!("fork: {e}"))
 }
 
 fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
@@ -139,6 +142,16 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
+/// SIGPIPE in the clone. Rust programs start with it ignored, and an ignored
+/// signal stays ignored across `exec`: a job must get the default (a shell
+/// pipeline's writer ends quietly when its reader does), as any shell and
+/// the standard library's `Command` give it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sigpipe {
+    Default,
+    Ignored,
+}
+
 /// Clones this process (like `fork`) into the cgroup `cgroup` names, where
 /// given, and runs `in_child` in the clone, which then exits with the code it
 /// returns (`in_child` is meant to `exec`). `in_child` learns whether the
@@ -148,6 +161,7 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 #[allow(unsafe_code)]
 fn clone_and_run(
     cgroup: Option<&OwnedFd>,
+    sigpipe: Sigpipe,
     in_child: impl FnOnce(bool) -> u8,
 ) -> Result<Pid, Errno> {
     let args = CloneArgs {
@@ -194,6 +208,11 @@ fn clone_and_run(
     match ret {
         -1 => Err(Errno::last()),
         0 => {
+            if sigpipe == Sigpipe::Default {
+                // SAFETY: sets a signal's action to its default (no handler
+                // runs); `signal` is async-signal-safe.
+                unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            }
             let code = in_child(born_in_cgroup);
             // SAFETY: ends the child without running the parent's exit
             // handlers or flushing its buffers a second time.

@@ -471,3 +471,36 @@ async fn a_directory_made_beside_the_data_directory_after_start_is_open_to_jobs(
     assert_kept_out(&out, &key);
     t.stop().await;
 }
+
+/// A job starts as from a shell: no signal blocked, and SIGPIPE not ignored
+/// (Rust programs, Steward's launcher and supervisors among them, ignore it,
+/// and an ignored signal would stay ignored across `exec`). Signals ignored
+/// by whoever started Steward are not Steward's to change.
+#[tokio::test]
+async fn a_job_starts_with_no_signal_blocked_and_sigpipe_not_ignored() {
+    let t = TestApp::start().await;
+    t.command_job(
+        "signals",
+        &["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+        json!({}),
+    )
+    .await;
+    let (_, run) = t.post("/api/v1/jobs/signals/run", json!({})).await;
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
+    let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
+    assert_eq!(run["status"], "succeeded", "{run}\n{out}");
+    let mask = |name: &str| -> u64 {
+        let line = out
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no {name} line:\n{out}"));
+        let hex = line.rsplit(':').next().unwrap().trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk"), 0, "{out}");
+    let sigpipe = 1u64 << (nix::sys::signal::Signal::SIGPIPE as u32 - 1);
+    assert_eq!(mask("SigIgn") & sigpipe, 0, "SIGPIPE is ignored:\n{out}");
+    t.stop().await;
+}
