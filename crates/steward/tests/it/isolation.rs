@@ -83,6 +83,17 @@ async fn run_thief(
     t.text(&format!("/api/v1/runs/{}/output", run["id"])).await
 }
 
+/// Runs job `name` once; returns the ended run and its output.
+async fn run_to_end(t: &TestApp, name: &str) -> (serde_json::Value, String) {
+    let (s, run) = t.post(&format!("/api/v1/jobs/{name}/run"), json!({})).await;
+    assert_eq!(s, 202, "{run}");
+    let run = t
+        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
+        .await;
+    let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
+    (run, out)
+}
+
 /// Steward as root, jobs as root (`run_as_user = "root"`) and as `nobody`.
 #[tokio::test]
 async fn jobs_cannot_read_stewards_key_or_database_when_steward_is_root() {
@@ -425,11 +436,8 @@ async fn a_killed_launcher_ends_its_jobs_and_the_next_run_gets_a_new_one() {
 
     t.command_job("after", &["echo", "still here"], json!({}))
         .await;
-    let (_, run) = t.post("/api/v1/jobs/after/run", json!({})).await;
-    let run = t
-        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
-        .await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let (run, out) = run_to_end(&t, "after").await;
+    assert_eq!(run["status"], "succeeded", "{run}\n{out}");
     let again = launcher_pid().expect("a new launcher");
     assert_ne!(again, launcher);
     t.stop().await;
@@ -458,11 +466,7 @@ async fn a_directory_made_beside_the_data_directory_after_start_is_open_to_jobs(
     let note = later.join("note");
     t.command_job("later", &["cat", note.to_str().unwrap()], json!({}))
         .await;
-    let (_, run) = t.post("/api/v1/jobs/later/run", json!({})).await;
-    let run = t
-        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
-        .await;
-    let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
+    let (run, out) = run_to_end(&t, "later").await;
     assert_eq!(run["status"], "succeeded", "{run}\n{out}");
     assert!(out.contains("reachable"), "{out}");
     // Still hidden with the rebuilt rules.
@@ -485,11 +489,7 @@ async fn a_job_starts_with_no_signal_blocked_and_sigpipe_not_ignored() {
         json!({}),
     )
     .await;
-    let (_, run) = t.post("/api/v1/jobs/signals/run", json!({})).await;
-    let run = t
-        .wait_run(run["id"].as_i64().unwrap(), Duration::from_secs(20))
-        .await;
-    let out = t.text(&format!("/api/v1/runs/{}/output", run["id"])).await;
+    let (run, out) = run_to_end(&t, "signals").await;
     assert_eq!(run["status"], "succeeded", "{run}\n{out}");
     let mask = |name: &str| -> u64 {
         let line = out
