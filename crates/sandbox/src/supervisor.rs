@@ -4,7 +4,7 @@
 //! waits for it and every descendant (`reap`), and reports how it ended.
 
 use crate::confine::SharedLandlock;
-use crate::wire::{report, JobPipes, Status};
+use crate::wire::{report, still_wanted, JobPipes, Status};
 use crate::{confine, parse, reap, spawn, CANNOT_START};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::WaitStatus;
@@ -28,7 +28,7 @@ pub(crate) fn run(pipes: JobPipes, launcher: Pid, landlock: Option<&SharedLandlo
     // the run's handle.
     let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
     report(&status, Status::Started(getpid().as_raw()));
-    let ended = supervise(launcher, landlock);
+    let ended = supervise(launcher, landlock, &status);
     report(&status, Status::Ended(ended));
     0
 }
@@ -36,7 +36,11 @@ pub(crate) fn run(pipes: JobPipes, launcher: Pid, landlock: Option<&SharedLandlo
 /// Everything from the request to the job's end; returns the wait status to
 /// report (exit status 126 when the job could not start, after saying why on
 /// its standard error).
-fn supervise(launcher: Pid, landlock: Option<&SharedLandlock>) -> i32 {
+fn supervise(
+    launcher: Pid,
+    landlock: Option<&SharedLandlock>,
+    status: &std::os::fd::OwnedFd,
+) -> i32 {
     // Orphans of the job are re-parented here, not to init.
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         return refused(&format!("cannot become the job's subreaper: {e}"));
@@ -89,6 +93,11 @@ fn supervise(launcher: Pid, landlock: Option<&SharedLandlock>) -> i32 {
     .collect();
     if let Err(e) = signals.thread_block() {
         return refused(&format!("cannot block signals: {e}"));
+    }
+    // Steward gives up on a supervisor that does not start in time, and then
+    // stops reading: no job of a run nobody watches.
+    if !still_wanted(status) {
+        return refused("Steward stopped waiting for this job to start");
     }
     let main = match spawn::start(inv.rules.cgroup.as_deref(), job, confinement) {
         Ok(pid) => pid,

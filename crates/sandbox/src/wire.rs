@@ -11,7 +11,9 @@
 //! - On the status pipe the supervisor writes `started <pid>` as soon as it
 //!   runs, and `ended <wait status>` when the job's main process has ended
 //!   and every descendant is gone ([`Status`]). A pipe that ends without
-//!   `ended` means the supervisor was killed.
+//!   `ended` means the supervisor was killed. Empty lines are skipped: the
+//!   supervisor writes one just before it starts the job, to learn whether
+//!   Steward still reads.
 
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
@@ -197,6 +199,13 @@ impl Status {
     }
 }
 
+/// Whether Steward still reads the status pipe: an empty line (which
+/// Steward skips) fails with EPIPE once it stopped (the supervisor ignores
+/// SIGPIPE).
+pub(crate) fn still_wanted(status_pipe: impl AsFd) -> bool {
+    rustix::io::write(status_pipe, b"\n").is_ok()
+}
+
 /// Writes a status line; a Steward that stopped listening is no error here.
 pub(crate) fn report(status_pipe: impl AsFd, status: Status) {
     let _ = rustix::io::write(status_pipe, status.line().as_bytes());
@@ -234,6 +243,11 @@ mod tests {
             assert_eq!(Status::parse(&s.line()), Some(s));
         }
         assert_eq!(Status::parse("ended x\n"), None);
+        assert_eq!(Status::parse("\n"), None);
+        let (r, w) = std::io::pipe().unwrap();
+        assert!(still_wanted(&w));
+        drop(r);
+        assert!(!still_wanted(&w));
     }
 
     #[test]
