@@ -750,15 +750,28 @@ impl Engine {
         &self,
         id: RunId,
     ) -> Result<(RunStatus, Option<OutputBuffer>), ServiceError> {
+        // A start here wakes the wait at once (checked in memory); a run
+        // that ends without starting here (cancelled or skipped while queued,
+        // run elsewhere) is found by reading it, every `FOLLOW_RECHECK`.
+        let mut read_at = tokio::time::Instant::now();
         loop {
+            let started = self.queue.run_started();
+            tokio::pin!(started);
+            started.as_mut().enable();
             if let Some(live) = self.queue.live_output(id) {
                 return Ok((RunStatus::Running, Some(live)));
             }
-            let run = read_one!(self.store, |tx| tx.get_run(id)).await?;
-            if run.status.is_terminal() {
-                return Ok((run.status, None));
+            if tokio::time::Instant::now() >= read_at {
+                let run = read_one!(self.store, |tx| tx.get_run(id)).await?;
+                if run.status.is_terminal() {
+                    return Ok((run.status, None));
+                }
+                read_at = tokio::time::Instant::now() + FOLLOW_RECHECK;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                () = started => {}
+                () = tokio::time::sleep_until(read_at) => {}
+            }
         }
     }
 
@@ -834,6 +847,10 @@ async fn index_secret_references(
     }
     tx.commit().await
 }
+
+/// How often a follower of a queued run reads it again, for an ending that
+/// no start here announces.
+const FOLLOW_RECHECK: Duration = Duration::from_secs(2);
 
 /// How long one run's reconciliation may hold up the start.
 const RECONCILE_LIMIT: Duration = Duration::from_secs(30);

@@ -29,6 +29,7 @@ pub(super) fn spawn(queue: &Arc<RunQueue>, slot: Slot, run: Run, job: Arc<Job>) 
             output: output.clone(),
         },
     );
+    queue.started.notify_waiters();
     let q = queue.clone();
     queue.executions.spawn(async move {
         // Leaves the registry however the execution ends (a panic too): a

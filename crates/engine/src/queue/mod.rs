@@ -141,6 +141,9 @@ pub struct RunQueue {
     /// Wakes the dispatcher: a run was queued, a permit was freed.
     wake: Arc<Notify>,
     active: Mutex<HashMap<RunId, Active>>,
+    /// Wakes whoever waits for a run to start executing here (followers of a
+    /// queued run), when any does.
+    started: Notify,
     executions: TaskTracker,
     /// Cancelled at shutdown: no more claims; runs being stopped use the short kill grace.
     stopping: CancellationToken,
@@ -180,6 +183,7 @@ impl RunQueue {
             jitter,
             wake: Arc::new(Notify::new()),
             active: Mutex::default(),
+            started: Notify::new(),
             executions: TaskTracker::new(),
             stopping: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),
@@ -332,6 +336,12 @@ impl RunQueue {
     /// The live output of a run executing here.
     pub fn live_output(&self, run: RunId) -> Option<OutputBuffer> {
         self.active().get(&run).map(|a| a.output.clone())
+    }
+
+    /// Resolves when some run starts executing here after this was called
+    /// (enable the future before checking, so that no start is missed).
+    pub fn run_started(&self) -> tokio::sync::futures::Notified<'_> {
+        self.started.notified()
     }
 
     /// Wakes the dispatcher (a run was queued by someone else).

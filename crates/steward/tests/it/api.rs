@@ -305,6 +305,74 @@ async fn follow_streams_live_output_then_the_end() {
     t.stop().await;
 }
 
+/// Following a run that is still queued: its output streams once it starts
+/// (woken by the start, not a poll), and a run cancelled while queued ends
+/// the stream with its status.
+#[tokio::test]
+async fn following_a_queued_run_streams_once_it_starts_or_ends_if_cancelled() {
+    use futures_util::StreamExt as _;
+    let t = TestApp::start().await;
+    // Three jobs sharing one exclusive lock: the second and third wait.
+    let tape = json!({"locks": [{"name": "tape"}]});
+    for name in ["first", "second", "third"] {
+        t.command_job(
+            name,
+            &["sh", "-c", "sleep 1; echo run $STEWARD_RUN_ID done"],
+            tape.clone(),
+        )
+        .await;
+    }
+    let mut ids = vec![];
+    for name in ["first", "second", "third"] {
+        let (s, run) = t.post(&format!("/api/v1/jobs/{name}/run"), json!({})).await;
+        assert_eq!(s, 202, "{run}");
+        ids.push(run["id"].as_i64().unwrap());
+    }
+    let (first, second, third) = (ids[0], ids[1], ids[2]);
+    let (_, queued) = t.get(&format!("/api/v1/runs/{second}")).await;
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let follow = |id: i64| {
+        let req = t
+            .client
+            .get(t.url(&format!("/api/v1/runs/{id}/output/follow")));
+        async move {
+            let mut stream = req.send().await.unwrap().bytes_stream();
+            let mut body = String::new();
+            while let Ok(Some(chunk)) =
+                tokio::time::timeout(Duration::from_secs(20), stream.next()).await
+            {
+                body.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+                if body.contains("event: end") {
+                    break;
+                }
+            }
+            body
+        }
+    };
+    let second_body = tokio::spawn(follow(second));
+    let third_body = tokio::spawn(follow(third));
+    let (s, _) = t
+        .post(&format!("/api/v1/runs/{third}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, 202);
+    let second_body = second_body.await.unwrap();
+    assert!(
+        second_body.contains(&format!(" out run {second} done")),
+        "{second_body}"
+    );
+    assert!(
+        second_body.contains("event: end\ndata: succeeded"),
+        "{second_body}"
+    );
+    let third_body = third_body.await.unwrap();
+    assert!(
+        third_body.contains("event: end\ndata: cancelled"),
+        "{third_body}"
+    );
+    t.wait_run(first, Duration::from_secs(20)).await;
+    t.stop().await;
+}
+
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let kb: u64 = status
