@@ -221,6 +221,7 @@ pub fn missed(
         job: job.clone(),
         at,
         skipped: Some(format!("skipped: {what} ({why})")),
+        since: Some(first),
     };
     match job.definition.policies.missed {
         MissedRunPolicy::Skip => vec![skipped(
