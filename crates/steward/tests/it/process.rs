@@ -220,9 +220,10 @@ async fn kill_9_mid_run_then_restart_abandons_and_honours_the_missed_run_policy(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     signal(&s.child, nix::sys::signal::Signal::SIGKILL);
     wait_exit(&mut s.child, Duration::from_secs(5));
-    // The crashed server's command does not outlive it: its sandbox helper
-    // gets the parent-death signal and kills every descendant (a restart
-    // would also kill what carries the run's id in the recorded group).
+    // The crashed server's command does not outlive it: its launcher dies
+    // with it (parent-death signal), the supervisor is told the same way and
+    // kills every descendant (a restart would also kill what carries the
+    // run's id in the recorded group).
     let mut gone = false;
     for _ in 0..100 {
         if !alive(victim) {
