@@ -188,8 +188,8 @@ fn clone_and_run(
     // no lock in the copy is held by a thread that does not exist there, and
     // the child may allocate. `args` outlives the call and is the size the
     // kernel is told. The child never returns from this function: it runs
-    // `in_child` and `_exit`s, so no destructor of the parent's state runs
-    // twice; glibc's cached thread id is stale in the child, which matters
+    // `in_child` (catching a panic) and `_exit`s, so no destructor of the
+    // parent's state runs twice; glibc's cached thread id is stale in the child, which matters
     // only to `raise` and pthread calls, and the child makes none before
     // `exec`.
     let mut ret = unsafe {
@@ -213,7 +213,11 @@ fn clone_and_run(
                 // runs); `signal` is async-signal-safe.
                 unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
             }
-            let code = in_child(born_in_cgroup);
+            // A panic must not unwind into the frames the clone copied
+            // from its parent (their destructors would run here too).
+            let code =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| in_child(born_in_cgroup)))
+                    .unwrap_or(CANNOT_START);
             // SAFETY: ends the child without running the parent's exit
             // handlers or flushing its buffers a second time.
             unsafe { libc::_exit(libc::c_int::from(code)) }

@@ -111,14 +111,19 @@ pub fn receive_job(socket: BorrowedFd<'_>) -> std::io::Result<Received> {
 
 /// The request: the length of the command line (4 bytes, little endian),
 /// the command line (each argument ended by a NUL byte), then the
-/// environment (`KEY=VALUE`, each ended by a NUL byte; values cannot contain
-/// NUL: specs refuse it).
+/// environment (`KEY=VALUE`, each ended by a NUL byte). Refused when any
+/// part holds a NUL byte (or a name a `=`): one in a path would end it early
+/// and start a flag of its own (`--` then a program, dropping the rules), so
+/// this fails closed whatever the callers checked.
 pub fn encode_request<'a>(
     command_line: &[OsString],
     env: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, String> {
     let mut line = Vec::new();
     for a in command_line {
+        if a.as_bytes().contains(&0) {
+            return Err(format!("a NUL byte in the command line: {a:?}"));
+        }
         line.extend_from_slice(a.as_bytes());
         line.push(0);
     }
@@ -128,12 +133,17 @@ pub fn encode_request<'a>(
         .to_vec();
     out.extend_from_slice(&line);
     for (k, v) in env {
+        if k.contains(['\0', '=']) || v.contains('\0') {
+            return Err(format!(
+                "a NUL byte in the environment variable {k:?}, or a `=` in its name"
+            ));
+        }
         out.extend_from_slice(k.as_bytes());
         out.push(b'=');
         out.extend_from_slice(v.as_bytes());
         out.push(0);
     }
-    out
+    Ok(out)
 }
 
 /// The job's environment: names and values.
@@ -218,7 +228,7 @@ mod tests {
     #[test]
     fn a_request_round_trips_with_empty_arguments() {
         let line: Vec<OsString> = ["--", "/bin/echo", "", "a b"].map(OsString::from).to_vec();
-        let raw = encode_request(&line, [("A", "1"), ("B", "x=y")]);
+        let raw = encode_request(&line, [("A", "1"), ("B", "x=y")]).unwrap();
         let (l, env) = decode_request(&raw).unwrap();
         assert_eq!(l, line);
         assert_eq!(
@@ -231,8 +241,27 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_byte_cannot_smuggle_a_flag_into_the_request() {
+        // A working directory that would end the rules and name a program.
+        let line: Vec<OsString> = [
+            "--workdir",
+            "/x\0--\0/bin/sh",
+            "--require",
+            "--",
+            "/bin/true",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        assert!(encode_request(&line, []).is_err());
+        let ok: Vec<OsString> = ["--", "/bin/true"].map(OsString::from).to_vec();
+        assert!(encode_request(&ok, [("A", "x\0y")]).is_err());
+        assert!(encode_request(&ok, [("A=B", "x")]).is_err());
+        assert!(encode_request(&ok, [("A", "x=y")]).is_ok());
+    }
+
+    #[test]
     fn a_cut_request_is_refused() {
-        let raw = encode_request(&[OsString::from("/bin/true")], []);
+        let raw = encode_request(&[OsString::from("/bin/true")], []).unwrap();
         assert!(decode_request(&raw[..raw.len() - 1]).is_err());
         assert!(decode_request(&raw[..2]).is_err());
     }

@@ -69,7 +69,7 @@ impl Launcher {
         command_line: &[OsString],
         env: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> io::Result<Supervised> {
-        let request = wire::encode_request(command_line, env);
+        let request = wire::encode_request(command_line, env).map_err(io::Error::other)?;
         tokio::time::timeout(LAUNCH_LIMIT, self.start_supervisor(&request))
             .await
             .unwrap_or_else(|_| {
@@ -134,10 +134,15 @@ impl Launcher {
                 .await;
             match sent {
                 Ok(()) => return Ok(()),
-                Err(e) => {
+                // Only a launcher that is gone is replaced: replacing a live
+                // one would end every job it started (their supervisors'
+                // parent-death signal), and a job can make sends fail (file
+                // descriptors in flight count against Steward's user).
+                Err(e) if gone(&e) => {
                     self.forget(&socket).await;
                     last = Some(e);
                 }
+                Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or_else(|| io::Error::other("the sandbox launcher is gone")))
@@ -185,6 +190,19 @@ impl Launcher {
             *current = None;
         }
     }
+}
+
+/// Whether a send failed because the launcher's end is closed.
+fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            nix::libc::EPIPE
+                | nix::libc::ECONNRESET
+                | nix::libc::ENOTCONN
+                | nix::libc::ECONNREFUSED
+        )
+    )
 }
 
 /// A job's supervisor, as Steward sees it.

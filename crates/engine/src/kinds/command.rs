@@ -135,6 +135,12 @@ impl CommandSpec {
             if !dir.starts_with('/') {
                 return Err(ValidationError::new("workdir", "must be an absolute path"));
             }
+            if dir.contains('\0') {
+                return Err(ValidationError::new(
+                    "workdir",
+                    "must not contain NUL bytes",
+                ));
+            }
         }
         Ok(())
     }
@@ -164,5 +170,7 @@ mod tests {
         assert!(e.contains("argv"), "{e}");
         let e = check(serde_json::json!({"argv": ["true"], "workdir": "tmp"})).unwrap_err();
         assert!(e.contains("workdir"), "{e}");
+        let e = check(serde_json::json!({"argv": ["true"], "workdir": "/x\0--"})).unwrap_err();
+        assert!(e.contains("workdir") && e.contains("NUL"), "{e}");
     }
 }
