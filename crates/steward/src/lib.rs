@@ -484,21 +484,11 @@ fn command_sandbox(
     let readonly: Vec<_> = std::fs::canonicalize(&helper).into_iter().collect();
     let every_job = steward_sandbox::Rules {
         require: required,
-        hidden: hidden.clone(),
-        readonly: readonly.clone(),
-        ..Default::default()
-    };
-    Ok(Sandbox {
-        launcher: std::sync::Arc::new(steward_engine::executor::launcher::Launcher::new(
-            helper.clone(),
-            every_job,
-        )),
-        helper,
         hidden,
         readonly,
-        required,
-        cgroups,
-    })
+        ..Default::default()
+    };
+    Ok(Sandbox::new(helper, every_job, cgroups))
 }
 
 /// Sets up `tracing` as configured: text or JSON, with the configured filter.

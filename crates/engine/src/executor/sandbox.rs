@@ -13,16 +13,13 @@ pub use steward_sandbox::landlock_available;
 /// How commands are isolated; built once at start.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
-    /// The steward binary (it runs the launcher).
-    pub helper: PathBuf,
-    /// Paths no job may read or write.
-    pub hidden: Vec<PathBuf>,
-    /// Paths a job may read and execute but not change (the steward binary:
-    /// a job that could rewrite it would run before the next job's sandbox).
-    pub readonly: Vec<PathBuf>,
-    /// Refuse to run a job when Landlock cannot be enforced (the default when
-    /// jobs run as Steward's own user, since then nothing else protects it).
-    pub required: bool,
+    /// The file rules every job gets: the paths no job may read or write,
+    /// those it may only read and execute (the steward binary: a job that
+    /// could rewrite it would run before the next job's sandbox), and whether
+    /// Landlock is required (the default when jobs run as Steward's own
+    /// user, since then nothing else protects it). The launcher was given
+    /// the same rules, and builds their Landlock ruleset once.
+    pub rules: steward_sandbox::Rules,
     /// Where each run gets a cgroup of its own (None: the machine gives none).
     pub cgroups: Option<super::cgroup::RunCgroups>,
     /// Starts each job's supervisor (one launcher process per Steward).
@@ -30,6 +27,19 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// `helper`: the steward binary (it runs the launcher).
+    pub fn new(
+        helper: PathBuf,
+        rules: steward_sandbox::Rules,
+        cgroups: Option<super::cgroup::RunCgroups>,
+    ) -> Self {
+        Self {
+            launcher: Arc::new(super::launcher::Launcher::new(helper, rules.clone())),
+            rules,
+            cgroups,
+        }
+    }
+
     /// The supervisor's command line: the rules, the account, then the job.
     pub fn command_line(
         &self,
@@ -41,11 +51,9 @@ impl Sandbox {
     ) -> Vec<OsString> {
         steward_sandbox::Rules {
             workdir: Some(workdir.to_path_buf()),
-            require: self.required,
             cgroup: cgroup.map(Path::to_path_buf),
-            hidden: self.hidden.clone(),
-            readonly: self.readonly.clone(),
             account: run_as,
+            ..self.rules.clone()
         }
         .command_line(program, args)
     }
