@@ -120,9 +120,12 @@ pub fn encode_request<'a>(
     env: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<Vec<u8>, String> {
     let mut line = Vec::new();
-    for a in command_line {
+    for (i, a) in command_line.iter().enumerate() {
+        // The position only: an argument may hold a secret's value.
         if a.as_bytes().contains(&0) {
-            return Err(format!("a NUL byte in the command line: {a:?}"));
+            return Err(format!(
+                "a NUL byte in element {i} of the supervisor's command line"
+            ));
         }
         line.extend_from_slice(a.as_bytes());
         line.push(0);
