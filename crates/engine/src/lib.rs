@@ -56,6 +56,9 @@ pub struct EngineSettings {
     pub secrets: Arc<dyn secrets::SecretSource>,
     /// Kinds of job beyond the built-in ones (`kinds::builtin`).
     pub extra_kinds: Vec<Arc<dyn kinds::JobKind>>,
+    /// How long before its instant a scheduled run is recorded, claimed and
+    /// prepared (see `queue::QueueSettings::prepare_ahead`).
+    pub prepare_ahead: Duration,
 }
 
 impl Default for EngineSettings {
@@ -73,6 +76,7 @@ impl Default for EngineSettings {
             outbound: OutboundPolicy::default(),
             secrets: Arc::new(secrets::NoSecrets),
             extra_kinds: Vec::new(),
+            prepare_ahead: queue::PREPARE_AHEAD,
         }
     }
 }
@@ -199,6 +203,7 @@ impl Engine {
                 default_timezone: settings.default_timezone,
                 kinds: kinds.clone(),
                 secrets: settings.secrets.clone(),
+                prepare_ahead: settings.prepare_ahead,
             },
             jitter,
         );

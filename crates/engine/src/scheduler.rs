@@ -6,6 +6,11 @@
 //! It only produces occurrences: everything due at one wake-up goes to the
 //! queue's recorder as one batch, which writes them as queued runs (see
 //! `crate::queue`). It never waits for the database or for capacity.
+//!
+//! It works `RunQueue::prepare_ahead` (1.5 s) ahead of the clock: an
+//! occurrence is recorded that long before its instant, so that the
+//! dispatcher can prepare its run to start at the instant itself. Lateness
+//! (`LATE_TOLERANCE`) is measured against the clock.
 
 use crate::queue::{Occurrence, RunQueue};
 use chrono::{DateTime, Utc};
@@ -93,9 +98,10 @@ impl Scheduler {
         mut rx: mpsc::UnboundedReceiver<Cmd>,
         stop: tokio_util::sync::CancellationToken,
     ) {
+        let ahead = chrono::Duration::from_std(self.queue.prepare_ahead()).unwrap_or_default();
         loop {
             self.fire_due();
-            let wake = self.heap.peek().map(|Reverse((at, _, _))| *at);
+            let wake = self.heap.peek().map(|Reverse((at, _, _))| *at - ahead);
             let sleep = async {
                 match wake {
                     Some(at) => self.clock.sleep_until(at).await,
@@ -158,9 +164,11 @@ impl Scheduler {
 
     fn fire_due(&mut self) {
         let now = self.clock.now();
+        let horizon =
+            now + chrono::Duration::from_std(self.queue.prepare_ahead()).unwrap_or_default();
         let mut due_now = Vec::new();
         while let Some(Reverse((due, generation, id))) = self.heap.peek().copied() {
-            if due > now {
+            if due > horizon {
                 break;
             }
             self.heap.pop();

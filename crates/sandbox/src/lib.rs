@@ -75,6 +75,11 @@ pub struct Rules {
     pub readonly: Vec<PathBuf>,
     /// The job's account (uid, gid); None keeps Steward's.
     pub account: Option<(u32, u32)>,
+    /// Not before this wall-clock instant (nanoseconds since the Unix epoch,
+    /// `CLOCK_REALTIME`) does the job `exec`: a scheduled run is prepared
+    /// ahead of its instant (`spawn`), so that only the `exec` is left when
+    /// the instant comes.
+    pub start_at: Option<i64>,
 }
 
 impl Rules {
@@ -99,6 +104,9 @@ impl Rules {
         if let Some((uid, gid)) = self.account {
             out.extend(["--uid".into(), uid.to_string().into()]);
             out.extend(["--gid".into(), gid.to_string().into()]);
+        }
+        if let Some(at) = self.start_at {
+            out.extend(["--start-at".into(), at.to_string().into()]);
         }
         out.push("--".into());
         out.push(program.as_os_str().to_owned());
@@ -154,6 +162,13 @@ fn parse_rules(it: &mut impl Iterator<Item = OsString>) -> Result<(Rules, bool),
                 .push(it.next().ok_or("--readonly needs a path")?.into()),
             Some("--uid") => uid = Some(number(it.next(), "--uid")?),
             Some("--gid") => gid = Some(number(it.next(), "--gid")?),
+            Some("--start-at") => {
+                rules.start_at = Some(
+                    it.next()
+                        .and_then(|v| v.to_str()?.parse().ok())
+                        .ok_or("--start-at needs nanoseconds since the epoch")?,
+                );
+            }
             Some("--") => {
                 separated = true;
                 break;
@@ -226,6 +241,7 @@ mod tests {
             hidden: vec!["/data".into()],
             readonly: vec!["/bin/steward".into()],
             account: Some((65534, 65534)),
+            start_at: Some(1_796_000_000_123_456_789),
         };
         let line = rules.command_line(Path::new("/bin/echo"), &["--".into(), "x".into()]);
         let inv = parse(line.into_iter()).unwrap();

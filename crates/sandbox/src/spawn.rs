@@ -53,11 +53,18 @@ impl Job {
     }
 }
 
-/// Starts the job's process; returns its id.
+/// The furthest ahead of its instant a job is started: the clone waits at
+/// most this long before `exec` (Steward prepares runs 1.5 s ahead).
+const MAX_START_WAIT_NS: i64 = 10_000_000_000;
+
+/// Starts the job's process; returns its id. With `start_at`, the process
+/// is made, confined and in its cgroup at once, and `exec`s the job at that
+/// wall-clock instant: what is left at the instant is one `exec`.
 pub(crate) fn start(
     cgroup: Option<&Path>,
     job: Job,
     confinement: Confinement,
+    start_at: Option<i64>,
 ) -> Result<Pid, String> {
     if !single_threaded() {
         return Err(
@@ -96,6 +103,11 @@ pub(crate) fn start(
         // The supervisor waits for signals with them blocked; the job gets
         // the usual mask.
         let _ = SigSet::all().thread_unblock();
+        // Stopping the run before its instant is SIGTERM or SIGKILL, which
+        // end this wait (the actions are the defaults).
+        if let Some(at) = start_at {
+            wait_until(at);
+        }
         let Err(e) = nix::unistd::execve(&job.program, &job.argv, &job.envp);
         eprintln!("steward: could not start {:?}: {e}", job.program);
         CANNOT_START
@@ -113,6 +125,29 @@ pub(crate) fn fork_and_run(in_child: impl FnOnce() -> u8) -> Result<Pid, String>
     // The supervisor keeps SIGPIPE ignored: a Steward that stopped reading
     // its status pipe must not kill it before it has ended the job's tree.
     clone_and_run(None, Sigpipe::Ignored, |_| in_child()).map_err(|e| format!("fork: {e}"))
+}
+
+/// Sleeps until the wall-clock instant `at_ns` (nanoseconds since the
+/// epoch), at most [`MAX_START_WAIT_NS`] from now. An absolute sleep on the
+/// real-time clock: a clock set forward or back moves the wake-up with it,
+/// as it moves the schedule's instants.
+fn wait_until(at_ns: i64) {
+    use nix::sys::time::TimeSpec;
+    use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+    let Ok(now) = clock_gettime(ClockId::CLOCK_REALTIME) else {
+        return;
+    };
+    let now_ns = now.tv_sec() * 1_000_000_000 + now.tv_nsec();
+    let at_ns = at_ns.min(now_ns.saturating_add(MAX_START_WAIT_NS));
+    let at = TimeSpec::new(
+        at_ns.div_euclid(1_000_000_000),
+        at_ns.rem_euclid(1_000_000_000),
+    );
+    while let Err(Errno::EINTR) = clock_nanosleep(
+        ClockId::CLOCK_REALTIME,
+        ClockNanosleepFlags::TIMER_ABSTIME,
+        &at,
+    ) {}
 }
 
 fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {

@@ -99,7 +99,12 @@ fn supervise(
     if !still_wanted(status) {
         return refused("Steward stopped waiting for this job to start");
     }
-    let main = match spawn::start(inv.rules.cgroup.as_deref(), job, confinement) {
+    let main = match spawn::start(
+        inv.rules.cgroup.as_deref(),
+        job,
+        confinement,
+        inv.rules.start_at,
+    ) {
         Ok(pid) => pid,
         Err(e) => return refused(&e),
     };

@@ -55,17 +55,22 @@ pub struct QueueWake {
     pub due_now: bool,
     /// The earliest instant after now at which one becomes due or expires.
     pub next: Option<DateTime<Utc>>,
+    /// The earliest instant after now at which a queued scheduled run is
+    /// due (the dispatcher prepares those ahead).
+    pub next_scheduled: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
 pub trait QueueReads: Send {
     async fn queue_wake(&mut self, now: DateTime<Utc>) -> Result<QueueWake>;
-    /// Queued runs due at `now`, in queue order (due instant, then id),
-    /// after the `(due_at, id)` cursor, leaving out those of `skip_jobs`
-    /// (found blocked earlier in the pass), each with its job as stored now.
+    /// Queued runs due at `now`, and scheduled ones due by `scheduled_by`
+    /// (prepared ahead), in queue order (due instant, then id), after the
+    /// `(due_at, id)` cursor, leaving out those of `skip_jobs` (found
+    /// blocked earlier in the pass), each with its job as stored now.
     async fn due_runs(
         &mut self,
         now: DateTime<Utc>,
+        scheduled_by: DateTime<Utc>,
         after: Option<(DateTime<Utc>, RunId)>,
         skip_jobs: &[JobId],
         limit: u32,
@@ -91,13 +96,14 @@ pub trait QueueWrites: Send {
     /// Records queued runs whose start deadline has passed as `skipped`,
     /// saying how long each waited. Returns how many.
     async fn skip_expired(&mut self, now: DateTime<Utc>) -> Result<u64>;
-    /// `queued` → `running`, claimed by `claimant` until `lease_until`.
-    /// False if the run is no longer queued.
+    /// `queued` → `running`, claimed by `claimant` until `lease_until`,
+    /// starting at `started_at` (now, or the instant of a run prepared
+    /// ahead). False if the run is no longer queued.
     async fn claim_run(
         &mut self,
         id: RunId,
         claimant: &str,
-        now: DateTime<Utc>,
+        started_at: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<bool>;
     /// Records that the claimed run `run` holds `lock`.

@@ -320,19 +320,45 @@ mod cases {
         let wake = s.read().await.unwrap().queue_wake(t(7)).await.unwrap();
         assert!(wake.due_now);
         assert_eq!(wake.next, Some(t(8) + chrono::Duration::milliseconds(1)));
+        assert_eq!(
+            wake.next_scheduled,
+            Some(t(10)),
+            "the manual run is not scheduled"
+        );
         let mut tx = s.write().await.unwrap();
         assert_eq!(tx.skip_expired(t(9)).await.unwrap(), 1);
-        let page = tx.due_runs(t(25), None, &[], 1).await.unwrap();
+        let page = tx.due_runs(t(25), t(25), None, &[], 1).await.unwrap();
         assert_eq!(page[0].run.scheduled_for, Some(t(10)));
         assert_eq!(page[0].job.id, job.id);
         let next = tx
-            .due_runs(t(25), Some((page[0].due_at, page[0].run.id)), &[], 10)
+            .due_runs(
+                t(25),
+                t(25),
+                Some((page[0].due_at, page[0].run.id)),
+                &[],
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(next.len(), 1, "t(30) is not due at t(25)");
+        let ahead = tx
+            .due_runs(
+                t(25),
+                t(30),
+                Some((page[0].due_at, page[0].run.id)),
+                &[],
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            ahead.iter().map(|d| d.due_at).collect::<Vec<_>>(),
+            [t(20), t(30)],
+            "a scheduled run due by t(30) is served to prepare ahead, after those due now"
+        );
         assert_eq!(next[0].run.scheduled_for, Some(t(20)));
         assert!(
-            tx.due_runs(t(25), None, &[job.id], 10)
+            tx.due_runs(t(25), t(25), None, &[job.id], 10)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -955,7 +981,7 @@ mod claims {
         let mut mine = Vec::new();
         loop {
             let mut tx = s.write().await.unwrap();
-            let due = tx.due_runs(t(1000), None, &[], 1).await.unwrap();
+            let due = tx.due_runs(t(1000), t(1000), None, &[], 1).await.unwrap();
             let Some(d) = due.first() else { return mine };
             if tx
                 .claim_run(d.run.id, node, t(1000), t(1030))

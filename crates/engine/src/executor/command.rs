@@ -119,6 +119,20 @@ pub async fn execute(
     vars.extend(ctx.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     vars.extend(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
 
+    // A run prepared ahead of its instant: everything below happens now, and
+    // the job's process `exec`s at the instant (the supervisor's clone
+    // waits for it, confined and in its cgroup). The timeout counts from it.
+    let wait = ctx.until_start();
+    let work_starts = tokio::time::Instant::now() + wait;
+    // The supervisor sleeps on the machine's real-time clock, so the instant
+    // is handed over on it: `wait` from now (equal to `start_at` with the
+    // system clock; with a test's manual clock, that much real time).
+    #[allow(clippy::disallowed_methods)]
+    let start_at_ns = (!wait.is_zero())
+        .then(|| std::time::SystemTime::now() + wait)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_nanos()).ok());
+
     // The run's cgroup, made before the job starts (the job is born in it).
     let cgroup = match settings.sandbox.as_ref().and_then(|s| s.cgroups.clone()) {
         Some(cgroups) => {
@@ -153,6 +167,7 @@ pub async fn execute(
                 account,
                 std::path::Path::new(&workdir),
                 cgroup.as_ref().map(super::cgroup::RunCgroup::path),
+                start_at_ns,
             );
             sandbox
                 .launcher
@@ -161,6 +176,19 @@ pub async fn execute(
                 .map(Process::Sandboxed)
         }
         None => {
+            // Unsandboxed (engine unit tests): wait here.
+            tokio::select! {
+                () = tokio::time::sleep_until(work_starts) => {}
+                () = ctx.cancel.cancelled() => {
+                    return ExecResult {
+                        status: RunStatus::Cancelled,
+                        outcome: RunOutcome {
+                            error: Some("cancelled before its scheduled instant".into()),
+                            ..Default::default()
+                        },
+                    };
+                }
+            }
             #[allow(clippy::disallowed_methods)] // the executor is where processes are started
             let mut c = Command::new(&program_path);
             c.args(args)
@@ -219,7 +247,7 @@ pub async fn execute(
     // Wait for the process, the timeout, or a cancel; the latter two escalate.
     let (status, mut verdict) = tokio::select! {
         s = child.wait() => (s, None),
-        () = tokio::time::sleep(ctx.timeout) => {
+        () = tokio::time::sleep_until(work_starts + ctx.timeout) => {
             ctx.note(&format!("timeout of {} reached; sending SIGTERM", humanize(ctx.timeout)));
             (stop(&mut child, pgid, settings.kill_grace, ctx).await, Some(RunStatus::TimedOut))
         }

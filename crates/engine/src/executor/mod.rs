@@ -19,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 /// Everything an attempt needs from its surroundings.
 pub struct ExecContext {
     pub run: steward_domain::RunId,
+    /// When the attempt's work starts: now, or the instant of a scheduled
+    /// run prepared ahead (see `JobKind::prepares_ahead`). The timeout
+    /// counts from here.
+    pub start_at: chrono::DateTime<chrono::Utc>,
     pub timeout: Duration,
     pub cancel: CancellationToken,
     /// Cancelled when Steward begins to shut down: stopping a process then
@@ -58,6 +62,13 @@ impl ExecContext {
     /// Steward stops without recording the run's end. A later call replaces it.
     pub fn hold(&self, handle: serde_json::Value) {
         (self.on_hold)(handle);
+    }
+
+    /// How long until [`ExecContext::start_at`] (zero once it has passed).
+    pub fn until_start(&self) -> Duration {
+        (self.start_at - self.clock.now())
+            .to_std()
+            .unwrap_or_default()
     }
 
     pub fn note(&self, msg: &str) {

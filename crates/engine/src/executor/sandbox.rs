@@ -40,7 +40,8 @@ impl Sandbox {
         }
     }
 
-    /// The supervisor's command line: the rules, the account, then the job.
+    /// The supervisor's command line: the rules, the account, the instant
+    /// to `exec` at (nanoseconds since the epoch; None: at once), then the job.
     pub fn command_line(
         &self,
         program: &Path,
@@ -48,11 +49,13 @@ impl Sandbox {
         run_as: Option<(u32, u32)>,
         workdir: &Path,
         cgroup: Option<&Path>,
+        start_at: Option<i64>,
     ) -> Vec<OsString> {
         steward_sandbox::Rules {
             workdir: Some(workdir.to_path_buf()),
             cgroup: cgroup.map(Path::to_path_buf),
             account: run_as,
+            start_at,
             ..self.rules.clone()
         }
         .command_line(program, args)

@@ -50,6 +50,10 @@ impl JobKind for CommandKind {
         canonical(&spec)
     }
 
+    fn prepares_ahead(&self) -> bool {
+        true
+    }
+
     async fn execute(&self, spec: &JobSpec, ctx: &ExecContext) -> ExecResult {
         match parse_fields::<CommandSpec>(spec) {
             Ok(spec) => command::execute(&spec, &self.settings, ctx).await,

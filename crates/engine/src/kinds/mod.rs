@@ -64,6 +64,15 @@ pub trait JobKind: Send + Sync + 'static {
     /// to `ctx.output`; what it holds outside Steward to `ctx.hold`.
     async fn execute(&self, spec: &JobSpec, ctx: &ExecContext) -> ExecResult;
 
+    /// Whether [`JobKind::execute`] itself waits for `ctx.start_at` (a
+    /// scheduled run is executed up to 1.5 s ahead of its instant), so
+    /// that it can prepare its work first: the command kind makes and
+    /// confines the process, which `exec`s at the instant. By default the
+    /// queue waits for the instant before calling `execute`.
+    fn prepares_ahead(&self) -> bool {
+        false
+    }
+
     /// At start, for a run the previous process left running: ends what the
     /// handle it recorded describes. Returns what was done, for the log.
     async fn reconcile(&self, _run: RunId, _handle: &Value) -> String {

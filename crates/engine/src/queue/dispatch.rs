@@ -7,6 +7,17 @@
 //! resource locks (all read on that transaction, so two nodes cannot both
 //! take the last place), claims the runs it can, takes their locks, and
 //! notes on each run it cannot start why it waits.
+//!
+//! **Prepared ahead.** A scheduled run is claimed up to
+//! `QueueSettings::prepare_ahead` before its instant, if it could start
+//! then (nothing blocks it; otherwise it is decided at its instant like any
+//! other). Its execution prepares the attempt (secrets opened, a command's
+//! process made, confined and in its cgroup) and starts the work itself at
+//! the instant: the run is recorded `running` with `started_at` its instant.
+//! The work done per run does not shrink, but it no longer lies between the
+//! instant and the start. From its claim on, a prepared run counts as
+//! running for its job's overlap policy and holds its locks, as if it had
+//! started a moment early.
 
 use super::{RunQueue, Slot};
 use chrono::{DateTime, Utc};
@@ -62,15 +73,24 @@ pub(super) async fn run(queue: Arc<RunQueue>) {
 /// if it knows (`None` also when every permit is taken: a freed one wakes it).
 async fn pass(queue: &Arc<RunQueue>) -> Result<Option<DateTime<Utc>>, StoreError> {
     let now = queue.clock.now();
+    let ahead = chrono::Duration::from_std(queue.settings.prepare_ahead).unwrap_or_default();
     let wake = queue.store.read().await?.queue_wake(now).await?;
-    if !wake.due_now {
-        return Ok(wake.next);
+    // A scheduled run is looked at `ahead` of its instant; if it cannot be
+    // prepared then, `next` (its instant) brings it back.
+    let to_prepare = wake.next_scheduled.filter(|at| *at - ahead <= now);
+    let next = [wake.next, wake.next_scheduled.map(|at| at - ahead)]
+        .into_iter()
+        .flatten()
+        .filter(|at| *at > now)
+        .min();
+    if !wake.due_now && to_prepare.is_none() {
+        return Ok(next);
     }
     let free = queue.permits.available_permits();
     let slots: Vec<_> = (0..free)
         .map_while(|_| queue.permits.clone().try_acquire_owned().ok())
         .collect();
-    let claimed = claim(queue, slots.len(), now).await?;
+    let claimed = claim(queue, slots.len(), now, now + ahead).await?;
     let filled = claimed.len() == slots.len() && !slots.is_empty();
     for (slot, (run, job)) in slots.into_iter().zip(claimed) {
         super::execute::spawn(
@@ -84,7 +104,7 @@ async fn pass(queue: &Arc<RunQueue>) -> Result<Option<DateTime<Utc>>, StoreError
         );
     }
     // All permits used: a freed one wakes us. Otherwise sleep until the next due instant.
-    Ok(if filled { None } else { wake.next })
+    Ok(if filled { None } else { next })
 }
 
 /// What the pass knows about running runs and lock holders, including the
@@ -119,10 +139,13 @@ fn wait(reason: String) -> Decision {
     }
 }
 
+/// Claims up to `free` runs: those due at `now`, then scheduled ones due by
+/// `prepare_until` that could start (see the module documentation).
 async fn claim(
     queue: &RunQueue,
     free: usize,
     now: DateTime<Utc>,
+    prepare_until: DateTime<Utc>,
 ) -> Result<Vec<(Run, Arc<Job>)>, StoreError> {
     let lease_until = now + chrono::Duration::from_std(queue.settings.lease).unwrap_or_default();
     let node = queue.settings.node.as_str();
@@ -142,6 +165,7 @@ async fn claim(
         let due = tx
             .due_runs(
                 now,
+                prepare_until,
                 after,
                 &blocked,
                 u32::try_from(page).unwrap_or(u32::MAX),
@@ -152,10 +176,14 @@ async fn claim(
         scanned += due.len();
         let full_page = due.len() == page;
         load(&mut *tx, &mut pass, &due).await?;
-        for DueRun { run, job, .. } in due {
+        for DueRun { run, job, due_at } in due {
+            // Before its instant, a run that could not start now is left
+            // for its instant: no wait noted, no skip recorded yet.
+            let ahead = due_at > now;
             match decide(&run, &job, &mut pass) {
                 Decision::Claim => {
-                    if !tx.claim_run(run.id, node, now, lease_until).await? {
+                    let started_at = due_at.max(now);
+                    if !tx.claim_run(run.id, node, started_at, lease_until).await? {
                         continue;
                     }
                     for lock in &job.definition.locks {
@@ -180,7 +208,7 @@ async fn claim(
                     }
                     let started = Run {
                         status: RunStatus::Running,
-                        started_at: Some(now),
+                        started_at: Some(started_at),
                         claimed_by: Some(node.to_owned()),
                         waiting_for: None,
                         ..run
@@ -190,6 +218,7 @@ async fn claim(
                         break 'scan;
                     }
                 }
+                Decision::Wait { .. } | Decision::Skip(_) if ahead => blocked.push(job.id),
                 Decision::Wait { reason, rest_too } => {
                     if run.waiting_for.as_deref() != Some(reason.as_str()) {
                         tx.set_waiting(run.id, &reason).await?;

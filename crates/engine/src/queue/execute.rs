@@ -77,7 +77,10 @@ async fn execute(
         Err(e) => Err(e.message),
     };
     let mut result = match prepared {
-        Ok((kind, spec)) => kind.execute(&spec, &ctx).await,
+        Ok((kind, spec)) => match wait_for_instant(kind, &ctx).await {
+            Ok(()) => kind.execute(&spec, &ctx).await,
+            Err(cancelled) => cancelled,
+        },
         Err(e) => {
             ctx.note(&e);
             ExecResult::failed(e)
@@ -117,6 +120,26 @@ async fn execute(
     queue.metrics.runs_running.dec();
     observe_end(queue, &job, result.status, started_at, finished_at);
     tracing::info!(run = %run.id, job = %job.name(), status = result.status.as_str(), "run finished");
+}
+
+/// For a run prepared ahead of its instant, with a kind that does not wait
+/// itself (`JobKind::prepares_ahead`): waits for the instant, unless the
+/// run is cancelled first.
+async fn wait_for_instant(kind: &dyn JobKind, ctx: &ExecContext) -> Result<(), ExecResult> {
+    let wait = ctx.until_start();
+    if kind.prepares_ahead() || wait.is_zero() {
+        return Ok(());
+    }
+    tokio::select! {
+        () = tokio::time::sleep(wait) => Ok(()),
+        () = ctx.cancel.cancelled() => Err(ExecResult {
+            status: RunStatus::Cancelled,
+            outcome: steward_domain::RunOutcome {
+                error: Some("cancelled before its scheduled instant".into()),
+                ..Default::default()
+            },
+        }),
+    }
 }
 
 fn observe_end(
@@ -159,6 +182,7 @@ fn context(
 ) -> ExecContext {
     ExecContext {
         run: run.id,
+        start_at: run.started_at.unwrap_or_else(|| queue.clock.now()),
         timeout: job.definition.policies.timeout.get(),
         cancel: cancel.clone(),
         stopping: queue.stopping.clone(),

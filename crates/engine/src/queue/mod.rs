@@ -70,6 +70,16 @@ const DISPATCHER: usize = 1;
 /// every third of it; a run whose node stopped renewing is rescued after it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
+/// The default of [`QueueSettings::prepare_ahead`]: long enough for a
+/// burst of a few hundred runs at one instant to be prepared (measured in
+/// docs/benchmarks.md), short enough that a run claimed early changes little
+/// (its job's definition is read 1.5 s before the instant; its locks and
+/// its place under the job's overlap policy are taken that much early).
+/// Not a whole second: cron instants are whole seconds, and preparing the
+/// next second's runs at the very instant the current second's runs `exec`
+/// would compete with them for the CPU.
+pub const PREPARE_AHEAD: Duration = Duration::from_millis(1500);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     #[error("Steward is shutting down")]
@@ -109,6 +119,11 @@ pub struct QueueSettings {
     /// What each kind of job runs as (the built-in kinds and any added).
     pub kinds: KindRegistry,
     pub secrets: Arc<dyn crate::secrets::SecretSource>,
+    /// How long before its instant a scheduled run is recorded and, if it
+    /// could start, claimed and prepared: its start at the instant is then
+    /// no longer behind the claim, the secrets, the cgroup and the process's
+    /// making (see `dispatch`). Zero turns this off.
+    pub prepare_ahead: Duration,
 }
 
 /// A run executing here: how to cancel it and where its live output is.
@@ -228,6 +243,12 @@ impl RunQueue {
         self.active
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// See [`QueueSettings::prepare_ahead`]; the scheduler records
+    /// occurrences this far ahead.
+    pub fn prepare_ahead(&self) -> Duration {
+        self.settings.prepare_ahead
     }
 
     pub fn node(&self) -> &str {

@@ -277,3 +277,143 @@ async fn the_job_list_never_shows_a_passed_next_run() {
     assert_eq!(next(&list, "hourly"), "2026-11-27T12:00:00Z");
     t.stop().await;
 }
+
+fn parse_time(v: &serde_json::Value) -> DateTime<Utc> {
+    at(v.as_str().expect("a timestamp"))
+}
+
+/// Polls the job's runs until one is seen `running` while its instant is
+/// still more than `margin` away (read after the answer came), and returns
+/// it with its instant.
+async fn prepared_run(
+    t: &TestApp,
+    job: &str,
+    margin: chrono::Duration,
+) -> (serde_json::Value, DateTime<Utc>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let runs = t.runs_of(job).await;
+        let seen = Utc::now();
+        let early = runs.into_iter().find_map(|r| {
+            let instant = parse_time(&r["scheduled_for"]);
+            (r["status"] == "running" && instant - seen > margin).then_some((r, instant))
+        });
+        if let Some(found) = early {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run of {job} was seen prepared {margin} before its instant"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A scheduled run is claimed and its process made before its instant
+/// (seen `running` before it), and the job's own clock says it started at
+/// the instant, not before. Its timeout counts from the instant: counted from
+/// the claim, a second earlier, the 1.5 s job would pass its 2 s timeout.
+#[tokio::test]
+async fn a_scheduled_run_is_prepared_ahead_and_starts_at_its_instant() {
+    let t = TestApp::start().await;
+    let log = t.work().join("starts");
+    let script = format!(
+        "echo \"$STEWARD_SCHEDULED_FOR $(date +%s.%N)\" >> {}; sleep 1.5",
+        log.display()
+    );
+    t.command_job(
+        "ahead",
+        &["/bin/sh", "-c", &script],
+        json!({"schedule": "*/3 * * * * *", "policies": {"timeout": "2s"}}),
+    )
+    .await;
+    let (prepared, instant) = prepared_run(&t, "ahead", chrono::Duration::zero()).await;
+    assert_eq!(
+        prepared["started_at"], prepared["scheduled_for"],
+        "a prepared run starts at its instant"
+    );
+    let ended = t
+        .wait_run(prepared["id"].as_i64().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let started = logged
+        .lines()
+        .find_map(|l| {
+            let (sched, at) = l.split_once(' ')?;
+            (at_or_none(sched)? == instant).then(|| at.parse::<f64>().ok())?
+        })
+        .expect("the prepared run's process wrote its start");
+    let instant_secs = instant.timestamp_micros() as f64 / 1e6;
+    assert!(
+        started >= instant_secs,
+        "the job's process started {:.3} s before its instant",
+        instant_secs - started
+    );
+    t.stop().await;
+}
+
+fn at_or_none(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// Cancelling a run prepared ahead ends it before its process ever runs the
+/// job: nothing the job does happens, and the run is recorded cancelled.
+#[tokio::test]
+async fn a_prepared_run_cancelled_before_its_instant_never_runs() {
+    let t = TestApp::start().await;
+    let marks = t.work().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let script = format!("touch {}/\"$STEWARD_SCHEDULED_FOR\"", marks.display());
+    t.command_job(
+        "never",
+        &["/bin/sh", "-c", &script],
+        json!({"schedule": "*/4 * * * * *"}),
+    )
+    .await;
+    // Far enough ahead that the cancel lands before the instant.
+    let (prepared, instant) = prepared_run(&t, "never", chrono::Duration::milliseconds(300)).await;
+    let run = prepared["id"].as_i64().unwrap();
+    let (status, body) = t
+        .post(&format!("/api/v1/runs/{run}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let ended = t.wait_run(run, Duration::from_secs(10)).await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    // Past the instant: the job never ran for it.
+    let wait = (instant - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500);
+    tokio::time::sleep(wait).await;
+    let name = instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert!(
+        !marks.join(&name).exists(),
+        "the cancelled run's job ran at {name}"
+    );
+    t.stop().await;
+}
+
+/// An occurrence that could not start a second ahead (its job's previous
+/// run, overlap `skip`, was still running then) is not skipped early: it is
+/// decided at its instant, when the previous run has ended, and runs.
+#[tokio::test]
+async fn an_occurrence_blocked_ahead_of_its_instant_is_decided_at_it() {
+    let t = TestApp::start().await;
+    t.command_job(
+        "busy",
+        &["sleep", "1.4"],
+        json!({"schedule": "*/2 * * * * *", "policies": {"overlap": "skip"}}),
+    )
+    .await;
+    let runs = t
+        .wait_runs("busy", Duration::from_secs(20), |r| {
+            r.iter().filter(|r| r["status"] == "succeeded").count() >= 3
+        })
+        .await;
+    let skipped: Vec<_> = runs.iter().filter(|r| r["status"] == "skipped").collect();
+    assert!(
+        skipped.is_empty(),
+        "occurrences were skipped although the previous run had ended by their instant: {skipped:#?}"
+    );
+    t.stop().await;
+}

@@ -21,7 +21,9 @@ impl QueueReads for Tx {
             "SELECT \
                (SELECT MIN(due_at) FROM runs WHERE status = 'queued') AS due, \
                (SELECT MIN(start_deadline) FROM runs WHERE status = 'queued') AS deadline, \
-               (SELECT MIN(due_at) FROM runs WHERE status = 'queued' AND due_at > $1) AS next_due",
+               (SELECT MIN(due_at) FROM runs WHERE status = 'queued' AND due_at > $1) AS next_due, \
+               (SELECT MIN(due_at) FROM runs WHERE status = 'queued' AND due_at > $1 \
+                  AND trigger_kind = 'schedule') AS next_scheduled",
         )
         .bind(ms(now))
         .fetch_one(self.conn())
@@ -30,6 +32,7 @@ impl QueueReads for Tx {
         let due: Option<i64> = row.try_get("due").map_err(backend)?;
         let deadline: Option<i64> = row.try_get("deadline").map_err(backend)?;
         let next_due: Option<i64> = row.try_get("next_due").map_err(backend)?;
+        let next_scheduled: Option<i64> = row.try_get("next_scheduled").map_err(backend)?;
         let now_ms = ms(now);
         let due_now = due.is_some_and(|d| d <= now_ms) || deadline.is_some_and(|d| d < now_ms);
         let next = [next_due, deadline.filter(|d| *d >= now_ms).map(|d| d + 1)]
@@ -37,12 +40,17 @@ impl QueueReads for Tx {
             .flatten()
             .min()
             .map(from_ms);
-        Ok(QueueWake { due_now, next })
+        Ok(QueueWake {
+            due_now,
+            next,
+            next_scheduled: next_scheduled.map(from_ms),
+        })
     }
 
     async fn due_runs(
         &mut self,
         now: DateTime<Utc>,
+        scheduled_by: DateTime<Utc>,
         after: Option<(DateTime<Utc>, RunId)>,
         skip_jobs: &[JobId],
         limit: u32,
@@ -52,9 +60,12 @@ impl QueueReads for Tx {
              j.definition AS jdefinition, j.created_at AS jcreated_at, j.updated_at AS jupdated_at, \
              j.schedule_cursor AS jschedule_cursor, j.next_run_at AS jnext_run_at, \
              j.last_status AS jlast_status \
-             FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.status = 'queued' AND r.due_at <= "
+             FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.status = 'queued' AND (r.due_at <= "
         ));
-        q.push_bind(ms(now));
+        q.push_bind(ms(now))
+            .push(" OR (r.trigger_kind = 'schedule' AND r.due_at <= ")
+            .push_bind(ms(scheduled_by.max(now)))
+            .push("))");
         if let Some((due, id)) = after {
             q.push(" AND (r.due_at > ")
                 .push_bind(ms(due))
@@ -220,14 +231,14 @@ impl QueueWrites for Tx {
         &mut self,
         id: RunId,
         claimant: &str,
-        now: DateTime<Utc>,
+        started_at: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE runs SET status = 'running', started_at = $1, claimed_by = $2, lease_until = $3, \
              waiting_for = NULL WHERE id = $4 AND status = 'queued'",
         )
-        .bind(ms(now))
+        .bind(ms(started_at))
         .bind(claimant)
         .bind(ms(lease_until))
         .bind(id.0)
