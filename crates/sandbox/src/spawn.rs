@@ -106,7 +106,10 @@ pub(crate) fn start(
         // Stopping the run before its instant is SIGTERM or SIGKILL, which
         // end this wait (the actions are the defaults).
         if let Some(at) = start_at {
-            wait_until(at);
+            if let Err(e) = wait_until(at) {
+                eprintln!("steward: cannot wait for the run's instant: {e}");
+                return CANNOT_START;
+            }
         }
         let Err(e) = nix::unistd::execve(&job.program, &job.argv, &job.envp);
         eprintln!("steward: could not start {:?}: {e}", job.program);
@@ -128,26 +131,30 @@ pub(crate) fn fork_and_run(in_child: impl FnOnce() -> u8) -> Result<Pid, String>
 }
 
 /// Sleeps until the wall-clock instant `at_ns` (nanoseconds since the
-/// epoch), at most [`MAX_START_WAIT_NS`] from now. An absolute sleep on the
-/// real-time clock: a clock set forward or back moves the wake-up with it,
-/// as it moves the schedule's instants.
-fn wait_until(at_ns: i64) {
+/// epoch), at most [`MAX_START_WAIT_NS`]. What is left is read off the
+/// real-time clock once and slept on the monotonic one, as Steward counts
+/// the run's timeout: a clock stepped back meanwhile cannot hold the job
+/// past its timeout before it even starts.
+fn wait_until(at_ns: i64) -> Result<(), Errno> {
     use nix::sys::time::TimeSpec;
     use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
-    let Ok(now) = clock_gettime(ClockId::CLOCK_REALTIME) else {
-        return;
-    };
-    let now_ns = now.tv_sec() * 1_000_000_000 + now.tv_nsec();
-    let at_ns = at_ns.min(now_ns.saturating_add(MAX_START_WAIT_NS));
-    let at = TimeSpec::new(
-        at_ns.div_euclid(1_000_000_000),
-        at_ns.rem_euclid(1_000_000_000),
-    );
-    while let Err(Errno::EINTR) = clock_nanosleep(
-        ClockId::CLOCK_REALTIME,
-        ClockNanosleepFlags::TIMER_ABSTIME,
-        &at,
-    ) {}
+    const NS: i64 = 1_000_000_000;
+    let ns = |t: TimeSpec| t.tv_sec() * NS + t.tv_nsec();
+    let left = at_ns
+        .saturating_sub(ns(clock_gettime(ClockId::CLOCK_REALTIME)?))
+        .clamp(0, MAX_START_WAIT_NS);
+    let until = ns(clock_gettime(ClockId::CLOCK_MONOTONIC)?).saturating_add(left);
+    let until = TimeSpec::new(until.div_euclid(NS), until.rem_euclid(NS));
+    loop {
+        match clock_nanosleep(
+            ClockId::CLOCK_MONOTONIC,
+            ClockNanosleepFlags::TIMER_ABSTIME,
+            &until,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map(drop),
+        }
+    }
 }
 
 fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {

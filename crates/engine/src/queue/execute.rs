@@ -94,7 +94,9 @@ async fn execute(
         result.outcome.error =
             Some("cancelled: Steward shut down and the grace period ran out".into());
     }
-    let finished_at = queue.clock.now();
+    // A run that ended before its instant (cancelled, or failed while being
+    // prepared) is recorded as ending at it: never before it started.
+    let finished_at = queue.clock.now().max(started_at);
     let captured = output.snapshot();
     let (done, recorded) = oneshot::channel();
     let ending = Ending {
@@ -126,12 +128,11 @@ async fn execute(
 /// itself (`JobKind::prepares_ahead`): waits for the instant, unless the
 /// run is cancelled first.
 async fn wait_for_instant(kind: &dyn JobKind, ctx: &ExecContext) -> Result<(), ExecResult> {
-    let wait = ctx.until_start();
-    if kind.prepares_ahead() || wait.is_zero() {
+    if kind.prepares_ahead() || ctx.until_start().is_zero() {
         return Ok(());
     }
     tokio::select! {
-        () = tokio::time::sleep(wait) => Ok(()),
+        () = ctx.clock.sleep_until(ctx.start_at) => Ok(()),
         () = ctx.cancel.cancelled() => Err(ExecResult {
             status: RunStatus::Cancelled,
             outcome: steward_domain::RunOutcome {

@@ -312,13 +312,14 @@ async fn prepared_run(
 /// A scheduled run is claimed and its process made before its instant
 /// (seen `running` before it), and the job's own clock says it started at
 /// the instant, not before. Its timeout counts from the instant: counted from
-/// the claim, a second earlier, the 1.5 s job would pass its 2 s timeout.
+/// the claim, more than a second earlier, the 1 s job would pass its 2 s
+/// timeout.
 #[tokio::test]
 async fn a_scheduled_run_is_prepared_ahead_and_starts_at_its_instant() {
     let t = TestApp::start().await;
     let log = t.work().join("starts");
     let script = format!(
-        "echo \"$STEWARD_SCHEDULED_FOR $(date +%s.%N)\" >> {}; sleep 1.5",
+        "echo \"$STEWARD_SCHEDULED_FOR $(date +%s.%N)\" >> {}; sleep 1",
         log.display()
     );
     t.command_job(
@@ -327,7 +328,7 @@ async fn a_scheduled_run_is_prepared_ahead_and_starts_at_its_instant() {
         json!({"schedule": "*/3 * * * * *", "policies": {"timeout": "2s"}}),
     )
     .await;
-    let (prepared, instant) = prepared_run(&t, "ahead", chrono::Duration::zero()).await;
+    let (prepared, instant) = prepared_run(&t, "ahead", chrono::Duration::seconds(1)).await;
     assert_eq!(
         prepared["started_at"], prepared["scheduled_for"],
         "a prepared run starts at its instant"
@@ -374,7 +375,7 @@ async fn a_prepared_run_cancelled_before_its_instant_never_runs() {
     )
     .await;
     // Far enough ahead that the cancel lands before the instant.
-    let (prepared, instant) = prepared_run(&t, "never", chrono::Duration::milliseconds(300)).await;
+    let (prepared, instant) = prepared_run(&t, "never", chrono::Duration::milliseconds(800)).await;
     let run = prepared["id"].as_i64().unwrap();
     let (status, body) = t
         .post(&format!("/api/v1/runs/{run}/cancel"), json!({}))
@@ -393,15 +394,17 @@ async fn a_prepared_run_cancelled_before_its_instant_never_runs() {
     t.stop().await;
 }
 
-/// An occurrence that could not start a second ahead (its job's previous
-/// run, overlap `skip`, was still running then) is not skipped early: it is
-/// decided at its instant, when the previous run has ended, and runs.
+/// An occurrence that could not start when it was looked at ahead of its
+/// instant (its job's previous run, overlap `skip`, was still running then)
+/// is not skipped early: it is decided again once the previous run has
+/// ended, and runs. This guards the dispatcher's early-decision branch; it
+/// passes without preparing ahead at all.
 #[tokio::test]
 async fn an_occurrence_blocked_ahead_of_its_instant_is_decided_at_it() {
     let t = TestApp::start().await;
     t.command_job(
         "busy",
-        &["sleep", "1.4"],
+        &["sleep", "1"],
         json!({"schedule": "*/2 * * * * *", "policies": {"overlap": "skip"}}),
     )
     .await;

@@ -60,12 +60,15 @@ impl QueueReads for Tx {
              j.definition AS jdefinition, j.created_at AS jcreated_at, j.updated_at AS jupdated_at, \
              j.schedule_cursor AS jschedule_cursor, j.next_run_at AS jnext_run_at, \
              j.last_status AS jlast_status \
-             FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.status = 'queued' AND (r.due_at <= "
+             FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.status = 'queued' AND r.due_at <= "
         ));
-        q.push_bind(ms(now))
-            .push(" OR (r.trigger_kind = 'schedule' AND r.due_at <= ")
-            .push_bind(ms(scheduled_by.max(now)))
-            .push("))");
+        // The first bound keeps the `runs_queue` index's range; the second
+        // leaves out what is not due now and not a scheduled run.
+        let by = ms(scheduled_by.max(now));
+        q.push_bind(by)
+            .push(" AND (r.due_at <= ")
+            .push_bind(ms(now))
+            .push(" OR r.trigger_kind = 'schedule')");
         if let Some((due, id)) = after {
             q.push(" AND (r.due_at > ")
                 .push_bind(ms(due))
