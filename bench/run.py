@@ -244,11 +244,11 @@ def lags_from(stamp_file, t_start, t_end, steward_times):
     return lags
 
 
-def bench_precision_steward(binary, stamp, window, per_second, results):
+def bench_precision_steward(binary, stamp, window, per_second, results, env=None, suffix=""):
     data = tempfile.mkdtemp(prefix="stw-prec-")
     # Not beside the data directory: the sandbox hides what sits there from jobs.
     out = os.path.join(tempfile.mkdtemp(prefix="stw-stamps-"), "stamps")
-    proc, api, _ = start_steward(binary, os.path.join(data, "d"), free_port())
+    proc, api, _ = start_steward(binary, os.path.join(data, "d"), free_port(), extra_env=env)
     # Create the 9,000 slower jobs first, then the every-second ones.
     jobs = schedule_set(per_second)
     for name, expr, _ in sorted(jobs, key=lambda x: x[0].startswith("s")):
@@ -271,7 +271,7 @@ def bench_precision_steward(binary, stamp, window, per_second, results):
     st, metrics = api.call("GET", "/metrics")
     stop(proc)
     cpu = (c1.user + c1.system - c0.user - c0.system) / (window + 2 - 1) * 100
-    key = f"precision_steward_{per_second}_per_second"
+    key = f"precision_steward_{per_second}_per_second{suffix}"
     results[key] = summarize(lags, expected_runs(jobs, t_start, t_end), cpu, sampler.rss)
     skipped = [l for l in metrics.decode().splitlines() if l.startswith('steward_runs_finished_total{status="skipped"}')]
     results[key]["skipped_runs_total"] = int(float(skipped[0].split()[-1])) if skipped else 0
@@ -948,6 +948,8 @@ def main():
         bench_startup(a.steward, results)
     if "burst" in todo:
         bench_burst(a.steward, results)
+        # Side by side: the same burst without preparing runs ahead.
+        bench_burst(a.steward, results, key="burst_prepare_ahead_off", env={"STEWARD_PREPARE_AHEAD": "0s"})
         bench_burst(a.steward, results, jobs=1500, argv=("sleep", "5"), key="burst_sleep_5")
     if "throughput" in todo:
         bench_throughput(a.steward, results)
@@ -970,6 +972,9 @@ def main():
             bench_precision_steward(a.steward, stamp, a.window, per_second, results)
             bench_precision_apscheduler(stamp, a.window, per_second, results)
             bench_precision_floor(stamp, a.window, per_second, results)
+            if per_second <= 100:
+                bench_precision_steward(a.steward, stamp, a.window, per_second, results,
+                                        env={"STEWARD_PREPARE_AHEAD": "0s"}, suffix="_prepare_ahead_off")
             s = results[f"precision_steward_{per_second}_per_second"]
             p = results[f"precision_apscheduler_{per_second}_per_second"]
             results[f"precision_ratio_steward_to_apscheduler_{per_second}_per_second"] = {

@@ -95,6 +95,10 @@ pub struct LogConfig {
 pub struct SchedulerConfig {
     /// On SIGTERM, how long running work may continue before it is cancelled.
     pub shutdown_grace: DurationSpec,
+    /// How long before its instant a scheduled run is recorded, claimed and
+    /// prepared (its process made, waiting to `exec` at the instant); 0 s
+    /// turns preparing ahead off.
+    pub prepare_ahead: DurationSpec,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +223,7 @@ impl Default for SchedulerConfig {
             // Fits `docker stop` (10 s): 5 s for running work, then SIGTERM
             // and at most 2 s before SIGKILL, and the records are written.
             shutdown_grace: DurationSpec::from_secs(5),
+            prepare_ahead: DurationSpec::from(steward_engine::queue::PREPARE_AHEAD),
         }
     }
 }
@@ -350,6 +355,9 @@ impl Config {
         if let Some(v) = env("STEWARD_SHUTDOWN_GRACE") {
             self.scheduler.shutdown_grace = dur("STEWARD_SHUTDOWN_GRACE", &v)?;
         }
+        if let Some(v) = env("STEWARD_PREPARE_AHEAD") {
+            self.scheduler.prepare_ahead = dur("STEWARD_PREPARE_AHEAD", &v)?;
+        }
         if let Some(v) = env("STEWARD_OUTPUT_LIMIT") {
             self.executor.output_limit = parse("STEWARD_OUTPUT_LIMIT", &v)?;
         }
@@ -455,6 +463,13 @@ impl Config {
         }
         if self.executor.output_limit > 256 * 1024 * 1024 {
             errs.push(invalid("executor.output_limit", "must be at most 256 MiB"));
+        }
+        // The supervisor waits at most 10 s for an instant.
+        if self.scheduler.prepare_ahead.get() > std::time::Duration::from_secs(5) {
+            errs.push(invalid(
+                "scheduler.prepare_ahead",
+                "must be at most 5s (0s turns preparing ahead off)",
+            ));
         }
         if !(1..=1_000_000).contains(&self.executor.max_active_runs) {
             errs.push(invalid(
@@ -775,6 +790,23 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("./steward-data"));
         assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn prepare_ahead_is_read_bounded_and_can_be_turned_off() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.scheduler.prepare_ahead.get(),
+            std::time::Duration::from_millis(1500)
+        );
+        let c = parse("[scheduler]\nprepare_ahead = \"0s\"\n").unwrap();
+        assert!(c.scheduler.prepare_ahead.get().is_zero());
+        assert!(c.validate().is_empty());
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "STEWARD_PREPARE_AHEAD").then(|| "6s".into()))
+            .unwrap();
+        let problems = format!("{:?}", c.validate());
+        assert!(problems.contains("scheduler.prepare_ahead"), "{problems}");
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl Application {
             outbound: OutboundPolicy::new(config.outbound.allow.clone()),
             secrets: vault.clone(),
             extra_kinds: overrides.kinds.clone(),
-            prepare_ahead: steward_engine::queue::PREPARE_AHEAD,
+            prepare_ahead: config.scheduler.prepare_ahead.get(),
         };
         let engine = Engine::start(
             store.clone(),

@@ -454,7 +454,11 @@ async fn pump(
     clock: std::sync::Arc<dyn steward_clock::Clock>,
 ) {
     const MAX_LINE: usize = 16 * 1024;
-    let mut reader = BufReader::with_capacity(64 * 1024, src);
+    // Small: a thousand runs at once hold two of these each, and the buffer
+    // is zeroed (touched) when it is made. A large output costs a few more
+    // reads of the pipe, not memory.
+    const READ_BUFFER: usize = 8 * 1024;
+    let mut reader = BufReader::with_capacity(READ_BUFFER, src);
     let mut line = Vec::with_capacity(256);
     loop {
         let data = match reader.fill_buf().await {
