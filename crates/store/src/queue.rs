@@ -55,14 +55,23 @@ pub struct QueueWake {
     pub due_now: bool,
     /// The earliest instant after now at which one becomes due or expires.
     pub next: Option<DateTime<Utc>>,
-    /// The earliest instant after now at which a queued scheduled run is
-    /// due (the dispatcher prepares those ahead).
+    /// A queued scheduled run is due after now but by `prepare_until`: one
+    /// the dispatcher may prepare ahead now.
+    pub to_prepare: bool,
+    /// The earliest due instant of a queued scheduled run after
+    /// `prepare_until` (the dispatcher looks at it that much ahead).
     pub next_scheduled: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
 pub trait QueueReads: Send {
-    async fn queue_wake(&mut self, now: DateTime<Utc>) -> Result<QueueWake>;
+    /// What is due at `now`, and about scheduled runs due by
+    /// `prepare_until` and after it (see [`QueueWake`]).
+    async fn queue_wake(
+        &mut self,
+        now: DateTime<Utc>,
+        prepare_until: DateTime<Utc>,
+    ) -> Result<QueueWake>;
     /// Queued runs due at `now`, and scheduled ones due by `scheduled_by`
     /// (prepared ahead), in queue order (due instant, then id), after the
     /// `(due_at, id)` cursor, leaving out those of `skip_jobs` (found

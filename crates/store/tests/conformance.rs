@@ -317,13 +317,33 @@ mod cases {
         assert_eq!(tx.enqueue_runs(&runs).await.unwrap(), 4);
         tx.commit().await.unwrap();
 
-        let wake = s.read().await.unwrap().queue_wake(t(7)).await.unwrap();
+        let wake = s
+            .read()
+            .await
+            .unwrap()
+            .queue_wake(t(7), t(7))
+            .await
+            .unwrap();
         assert!(wake.due_now);
         assert_eq!(wake.next, Some(t(8) + chrono::Duration::milliseconds(1)));
+        assert!(!wake.to_prepare);
         assert_eq!(
             wake.next_scheduled,
             Some(t(10)),
             "the manual run is not scheduled"
+        );
+        let wake = s
+            .read()
+            .await
+            .unwrap()
+            .queue_wake(t(7), t(15))
+            .await
+            .unwrap();
+        assert!(wake.to_prepare, "t(10) may be prepared by t(15)");
+        assert_eq!(
+            wake.next_scheduled,
+            Some(t(20)),
+            "the next one beyond t(15)"
         );
         let mut tx = s.write().await.unwrap();
         assert_eq!(tx.skip_expired(t(9)).await.unwrap(), 1);

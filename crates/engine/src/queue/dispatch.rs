@@ -74,16 +74,20 @@ pub(super) async fn run(queue: Arc<RunQueue>) {
 async fn pass(queue: &Arc<RunQueue>) -> Result<Option<DateTime<Utc>>, StoreError> {
     let now = queue.clock.now();
     let ahead = chrono::Duration::from_std(queue.settings.prepare_ahead).unwrap_or_default();
-    let wake = queue.store.read().await?.queue_wake(now).await?;
+    let wake = queue
+        .store
+        .read()
+        .await?
+        .queue_wake(now, now + ahead)
+        .await?;
     // A scheduled run is looked at `ahead` of its instant; if it cannot be
     // prepared then, `next` (its instant) brings it back.
-    let to_prepare = wake.next_scheduled.filter(|at| *at - ahead <= now);
     let next = [wake.next, wake.next_scheduled.map(|at| at - ahead)]
         .into_iter()
         .flatten()
         .filter(|at| *at > now)
         .min();
-    if !wake.due_now && to_prepare.is_none() {
+    if !wake.due_now && !wake.to_prepare {
         return Ok(next);
     }
     let free = queue.permits.available_permits();

@@ -386,18 +386,20 @@ async fn http_policy_is_applied_again_at_run_time() {
 async fn overload_queues_work_and_loses_none() {
     let t = TestApp::start_with(|c| c.executor.max_active_runs = 1, Arc::new(SystemClock)).await;
     t.command_job("hog", &["sleep", "2"], json!({})).await;
-    t.command_job(
-        "tick",
-        &["true"],
-        json!({"schedule": "@every 1s", "policies": {"overlap": "allow"}}),
-    )
-    .await;
     let (s, hog) = t.post("/api/v1/jobs/hog/run", json!({})).await;
     assert_eq!(s, 202);
     t.wait_status(
         hog["id"].as_i64().unwrap(),
         "running",
         Duration::from_secs(5),
+    )
+    .await;
+    // Made after the hog took the one place: a scheduled run prepared ahead
+    // takes its place when it is prepared, and would have been first.
+    t.command_job(
+        "tick",
+        &["true"],
+        json!({"schedule": "@every 1s", "policies": {"overlap": "allow"}}),
     )
     .await;
     let (s, manual) = t.post("/api/v1/jobs/tick/run", json!({})).await;

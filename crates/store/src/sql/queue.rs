@@ -16,22 +16,30 @@ const INSERT_CHUNK: usize = 1000;
 
 #[async_trait]
 impl QueueReads for Tx {
-    async fn queue_wake(&mut self, now: DateTime<Utc>) -> Result<QueueWake> {
+    async fn queue_wake(
+        &mut self,
+        now: DateTime<Utc>,
+        prepare_until: DateTime<Utc>,
+    ) -> Result<QueueWake> {
         let row = sqlx::query(
             "SELECT \
                (SELECT MIN(due_at) FROM runs WHERE status = 'queued') AS due, \
                (SELECT MIN(start_deadline) FROM runs WHERE status = 'queued') AS deadline, \
                (SELECT MIN(due_at) FROM runs WHERE status = 'queued' AND due_at > $1) AS next_due, \
                (SELECT MIN(due_at) FROM runs WHERE status = 'queued' AND due_at > $1 \
+                  AND due_at <= $2 AND trigger_kind = 'schedule') AS to_prepare, \
+               (SELECT MIN(due_at) FROM runs WHERE status = 'queued' AND due_at > $2 \
                   AND trigger_kind = 'schedule') AS next_scheduled",
         )
         .bind(ms(now))
+        .bind(ms(prepare_until.max(now)))
         .fetch_one(self.conn())
         .await
         .map_err(backend)?;
         let due: Option<i64> = row.try_get("due").map_err(backend)?;
         let deadline: Option<i64> = row.try_get("deadline").map_err(backend)?;
         let next_due: Option<i64> = row.try_get("next_due").map_err(backend)?;
+        let to_prepare: Option<i64> = row.try_get("to_prepare").map_err(backend)?;
         let next_scheduled: Option<i64> = row.try_get("next_scheduled").map_err(backend)?;
         let now_ms = ms(now);
         let due_now = due.is_some_and(|d| d <= now_ms) || deadline.is_some_and(|d| d < now_ms);
@@ -43,6 +51,7 @@ impl QueueReads for Tx {
         Ok(QueueWake {
             due_now,
             next,
+            to_prepare: to_prepare.is_some(),
             next_scheduled: next_scheduled.map(from_ms),
         })
     }
