@@ -313,8 +313,14 @@ mod cases {
         late.scheduled_for = None;
         late.start_deadline = Some(t(8));
         runs.push(late);
+        // A manual run due at t(28): never served ahead of its time.
+        let mut held = scheduled(job.id, t(1));
+        held.trigger = Trigger::Manual;
+        held.scheduled_for = None;
+        held.not_before = Some(t(28));
+        runs.push(held);
         let mut tx = s.write().await.unwrap();
-        assert_eq!(tx.enqueue_runs(&runs).await.unwrap(), 4);
+        assert_eq!(tx.enqueue_runs(&runs).await.unwrap(), 5);
         tx.commit().await.unwrap();
 
         let wake = s
@@ -374,7 +380,8 @@ mod cases {
         assert_eq!(
             ahead.iter().map(|d| d.due_at).collect::<Vec<_>>(),
             [t(20), t(30)],
-            "a scheduled run due by t(30) is served to prepare ahead, after those due now"
+            "a scheduled run due by t(30) is served to prepare ahead, after those due now; \
+             the manual one due at t(28) is not"
         );
         assert_eq!(next[0].run.scheduled_for, Some(t(20)));
         assert!(
@@ -440,7 +447,8 @@ mod cases {
             .await
             .unwrap());
         tx.commit().await.unwrap();
-        assert_eq!(s.read().await.unwrap().queued_count().await.unwrap(), 1);
+        // t(30) and the manual run due at t(28).
+        assert_eq!(s.read().await.unwrap().queued_count().await.unwrap(), 2);
     }
 
     /// Job lists page by cursor in name or next-run order, and filter by
