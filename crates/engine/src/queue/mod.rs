@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! scheduler ─occurrences─> recorder ──(batched INSERT, exactly once)──> queued
-//! run_now ─────────────────(its own transaction, with its audit record)─> queued
+//! run_now ──submitter (batched; overlap checked and audit record written
+//!            per run, on the batch's transaction)──> queued
 //! queued ──dispatcher (a permit free; limits and locks checked on the claiming
 //!          transaction)──> running, claimed by this node with a lease
 //! running ──execution (the job kind's executor)──> ending
@@ -23,6 +24,7 @@ mod dispatch;
 mod execute;
 pub mod lease;
 mod record;
+mod submit;
 
 use crate::kinds::KindRegistry;
 use crate::metrics::{Metrics, StatusLabel};
@@ -33,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use steward_clock::Clock;
-use steward_domain::{AuditRecord, JobId, OverlapPolicy, RunHandle, RunId, RunStatus, Trigger};
+use steward_domain::{AuditRecord, JobId, RunHandle, RunId, RunStatus, Trigger};
 use steward_store::{Job, NewRun, Run, Store, StoreError};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +63,7 @@ type Receivers = (
     mpsc::UnboundedReceiver<Vec<Occurrence>>,
     mpsc::UnboundedReceiver<complete::Ending>,
     mpsc::UnboundedReceiver<(RunId, RunHandle)>,
+    mpsc::UnboundedReceiver<submit::Submission>,
 );
 
 /// The dispatcher's place among the queue's tasks.
@@ -104,8 +107,9 @@ pub(crate) fn is_catch_up(
         && scheduled_for.is_some_and(|at| recorded_at - at > chrono::Duration::seconds(5))
 }
 
-/// Builds an audit record from the run it records.
-pub type AuditOf = Box<dyn FnOnce(&Run) -> AuditRecord + Send + Sync>;
+/// Builds an audit record from the run it records (again, if the run is
+/// written again after its batch's transaction failed).
+pub type AuditOf = Box<dyn Fn(&Run) -> AuditRecord + Send + Sync>;
 
 pub struct QueueSettings {
     /// This node's name in claims: stable across restarts, so a restarted
@@ -167,6 +171,8 @@ pub struct RunQueue {
     completer: mpsc::UnboundedSender<complete::Ending>,
     /// Handles of executing runs (`ExecContext::hold`), recorded in batches.
     handles: mpsc::UnboundedSender<(RunId, RunHandle)>,
+    /// Manual runs to queue, written in batches (`submit`).
+    submitter: mpsc::UnboundedSender<submit::Submission>,
     /// The background tasks (recorder, dispatcher, completer, lease keeper,
     /// handle recorder, output flusher).
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -189,6 +195,7 @@ impl RunQueue {
         let (recorder, occurrences) = mpsc::unbounded_channel();
         let (completer, endings) = mpsc::unbounded_channel();
         let (handles, held) = mpsc::unbounded_channel();
+        let (submitter, submissions) = mpsc::unbounded_channel();
         Arc::new(Self {
             store,
             clock,
@@ -205,9 +212,10 @@ impl RunQueue {
             recorder,
             completer,
             handles,
+            submitter,
             tasks: Mutex::default(),
             finished: CancellationToken::new(),
-            receivers: Mutex::new(Some((occurrences, endings, held))),
+            receivers: Mutex::new(Some((occurrences, endings, held, submissions))),
         })
     }
 
@@ -220,7 +228,7 @@ impl RunQueue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        let Some((occurrences, endings, held)) = taken else {
+        let Some((occurrences, endings, held, submissions)) = taken else {
             return; // already started
         };
         // In this order: DISPATCHER is the index of the dispatcher.
@@ -231,6 +239,7 @@ impl RunQueue {
             tokio::spawn(lease::run(self.clone())),
             tokio::spawn(execute::record_handles(self.clone(), held)),
             tokio::spawn(execute::flush_outputs(self.clone())),
+            tokio::spawn(submit::run(self.clone(), submissions)),
         ];
         *self
             .tasks
@@ -270,38 +279,19 @@ impl RunQueue {
     }
 
     /// Queues a manual run of `job`, subject to its overlap policy, checked
-    /// on the transaction that records the run and its audit record. Beyond
+    /// on the transaction that records the run and its audit record (shared
+    /// with the other manual runs asked for meanwhile: `submit`). Beyond
     /// capacity the run waits queued; it is never refused for load.
     pub async fn run_now(&self, job: JobId, audit: AuditOf) -> Result<Run, SubmitError> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
         }
-        let now = self.clock.now();
-        let mut tx = self.store.write().await?;
-        let job = tx.get_job(job).await?;
-        let refuse = |active: &Run, policy| SubmitError::Overlap {
-            active: active.id,
-            policy,
-        };
-        // Skip: nothing else may be active. Queue: one may run and one wait
-        // (a run just queued counts as the one about to run).
-        let allowed = match job.definition.policies.overlap {
-            OverlapPolicy::Skip => Some((0, "skip")),
-            OverlapPolicy::Queue => Some((1, "queue, and one run is already waiting")),
-            OverlapPolicy::Allow => None,
-        };
-        if let Some((allowed, policy)) = allowed {
-            let active = tx.active_runs_of(job.id, allowed + 1).await?;
-            if let Some(last) = active.get(allowed as usize) {
-                return Err(refuse(last, policy));
-            }
-        }
-        let new = self.new_run(&job, Trigger::Manual, now, now);
-        let run = tx.insert_run(&new).await?;
-        tx.append_audit(&audit(&run)).await?;
-        tx.commit().await?;
-        self.wake.notify_one();
-        Ok(run)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.submitter
+            .send(submit::Submission { job, audit, reply })
+            .map_err(|_| SubmitError::ShuttingDown)?;
+        // Dropped unanswered only when the queue's tasks have stopped.
+        answer.await.unwrap_or(Err(SubmitError::ShuttingDown))
     }
 
     /// A queued run of `job`, due at `due`: the job's own start deadline,

@@ -363,3 +363,64 @@ async fn max_concurrent_holds_runs_of_one_job_back() {
     assert_eq!(most_at_once(&work, "p-"), (5, 2));
     t.stop().await;
 }
+
+/// Manual runs asked for at the same moment share transactions (group
+/// commit), and the overlap rule still holds across them: of twelve
+/// concurrent requests for a job with overlap `skip`, one is queued and the
+/// others are refused naming it; with overlap `allow` all twelve are
+/// queued, each a run of its own with its own audit record; and the audit
+/// chain still verifies.
+#[tokio::test]
+async fn concurrent_manual_runs_keep_the_overlap_rule_and_their_records() {
+    let t = TestApp::start().await;
+    t.command_job("one", &["sleep", "5"], json!({})).await;
+    t.command_job("many", &["true"], json!({"policies": {"overlap": "allow"}}))
+        .await;
+    let fire = |job: &str| {
+        let requests = (0..12).map(|_| {
+            let (client, url) = (t.client.clone(), t.url(&format!("/api/v1/jobs/{job}/run")));
+            async move {
+                let r = client.post(url).json(&json!({})).send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            }
+        });
+        futures_util::future::join_all(requests)
+    };
+    let answers = fire("one").await;
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 202)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(accepted.len(), 1, "{answers:?}");
+    let first = accepted[0]["id"].as_i64().unwrap();
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 202) {
+        assert_eq!(*status, 409, "{body}");
+        assert!(
+            body.to_string().contains(&format!("run {first}")),
+            "the refusal names the active run: {body}"
+        );
+    }
+    assert_eq!(t.runs_of("one").await.len(), 1);
+
+    let answers = fire("many").await;
+    assert!(answers.iter().all(|(s, _)| *s == 202), "{answers:?}");
+    let mut ids: Vec<i64> = answers
+        .iter()
+        .map(|(_, b)| b["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "each request its own run");
+    let (_, audit) = t.get("/api/v1/audit?event=run.manual&limit=100").await;
+    let recorded = audit["items"].as_array().unwrap();
+    assert_eq!(
+        recorded.len(),
+        13,
+        "one audit record per queued run: {audit}"
+    );
+    let (status, verified) = t.get("/api/v1/audit/verify").await;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["problem"], Value::Null, "{verified}");
+    t.stop().await;
+}
