@@ -6,7 +6,8 @@
 //! transaction), the queued run and its audit record. A submission the
 //! policy refuses (or whose job is gone) is answered alone and the batch
 //! goes on. If the transaction fails, each submission is written again on a
-//! transaction of its own, so one that the database refuses fails alone.
+//! transaction of its own, so one that the database refuses fails alone;
+//! if the database cannot be reached, all are answered so at once.
 
 use super::{AuditOf, RunQueue, SubmitError};
 use std::sync::Arc;
@@ -44,6 +45,16 @@ pub(super) async fn run(queue: Arc<RunQueue>, mut rx: mpsc::UnboundedReceiver<Su
             Ok(answers) => {
                 for (s, answer) in batch.into_iter().zip(answers) {
                     let _ = s.reply.send(answer);
+                }
+            }
+            // The database cannot be reached: writing each again would make
+            // the last one wait a pool timeout per submission before it.
+            Err(StoreError::Unavailable(e)) => {
+                let why = e.to_string();
+                for s in batch {
+                    let _ = s
+                        .reply
+                        .send(Err(StoreError::Unavailable(why.clone().into()).into()));
                 }
             }
             Err(e) if batch.len() == 1 => {

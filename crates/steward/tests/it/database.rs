@@ -39,6 +39,13 @@ async fn a_database_outage_answers_503_and_steward_recovers_by_itself() {
                     .json(&json!({"name": format!("during-{i}"), "spec": {"kind": "command", "argv": ["true"]}}))
                     .send()
                     .await
+            } else if i % 4 == 1 {
+                // A manual run goes through the batching submitter.
+                client
+                    .post(format!("{base}/api/v1/jobs/before/run"))
+                    .json(&json!({}))
+                    .send()
+                    .await
             } else {
                 client.get(format!("{base}/api/v1/runs")).send().await
             }
