@@ -174,7 +174,7 @@ pub struct RunQueue {
     /// Manual runs to queue, written in batches (`submit`).
     submitter: mpsc::UnboundedSender<submit::Submission>,
     /// The background tasks (recorder, dispatcher, completer, lease keeper,
-    /// handle recorder, output flusher).
+    /// handle recorder, output flusher, submitter).
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Stops the recorder, the completer and the lease keeper once the last
     /// execution has ended.
