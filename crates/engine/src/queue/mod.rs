@@ -176,8 +176,8 @@ pub struct RunQueue {
     /// The background tasks (recorder, dispatcher, completer, lease keeper,
     /// handle recorder, output flusher, submitter).
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Stops the recorder, the completer and the lease keeper once the last
-    /// execution has ended.
+    /// Stops the recorder, the completer, the lease keeper and the
+    /// submitter once the last execution has ended.
     finished: CancellationToken,
     /// The tasks' inputs until [`RunQueue::start`] hands them over.
     receivers: Mutex<Option<Receivers>>,
@@ -290,8 +290,15 @@ impl RunQueue {
         self.submitter
             .send(submit::Submission { job, audit, reply })
             .map_err(|_| SubmitError::ShuttingDown)?;
-        // Dropped unanswered only when the queue's tasks have stopped.
-        answer.await.unwrap_or(Err(SubmitError::ShuttingDown))
+        // Dropped unanswered when the queue's tasks have stopped, or when
+        // writing its batch panicked (logged there).
+        match answer.await {
+            Ok(answer) => answer,
+            Err(_) if self.shutting_down.load(Ordering::SeqCst) => Err(SubmitError::ShuttingDown),
+            Err(_) => Err(SubmitError::Store(StoreError::Backend(
+                "the manual run could not be recorded".into(),
+            ))),
+        }
     }
 
     /// A queued run of `job`, due at `due`: the job's own start deadline,

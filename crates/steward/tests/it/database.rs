@@ -40,7 +40,8 @@ async fn a_database_outage_answers_503_and_steward_recovers_by_itself() {
                     .send()
                     .await
             } else if i % 4 == 1 {
-                // A manual run goes through the batching submitter.
+                // A manual run: answered promptly too (here by the job's
+                // lookup, before the run is submitted).
                 client
                     .post(format!("{base}/api/v1/jobs/before/run"))
                     .json(&json!({}))
