@@ -151,9 +151,13 @@ async fn claim(
     now: DateTime<Utc>,
     prepare_until: DateTime<Utc>,
 ) -> Result<Vec<(Run, Arc<Job>)>, StoreError> {
-    let lease_until = now + chrono::Duration::from_std(queue.settings.lease).unwrap_or_default();
     let node = queue.settings.node.as_str();
     let mut tx = queue.store.write().await?;
+    // The claims' time is read once the write lock is held: a run claimed
+    // because another just ended (its ending was committed while this pass
+    // waited for the lock) never starts before that ending.
+    let now = queue.clock.now().max(now);
+    let lease_until = now + chrono::Duration::from_std(queue.settings.lease).unwrap_or_default();
     let expired = tx.skip_expired(now).await?;
     let mut skipped = 0u64;
     let mut claimed = Vec::new();

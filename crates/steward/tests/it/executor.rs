@@ -256,8 +256,8 @@ async fn overlap_skip_and_queue() {
         .await;
     assert_eq!(b["status"], "succeeded");
     assert!(
-        b["started_at"].as_str().unwrap() >= a["finished_at"].as_str().unwrap(),
-        "queued run overlapped"
+        instant(&b["started_at"]) >= instant(&a["finished_at"]),
+        "queued run overlapped: {b} started before {a} ended"
     );
 
     t.command_job(
@@ -433,7 +433,10 @@ async fn overload_queues_work_and_loses_none() {
     for q in &queued {
         let r = runs.iter().find(|r| r["id"] == q["id"]).unwrap();
         assert_eq!(r["status"], "succeeded", "{r}");
-        assert!(r["started_at"].as_str().unwrap() >= hog["finished_at"].as_str().unwrap());
+        assert!(
+            instant(&r["started_at"]) >= instant(&hog["finished_at"]),
+            "{r} started before the hog ended"
+        );
     }
     t.stop().await;
 }
@@ -480,4 +483,10 @@ async fn a_job_deleted_while_its_run_starts() {
         }
     }
     eprintln!("{deleted_first} of 20 deletions came first");
+}
+
+/// A timestamp of the API as an instant: compared as strings, a whole second
+/// (written without a fraction) would sort after a later time in that second.
+fn instant(v: &serde_json::Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a timestamp")).unwrap()
 }
