@@ -134,7 +134,7 @@ pub async fn execute(
         .and_then(|d| i64::try_from(d.as_nanos()).ok());
 
     if ctx.cancel.is_cancelled() {
-        return cancelled_before_start();
+        return ExecResult::cancelled_before_start();
     }
     // The run's cgroup, made before the job starts (the job is born in it).
     let cgroup = match settings.sandbox.as_ref().and_then(|s| s.cgroups.clone()) {
@@ -182,7 +182,7 @@ pub async fn execute(
             // Unsandboxed (engine unit tests): wait here.
             tokio::select! {
                 () = ctx.clock.sleep_until(ctx.start_at) => {}
-                () = ctx.cancel.cancelled() => return cancelled_before_start(),
+                () = ctx.cancel.cancelled() => return ExecResult::cancelled_before_start(),
             }
             #[allow(clippy::disallowed_methods)] // the executor is where processes are started
             let mut c = Command::new(&program_path);
@@ -315,16 +315,6 @@ pub async fn execute(
         _ => {}
     }
     ExecResult { status, outcome }
-}
-
-fn cancelled_before_start() -> ExecResult {
-    ExecResult {
-        status: RunStatus::Cancelled,
-        outcome: RunOutcome {
-            error: Some("cancelled before it started".into()),
-            ..Default::default()
-        },
-    }
 }
 
 /// The started job: a supervised one (the binary always sandboxes) or, for

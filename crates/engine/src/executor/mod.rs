@@ -54,6 +54,18 @@ impl ExecResult {
             },
         }
     }
+
+    /// Cancelled before its work started (a run prepared ahead of its
+    /// instant, cancelled while it waited).
+    pub fn cancelled_before_start() -> Self {
+        Self {
+            status: RunStatus::Cancelled,
+            outcome: RunOutcome {
+                error: Some("cancelled before it started".into()),
+                ..Default::default()
+            },
+        }
+    }
 }
 
 impl ExecContext {

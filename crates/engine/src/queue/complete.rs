@@ -26,22 +26,7 @@ pub(crate) struct Ending {
 pub(super) async fn run(queue: Arc<RunQueue>, mut rx: mpsc::UnboundedReceiver<Ending>) {
     // Runs finished per job since its history was last pruned.
     let mut since_prune: HashMap<JobId, u32> = HashMap::new();
-    let mut batch: Vec<Ending> = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            got = rx.recv() => match got {
-                Some(e) => batch.push(e),
-                None => return,
-            },
-            () = queue.finished.cancelled() => return,
-        }
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut batch) = queue.next_batch(&mut rx, BATCH).await {
         let mut backoff = Duration::from_millis(250);
         let failing_since = std::time::Instant::now();
         let held = loop {

@@ -133,13 +133,7 @@ async fn wait_for_instant(kind: &dyn JobKind, ctx: &ExecContext) -> Result<(), E
     }
     tokio::select! {
         () = ctx.clock.sleep_until(ctx.start_at) => Ok(()),
-        () = ctx.cancel.cancelled() => Err(ExecResult {
-            status: RunStatus::Cancelled,
-            outcome: steward_domain::RunOutcome {
-                error: Some("cancelled before its scheduled instant".into()),
-                ..Default::default()
-            },
-        }),
+        () = ctx.cancel.cancelled() => Err(ExecResult::cancelled_before_start()),
     }
 }
 
@@ -228,19 +222,7 @@ pub(super) async fn record_handles(
     queue: Arc<RunQueue>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(steward_domain::RunId, RunHandle)>,
 ) {
-    loop {
-        let first = tokio::select! {
-            biased;
-            got = rx.recv() => match got {
-                Some(g) => g,
-                None => return,
-            },
-            () = queue.finished.cancelled() => return,
-        };
-        let mut batch = vec![first];
-        while let Ok(g) = rx.try_recv() {
-            batch.push(g);
-        }
+    while let Some(batch) = queue.next_batch(&mut rx, usize::MAX).await {
         let written = async {
             let mut tx = queue.store.write().await?;
             for (run, handle) in &batch {

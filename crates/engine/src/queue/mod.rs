@@ -254,6 +254,29 @@ impl RunQueue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The next batch a queue task writes: waits for one item, then takes
+    /// what else is waiting, up to `max`. None once the channel has closed
+    /// or the queue has finished.
+    async fn next_batch<T>(
+        &self,
+        rx: &mut mpsc::UnboundedReceiver<T>,
+        max: usize,
+    ) -> Option<Vec<T>> {
+        let first = tokio::select! {
+            biased;
+            got = rx.recv() => got?,
+            () = self.finished.cancelled() => return None,
+        };
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
     /// See [`QueueSettings::prepare_ahead`]; the scheduler records
     /// occurrences this far ahead.
     pub fn prepare_ahead(&self) -> Duration {

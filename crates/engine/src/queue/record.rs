@@ -283,9 +283,7 @@ mod tests {
             }
         }
         fold_by_policy(&mut pending, &TimeZone::UTC);
-        let of = |j: &Arc<Job>| -> Vec<&Occurrence> {
-            pending.iter().filter(|o| o.job.id == j.id).collect()
-        };
+        let of = |j: &Arc<Job>| of_job(&pending, j);
         let last = start + chrono::Duration::seconds(999);
         // skip: one record of the range, run nothing.
         let s = of(&skip);
@@ -322,7 +320,7 @@ mod tests {
         }
         fold_by_policy(&mut pending, &TimeZone::UTC);
         assert_eq!(pending.len(), folded);
-        let s = of_again(&pending, &skip);
+        let s = of_job(&pending, &skip);
         assert!(
             s[0].skipped
                 .as_deref()
@@ -333,7 +331,7 @@ mod tests {
         );
     }
 
-    fn of_again<'a>(pending: &'a [Occurrence], j: &Arc<Job>) -> Vec<&'a Occurrence> {
+    fn of_job<'a>(pending: &'a [Occurrence], j: &Arc<Job>) -> Vec<&'a Occurrence> {
         pending.iter().filter(|o| o.job.id == j.id).collect()
     }
 }

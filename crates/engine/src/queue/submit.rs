@@ -29,22 +29,7 @@ pub(super) struct Submission {
 }
 
 pub(super) async fn run(queue: Arc<RunQueue>, mut rx: mpsc::UnboundedReceiver<Submission>) {
-    loop {
-        let first = tokio::select! {
-            biased;
-            got = rx.recv() => match got {
-                Some(s) => s,
-                None => return,
-            },
-            () = queue.finished.cancelled() => return,
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(s) => batch.push(s),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut batch) = queue.next_batch(&mut rx, BATCH).await {
         // A request whose caller went away before its run was written is
         // not queued (as when its own transaction was rolled back).
         batch.retain(|s| !s.reply.is_closed());

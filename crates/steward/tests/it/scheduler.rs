@@ -290,23 +290,17 @@ async fn prepared_run(
     job: &str,
     margin: chrono::Duration,
 ) -> (serde_json::Value, DateTime<Utc>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let runs = t.runs_of(job).await;
+    let found = std::cell::RefCell::new(None);
+    t.wait_runs(job, Duration::from_secs(15), |runs| {
         let seen = Utc::now();
-        let early = runs.into_iter().find_map(|r| {
+        *found.borrow_mut() = runs.iter().find_map(|r| {
             let instant = parse_time(&r["scheduled_for"]);
-            (r["status"] == "running" && instant - seen > margin).then_some((r, instant))
+            (r["status"] == "running" && instant - seen > margin).then(|| (r.clone(), instant))
         });
-        if let Some(found) = early {
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no run of {job} was seen prepared {margin} before its instant"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        found.borrow().is_some()
+    })
+    .await;
+    found.into_inner().expect("found")
 }
 
 /// A scheduled run is claimed and its process made before its instant
